@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean venv
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/margin-monitor demo
+
+test: venv
+	$(BIN)/python -m ruff check monitor rules tests bench
+	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python bench/connect_first_eval.py
+	$(BIN)/python bench/rules_throughput.py
+	$(BIN)/python bench/detection_latency.py
+	$(BIN)/python bench/soak_memory.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

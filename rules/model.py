@@ -1,0 +1,243 @@
+"""Plain values that flow through the rules engine.
+
+Everything here is immutable and uses the standard library only. Money is a ``float`` in the
+account's base currency unless a field says otherwise; a value IB did not send (or sent empty,
+or as its "unset" sentinel) is ``None``, never ``0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Severity(StrEnum):
+    """How bad a finding is. ``unknown`` means the inputs were missing: nothing was computed."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Order used to pick the worst finding: ok < unknown < warning < critical."""
+        return _RANK[self]
+
+
+_RANK = {Severity.OK: 0, Severity.UNKNOWN: 1, Severity.WARNING: 2, Severity.CRITICAL: 3}
+
+
+def worst(severities: Any) -> Severity:
+    """Return the worst of an iterable of severities (``ok`` when empty)."""
+    result = Severity.OK
+    for severity in severities:
+        if severity.rank > result.rank:
+            result = severity
+    return result
+
+
+def is_number(value: float | None) -> bool:
+    """True for a finite float: what a rule may compute with."""
+    return value is not None and isinstance(value, int | float) and math.isfinite(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """One holding of one account.
+
+    ``market_value`` is in the position's own ``currency``; ``market_value_base`` is the same
+    amount converted to the account's base currency (``None`` when no price or rate is known).
+    ``stock_type`` comes from contract details ("ETF", "COMMON", ...), ``None`` when unknown.
+    """
+
+    symbol: str
+    con_id: int
+    sec_type: str
+    quantity: float
+    currency: str
+    market_price: float | None = None
+    market_value: float | None = None
+    market_value_base: float | None = None
+    average_cost: float | None = None
+    stock_type: str | None = None
+    multiplier: float = 1.0
+    exchange: str = ""
+
+    @property
+    def is_long(self) -> bool:
+        """True when the account owns the instrument."""
+        return self.quantity > 0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """One account at one instant, in its base currency.
+
+    ``as_of`` is when these values were received (timezone-aware UTC). For an estimate made
+    from streaming prices between IB's account updates, ``estimated`` is true and
+    ``authoritative_as_of`` is when IB last sent account values.
+    """
+
+    account: str
+    base_currency: str
+    as_of: datetime
+    net_liquidation: float | None = None
+    equity_with_loan: float | None = None
+    gross_position_value: float | None = None
+    init_margin_req: float | None = None
+    maint_margin_req: float | None = None
+    excess_liquidity: float | None = None
+    cushion: float | None = None
+    available_funds: float | None = None
+    sma: float | None = None
+    look_ahead_init_margin_req: float | None = None
+    look_ahead_maint_margin_req: float | None = None
+    look_ahead_available_funds: float | None = None
+    look_ahead_excess_liquidity: float | None = None
+    look_ahead_next_change: datetime | None = None
+    full_init_margin_req: float | None = None
+    full_maint_margin_req: float | None = None
+    full_excess_liquidity: float | None = None
+    cash_balance: float | None = None
+    accrued_cash: float | None = None
+    account_type: str | None = None
+    exchange_rates: Mapping[str, float] = field(default_factory=dict)
+    positions: tuple[Position, ...] = ()
+    estimated: bool = False
+    authoritative_as_of: datetime | None = None
+
+    @property
+    def margin_loan(self) -> float | None:
+        """The margin loan: the negative part of the base-currency cash balance (0 when none)."""
+        if not is_number(self.cash_balance):
+            return None
+        return max(0.0, -self.cash_balance)  # type: ignore[operator]
+
+    @property
+    def leverage(self) -> float | None:
+        """Gross leverage GPV / NLV, ``None`` when either is missing or NLV is not positive."""
+        if not (is_number(self.gross_position_value) and is_number(self.net_liquidation)):
+            return None
+        if self.net_liquidation <= 0:  # type: ignore[operator]
+            return None
+        return self.gross_position_value / self.net_liquidation  # type: ignore[operator]
+
+    @property
+    def maintenance_rate(self) -> float | None:
+        """The portfolio's average maintenance rate m = MaintMarginReq / GPV."""
+        if not (is_number(self.maint_margin_req) and is_number(self.gross_position_value)):
+            return None
+        if self.gross_position_value <= 0:  # type: ignore[operator]
+            return None
+        return self.maint_margin_req / self.gross_position_value  # type: ignore[operator]
+
+    def rate_to_base(self, currency: str) -> float | None:
+        """How many units of base currency one unit of ``currency`` is worth."""
+        if currency in ("", "BASE", self.base_currency):
+            return 1.0
+        rate = self.exchange_rates.get(currency)
+        return rate if is_number(rate) and rate > 0 else None  # type: ignore[operator]
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationContext:
+    """What a rule may know besides the snapshot: the clock and stored history.
+
+    Rules never read a clock or a database: the service passes both in here.
+    ``now`` is timezone-aware. ``connected`` and ``disconnected_since`` describe the gateway
+    link; ``last_update`` is when the account's values last arrived from IB.
+    """
+
+    now: datetime
+    peak_net_liquidation: float | None = None
+    financing_cost_year_ago: float | None = None
+    shares_outstanding: Mapping[str, float] = field(default_factory=dict)
+    connected: bool = True
+    disconnected_since: datetime | None = None
+    last_update: datetime | None = None
+    in_restart_window: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The result of one rule on one account.
+
+    ``value`` is what the rule measured and ``threshold`` the level it compared against.
+    ``clear_severity`` is the severity the same value would have against the clear levels
+    (the triggers moved toward safety by the rule's hysteresis margin): the alert lifecycle
+    keeps an alert firing until ``clear_severity`` drops below it. ``data_missing`` marks a
+    finding whose inputs were absent: it never resolves an alert. ``details`` holds extra
+    figures for the summary and JSON output.
+    """
+
+    rule: str
+    account: str
+    severity: Severity
+    value: float | None
+    threshold: float | None
+    message: str
+    action: str | None = None
+    clear_severity: Severity | None = None
+    data_missing: bool = False
+    estimated: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def held_severity(self) -> Severity:
+        """Severity against the clear levels (defaults to ``severity`` when no hysteresis)."""
+        return self.clear_severity if self.clear_severity is not None else self.severity
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used by ``check --json``."""
+        return {
+            "rule": self.rule,
+            "severity": self.severity.value,
+            "value": self.value,
+            "threshold": self.threshold,
+            "message": self.message,
+            "action": self.action,
+            "data_missing": self.data_missing,
+            "estimated": self.estimated,
+            "details": dict(self.details),
+        }
+
+
+def grade_below(
+    value: float, warning: float | None, critical: float | None, clear_margin: float = 0.0
+) -> tuple[Severity, Severity]:
+    """Grade a value that is bad when low (e.g. a cushion).
+
+    Returns ``(severity, clear_severity)``: the severity against the triggers, and against the
+    triggers raised by ``clear_margin`` (the level an alert must pass to clear).
+    """
+    return _grade(value, warning, critical, clear_margin, below=True)
+
+
+def grade_above(
+    value: float, warning: float | None, critical: float | None, clear_margin: float = 0.0
+) -> tuple[Severity, Severity]:
+    """Grade a value that is bad when high (e.g. leverage); see :func:`grade_below`."""
+    return _grade(value, warning, critical, clear_margin, below=False)
+
+
+def _grade(
+    value: float, warning: float | None, critical: float | None, margin: float, *, below: bool
+) -> tuple[Severity, Severity]:
+    def level(shift: float) -> Severity:
+        def breached(trigger: float | None) -> bool:
+            if trigger is None:
+                return False
+            return value < trigger + shift if below else value > trigger - shift
+
+        if breached(critical):
+            return Severity.CRITICAL
+        if breached(warning):
+            return Severity.WARNING
+        return Severity.OK
+
+    return level(0.0), level(margin)
