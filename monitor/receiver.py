@@ -1,0 +1,255 @@
+"""A local notification receiver: the other end of Apprise's ``json://`` URL.
+
+Product code, not a test double: the tests, the benchmarks and the demo use it to see exactly
+what a real endpoint would receive, and to rehearse an endpoint that fails. It is a small HTTP
+server bound to 127.0.0.1 in a background thread that records every POST (Apprise's JSON
+payload: ``version``, ``title``, ``message``, ``type``, ``attachments``) with its arrival time.
+It can answer HTTP 500 for the next N requests (:meth:`Receiver.fail_next`) or until told
+otherwise (:meth:`Receiver.set_failing`), or hold requests unanswered (:meth:`Receiver.set_hanging`)
+to play a target that hangs.
+
+    with Receiver() as receiver:
+        notifier = Notifier([Target("json#1", receiver.url)], store)
+        ...
+        receiver.wait_for(1, timeout=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_ID_LINE = re.compile(r"^id: (\S+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """One accepted POST."""
+
+    received_at: datetime
+    path: str
+    payload: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The notification title."""
+        return str(self.payload.get("title", ""))
+
+    @property
+    def message(self) -> str:
+        """The notification body."""
+        return str(self.payload.get("message", ""))
+
+    @property
+    def type(self) -> str:
+        """Apprise's notify type: info, success, warning or failure."""
+        return str(self.payload.get("type", ""))
+
+    @property
+    def attachments(self) -> list[dict[str, Any]]:
+        """Attachments as Apprise sends them (filename, base64, mimetype)."""
+        return list(self.payload.get("attachments") or [])
+
+    @property
+    def notification_id(self) -> str | None:
+        """The stable id from the message's ``id: ...`` line (``None`` if absent)."""
+        found = _ID_LINE.findall(self.message)
+        return found[-1] if found else None
+
+
+class Receiver:
+    """An HTTP endpoint on 127.0.0.1 that records Apprise ``json://`` notifications."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, hang_limit: float = 30.0) -> None:
+        self._host = host
+        self._requested_port = port
+        self._hang_limit = hang_limit
+        self._condition = threading.Condition()
+        self._messages: list[ReceivedMessage] = []
+        self._rejected = 0
+        self._fail_next = 0
+        self._failing = False
+        self._released = threading.Event()
+        self._released.set()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Receiver:
+        """Bind and serve in a background thread."""
+        if self._server is not None:
+            return self
+        server = ThreadingHTTPServer((self._host, self._requested_port), _handler_for(self))
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="notification-receiver",
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port (held requests are let go)."""
+        self._released.set()
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        if self._server is None:
+            raise RuntimeError("the receiver is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The Apprise URL that posts here."""
+        return f"json://{self._host}:{self.port}/"
+
+    @property
+    def http_url(self) -> str:
+        """The plain HTTP address."""
+        return f"http://{self._host}:{self.port}/"
+
+    # -- behaviour -------------------------------------------------------------------------
+
+    def fail_next(self, count: int) -> None:
+        """Answer HTTP 500 to the next ``count`` requests."""
+        with self._condition:
+            self._fail_next = max(0, int(count))
+
+    def set_failing(self, failing: bool) -> None:
+        """Answer HTTP 500 to every request until called with ``False``."""
+        with self._condition:
+            self._failing = bool(failing)
+
+    def set_hanging(self, hanging: bool) -> None:
+        """Hold requests without answering (bounded by ``hang_limit``) until ``False``."""
+        if hanging:
+            self._released.clear()
+        else:
+            self._released.set()
+
+    # -- what arrived ----------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[ReceivedMessage]:
+        """Every accepted message, in arrival order (a copy)."""
+        with self._condition:
+            return list(self._messages)
+
+    @property
+    def rejected(self) -> int:
+        """How many requests were answered with HTTP 500."""
+        with self._condition:
+            return self._rejected
+
+    def ids(self) -> list[str]:
+        """The notification ids of the accepted messages, in arrival order."""
+        return [m.notification_id for m in self.messages if m.notification_id is not None]
+
+    def clear(self) -> None:
+        """Forget what was received."""
+        with self._condition:
+            self._messages.clear()
+            self._rejected = 0
+
+    def wait_for(self, count: int, timeout: float) -> list[ReceivedMessage]:
+        """Block until at least ``count`` messages were accepted; raise TimeoutError if not."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while len(self._messages) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"received {len(self._messages)} message(s), expected {count}"
+                    )
+                self._condition.wait(remaining)
+            return list(self._messages)
+
+    async def wait_for_async(self, count: int, timeout: float) -> list[ReceivedMessage]:
+        """:meth:`wait_for` for async code (waits in a worker thread, not on the loop)."""
+        return await asyncio.to_thread(self.wait_for, count, timeout)
+
+    # -- called by the handler -------------------------------------------------------------
+
+    def _decide(self) -> bool:
+        """True when this request must be rejected."""
+        with self._condition:
+            if self._fail_next > 0:
+                self._fail_next -= 1
+                self._rejected += 1
+                return True
+            if self._failing:
+                self._rejected += 1
+                return True
+            return False
+
+    def _record(self, message: ReceivedMessage) -> None:
+        with self._condition:
+            self._messages.append(message)
+            self._condition.notify_all()
+
+
+def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            receiver._released.wait(receiver._hang_limit)
+            if receiver._decide():
+                self._answer(500, b'{"error": "failing on purpose"}')
+                return
+            try:
+                payload = json.loads(raw.decode("utf-8")) if raw else {}
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                payload = {"raw": raw.decode("utf-8", "replace")}
+            if not isinstance(payload, dict):
+                payload = {"raw": payload}
+            receiver._record(
+                ReceivedMessage(
+                    received_at=datetime.now(UTC),
+                    path=self.path,
+                    payload=payload,
+                    headers={key: value for key, value in self.headers.items()},
+                )
+            )
+            self._answer(200, b'{"ok": true}')
+
+        def _answer(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the tests and the demo print what matters themselves."""
+
+    return Handler
