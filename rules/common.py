@@ -1,0 +1,278 @@
+"""Helpers the rule modules share: input checks, per-snapshot sums, windows and wording.
+
+Standard library only. The per-snapshot sums (:func:`book`) are computed once per snapshot and
+reused by every rule that walks the positions, so the whole catalog stays linear in the number
+of positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rules.model import AccountSnapshot, Finding, Position, Severity, is_number
+
+#: IB's tag names, used in "data missing" messages.
+TAGS = {
+    "net_liquidation": "NetLiquidation",
+    "equity_with_loan": "EquityWithLoanValue",
+    "gross_position_value": "GrossPositionValue",
+    "init_margin_req": "InitMarginReq",
+    "maint_margin_req": "MaintMarginReq",
+    "excess_liquidity": "ExcessLiquidity",
+    "cushion": "Cushion",
+    "available_funds": "AvailableFunds",
+    "sma": "SMA",
+    "look_ahead_excess_liquidity": "LookAheadExcessLiquidity",
+    "look_ahead_maint_margin_req": "LookAheadMaintMarginReq",
+    "cash_balance": "TotalCashBalance (BASE)",
+}
+
+#: Below this, an NLV is treated as no equity at all (ratios to it would be meaningless).
+MIN_EQUITY = 0.01
+
+#: Figures that cannot be negative: a negative one is garbage, not a number to compute with.
+NON_NEGATIVE = frozenset(
+    {"gross_position_value", "init_margin_req", "maint_margin_req", "look_ahead_maint_margin_req"}
+)
+
+#: Security types whose holdings count as stock or ETF positions.
+EQUITY_TYPES = frozenset({"STK", "ETF"})
+#: Contract-details stockType values that mark an ETF.
+ETF_STOCK_TYPES = frozenset({"ETF", "etf", "Etf"})
+
+
+# -- wording ----------------------------------------------------------------------------------
+
+
+def money(amount: float, currency: str) -> str:
+    """``EUR 48,000.00``: an amount rounded to the cent with its currency."""
+    return f"{currency} {amount:,.2f}".strip()
+
+
+def pct(fraction: float, digits: int = 1) -> str:
+    """``20%``, ``27.3%``: a fraction as a percentage without trailing zeros."""
+    text = f"{fraction * 100:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text == "-0":
+        text = "0"
+    return f"{text}%"
+
+
+def times(multiple: float) -> str:
+    """``1.6x``."""
+    return f"{multiple:.2f}".rstrip("0").rstrip(".") + "x"
+
+
+def names(symbols: Iterable[str], limit: int = 10) -> str:
+    """``A, B, C and 4 more``: a readable list of at most ``limit`` names."""
+    items = list(symbols)
+    shown = ", ".join(items[:limit])
+    rest = len(items) - limit
+    return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+@lru_cache(maxsize=32)
+def zone(name: str) -> ZoneInfo:
+    """A cached :class:`ZoneInfo`."""
+    return ZoneInfo(name)
+
+
+def local_time(moment: datetime, timezone: str) -> str:
+    """``2026-05-11 15:00 EDT``: a moment on the clock of ``timezone``."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(zone(timezone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def parse_hhmm(text: str) -> time:
+    """``"15:30"`` -> ``time(15, 30)``."""
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+def in_window(
+    now: datetime, start: str, end: str, timezone: str, *, weekdays_only: bool = True
+) -> bool:
+    """True when ``now`` is inside the daily ``start``-``end`` window on ``timezone``'s clock.
+
+    ``start`` is inclusive, ``end`` exclusive; a window may wrap past midnight. With
+    ``weekdays_only`` the window exists Monday to Friday (by the day it starts on).
+    """
+    aware = now if now.tzinfo else now.replace(tzinfo=UTC)
+    local = aware.astimezone(zone(timezone))
+    begin, finish = parse_hhmm(start), parse_hhmm(end)
+    current = local.time().replace(tzinfo=None)
+    weekday = local.weekday()
+    if begin <= finish:
+        inside = begin <= current < finish
+    else:
+        inside = current >= begin or current < finish
+        if inside and current < finish:
+            weekday = (weekday - 1) % 7  # the window started the day before
+    return inside and (not weekdays_only or weekday < 5)
+
+
+# -- findings ---------------------------------------------------------------------------------
+
+
+def make(
+    rule: str,
+    snapshot: AccountSnapshot,
+    severity: Severity,
+    value: float | None,
+    threshold: float | None,
+    message: str,
+    *,
+    action: str | None = None,
+    clear: Severity | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> Finding:
+    """A finding for ``snapshot`` (``estimated`` copied from it)."""
+    return Finding(
+        rule=rule,
+        account=snapshot.account,
+        severity=severity,
+        value=value if value is None or math.isfinite(value) else None,
+        threshold=threshold if threshold is None or math.isfinite(threshold) else None,
+        message=message,
+        action=action if severity in (Severity.WARNING, Severity.CRITICAL) else None,
+        clear_severity=clear if clear is not None else severity,
+        estimated=snapshot.estimated,
+        details=dict(details or {}),
+    )
+
+
+def missing(rule: str, snapshot: AccountSnapshot, what: Iterable[str]) -> Finding:
+    """An ``unknown`` finding naming the inputs that are missing: nothing was computed."""
+    listed = ", ".join(what)
+    return Finding(
+        rule=rule,
+        account=snapshot.account,
+        severity=Severity.UNKNOWN,
+        value=None,
+        threshold=None,
+        message=f"data missing: {listed}; not evaluated",
+        data_missing=True,
+        estimated=snapshot.estimated,
+        details={"missing": listed},
+    )
+
+
+def not_applicable(
+    rule: str,
+    snapshot: AccountSnapshot,
+    message: str,
+    *,
+    value: float | None = None,
+    threshold: float | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> Finding:
+    """An ``ok`` finding for a rule that does not apply to this account (not missing data)."""
+    return make(rule, snapshot, Severity.OK, value, threshold, message, details=details)
+
+
+def absent(snapshot: AccountSnapshot, *fields: str) -> list[str]:
+    """The IB tag names of ``fields`` that are missing or not finite; NLV must be at least a
+    cent and requirements and GPV must not be negative."""
+    result = []
+    for name in fields:
+        value = getattr(snapshot, name)
+        tag = TAGS.get(name, name)
+        if not is_number(value):
+            result.append(tag)
+        elif name == "net_liquidation" and value <= 0:
+            result.append(f"{tag} (not positive: {value:g})")
+        elif name == "net_liquidation" and value < MIN_EQUITY:
+            result.append(f"{tag} (under one cent: {value:g})")
+        elif name in NON_NEGATIVE and value < 0:
+            result.append(f"{tag} (negative: {value:g})")
+    return result
+
+
+# -- per-snapshot sums ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Book:
+    """Sums over one snapshot's positions, computed once and shared by the rules.
+
+    Equity positions (secType STK) are summed per upper-cased symbol: ``quantities`` has every
+    symbol held, ``values`` the base-currency market value of the priced positions, ``etfs``
+    the symbols whose stockType is ETF, ``unpriced`` the symbols with a position lacking a
+    value (an ordered set). ``long_value`` / ``short_value`` sum every priced position of
+    any secType.
+    """
+
+    values: dict[str, float] = field(default_factory=dict)
+    quantities: dict[str, float] = field(default_factory=dict)
+    etfs: set[str] = field(default_factory=set)
+    unpriced: dict[str, None] = field(default_factory=dict)
+    long_value: float = 0.0
+    short_value: float = 0.0
+    all_priced: bool = True
+
+    def priced(self, symbol: str) -> bool:
+        """True when every position of ``symbol`` has a value in base currency."""
+        return symbol not in self.unpriced
+
+
+def base_value(position: Position, snapshot: AccountSnapshot) -> float | None:
+    """The position's market value in base currency (converted when only the local one is known)."""
+    value = position.market_value_base
+    if value is not None and value - value == 0:  # finite (NaN and infinities fail)
+        return value
+    local = position.market_value
+    if local is not None and local - local == 0:
+        rate = snapshot.rate_to_base(position.currency)
+        if rate is not None:
+            return local * rate
+    return None
+
+
+_LAST: list[tuple[Any, Any]] = [(None, None)]
+
+
+def book(snapshot: AccountSnapshot) -> Book:
+    """The per-symbol sums of ``snapshot``'s equity positions (cached for the last snapshot)."""
+    cached_snapshot, cached_book = _LAST[0]
+    if cached_snapshot is snapshot:
+        return cached_book
+    values: dict[str, float] = {}
+    quantities: dict[str, float] = {}
+    etfs: set[str] = set()
+    unpriced: dict[str, None] = {}  # an ordered set
+    value_of, quantity_of = values.get, quantities.get
+    long_value = short_value = 0.0
+    all_priced = True
+    equity_types = EQUITY_TYPES
+    for position in snapshot.positions:
+        value = position.market_value_base
+        if value is None or value - value != 0:  # missing or not finite: try to convert
+            value = base_value(position, snapshot)
+        if value is None:
+            all_priced = False
+        elif value > 0:
+            long_value += value
+        else:
+            short_value -= value
+        if position.sec_type not in equity_types:
+            continue
+        symbol = position.symbol.upper()
+        quantities[symbol] = quantity_of(symbol, 0.0) + position.quantity * (
+            position.multiplier or 1.0
+        )
+        if value is None:
+            unpriced[symbol] = None
+        else:
+            values[symbol] = value_of(symbol, 0.0) + value
+        if position.stock_type in ETF_STOCK_TYPES:
+            etfs.add(symbol)
+    result = Book(values, quantities, etfs, unpriced, long_value, short_value, all_priced)
+    _LAST[0] = (snapshot, result)  # one store: safe if two threads evaluate at once
+    return result

@@ -1,0 +1,328 @@
+"""Plain margin arithmetic shared by the rules and the daily summary.
+
+Standard library only, no I/O. Money stays a ``float`` here; round to the cent only when
+presenting (``round(x, 2)``). Rates and shares are fractions (0.25 = 25%).
+
+Formulas (margin-rules.md sections 2 and 3):
+
+- tiered interest: the balance is split into tiers like tax brackets; each slice pays its own
+  tier's rate (a fixed ``rate`` or ``benchmark + spread``);
+- leveraged-ETF requirement: ``Min(base x |factor|, 100%)`` (base 50% Reg T, 25% maintenance
+  long, 30% short);
+- uniform fall ``d`` of the positions: ELV falls by ``d x GPV`` and maintenance by
+  ``m x d x GPV``, so ``EL' = EL - (1 - m) x d x GPV`` and ``NLV' = NLV - d x long value``
+  (a fall of long positions lowers NLV by their lost value; GPV is used for the long value
+  when it is not given, i.e. an all-long book). EL reaches 0 at ``d* = EL / ((1 - m) x GPV)``;
+- selling ``S`` at maintenance rate ``m`` leaves NLV unchanged and raises EL by ``m x S``,
+  so the sale that restores cushion ``c*`` is ``S = (c* x NLV - EL) / m``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rules.config import FinancingCostConfig, InterestTier
+
+#: Reg T end-of-day initial requirement base, long or short.
+REG_T_BASE = 0.50
+#: IB maintenance base for a long position.
+MAINTENANCE_LONG_BASE = 0.25
+#: IB maintenance base for a short position.
+MAINTENANCE_SHORT_BASE = 0.30
+
+
+# -- financing cost ---------------------------------------------------------------------------
+
+
+def tier_rates(
+    tiers: Sequence[InterestTier], benchmark_rate: float | None = None
+) -> list[tuple[float, float | None, float]]:
+    """Resolve tiers into ``(lower, upper, annual_rate)`` bands (``upper`` None = open).
+
+    Raises ValueError when a tier is a spread and no benchmark rate is given.
+    """
+    bands: list[tuple[float, float | None, float]] = []
+    lower = 0.0
+    for tier in tiers:
+        if tier.rate is not None:
+            rate = tier.rate
+        else:
+            if benchmark_rate is None:
+                raise ValueError(
+                    "a tier is a spread over the benchmark but no benchmark_rate is set"
+                )
+            rate = benchmark_rate + (tier.spread or 0.0)
+        bands.append((lower, tier.up_to, rate))
+        if tier.up_to is None:
+            break
+        lower = tier.up_to
+    return bands
+
+
+def tiered_interest(
+    balance: float, tiers: Sequence[InterestTier], benchmark_rate: float | None = None
+) -> float:
+    """Annual interest on ``balance`` with tiers blended like tax brackets.
+
+    A balance above the last bounded tier pays the last tier's rate on the excess.
+    """
+    if balance <= 0:
+        return 0.0
+    bands = tier_rates(tiers, benchmark_rate)
+    cost = 0.0
+    last_rate = bands[-1][2]
+    top = 0.0
+    for lower, upper, rate in bands:
+        if balance <= lower:
+            break
+        slice_top = balance if upper is None else min(balance, upper)
+        cost += (slice_top - lower) * rate
+        top = slice_top
+    if top < balance:
+        cost += (balance - top) * last_rate
+    return cost
+
+
+def effective_rate(annual_cost: float, balance: float) -> float | None:
+    """The blended annual rate: cost / balance (``None`` without a balance)."""
+    if balance <= 0:
+        return None
+    return annual_cost / balance
+
+
+def daily_cost(annual_cost: float, day_count: int = 360) -> float:
+    """One day's interest: actual/360 (USD) or actual/365 (GBP)."""
+    return annual_cost / day_count
+
+
+def cost_of_rate_rise(balance: float, rise: float = 0.005) -> float:
+    """Extra annual cost when every tier's rate rises by ``rise`` (0.005 = +0.5 point)."""
+    return max(balance, 0.0) * rise
+
+
+@dataclass(frozen=True, slots=True)
+class FinancingCost:
+    """The cost of a margin loan: annual, daily, effective rate, and a rate rise's extra cost."""
+
+    balance: float
+    annual: float
+    daily: float
+    effective_rate: float | None
+    cost_of_rise: float
+    rate_rise: float
+    day_count: int
+
+
+def financing_cost(balance: float, config: FinancingCostConfig) -> FinancingCost | None:
+    """The cost of ``balance`` under ``config``'s tiers.
+
+    ``None`` when a spread tier applies and no ``benchmark_rate`` is configured: the cost is
+    then unknown, never guessed.
+    """
+    balance = max(balance, 0.0)
+    try:
+        annual = tiered_interest(balance, config.tiers, config.benchmark_rate)
+    except ValueError:
+        return None
+    return FinancingCost(
+        balance=balance,
+        annual=annual,
+        daily=daily_cost(annual, config.day_count),
+        effective_rate=effective_rate(annual, balance),
+        cost_of_rise=cost_of_rate_rise(balance, config.rate_rise),
+        rate_rise=config.rate_rise,
+        day_count=config.day_count,
+    )
+
+
+# -- requirements -----------------------------------------------------------------------------
+
+
+def leveraged_requirement(factor: float, base: float = REG_T_BASE) -> float:
+    """IB's requirement for a leveraged ETF: Min(base x |factor|, 100%)."""
+    return min(base * abs(factor), 1.0)
+
+
+def leveraged_maintenance(factor: float, *, long: bool) -> float:
+    """IB's maintenance rate for a leveraged ETF: 25% (long) or 30% (short) x |factor|, max 100%."""
+    return leveraged_requirement(factor, MAINTENANCE_LONG_BASE if long else MAINTENANCE_SHORT_BASE)
+
+
+@dataclass(frozen=True, slots=True)
+class MarginFigures:
+    """Account figures of a simple margin account (one requirement rate for all positions)."""
+
+    net_liquidation: float
+    equity_with_loan: float
+    gross_position_value: float
+    init_margin_req: float
+    maint_margin_req: float
+    available_funds: float
+    excess_liquidity: float
+    cushion: float | None
+
+
+def margin_account(
+    cash: float, market_value: float, initial_rate: float, maintenance_rate: float
+) -> MarginFigures:
+    """The figures of an account holding ``cash`` (negative = loan) and long stock.
+
+    ELV = cash + MV; IM = initial_rate x MV; AF = ELV - IM; EL = ELV - MM; cushion = EL / NLV.
+    """
+    elv = cash + market_value
+    initial = initial_rate * abs(market_value)
+    maintenance = maintenance_rate * abs(market_value)
+    excess = elv - maintenance
+    return MarginFigures(
+        net_liquidation=elv,
+        equity_with_loan=elv,
+        gross_position_value=abs(market_value),
+        init_margin_req=initial,
+        maint_margin_req=maintenance,
+        available_funds=elv - initial,
+        excess_liquidity=excess,
+        cushion=excess / elv if elv > 0 else None,
+    )
+
+
+# -- falls, liquidation, restoring trades -----------------------------------------------------
+
+
+def distance_to_liquidation(
+    excess_liquidity: float, gross_position_value: float, maintenance_rate: float
+) -> float | None:
+    """The uniform fall d* = EL / ((1 - m) x GPV) that brings ExcessLiquidity to 0.
+
+    Negative when EL is already negative. ``None`` when no fall can liquidate: no positions
+    (GPV <= 0) or a rate of 100% or more (a fall then frees as much as it costs).
+    """
+    if gross_position_value <= 0 or maintenance_rate >= 1:
+        return None
+    return excess_liquidity / ((1 - maintenance_rate) * gross_position_value)
+
+
+def excess_after_fall(
+    excess_liquidity: float, gross_position_value: float, maintenance_rate: float, fall: float
+) -> float:
+    """EL after a uniform fall: EL' = EL - (1 - m) x fall x GPV."""
+    return excess_liquidity - (1 - maintenance_rate) * fall * gross_position_value
+
+
+def cushion_after_fall(
+    net_liquidation: float,
+    excess_liquidity: float,
+    gross_position_value: float,
+    maintenance_rate: float,
+    fall: float,
+    long_value: float | None = None,
+) -> float | None:
+    """Cushion EL' / NLV' after a uniform fall ``fall`` (0.10 = -10%).
+
+    EL' = EL - (1 - m) x fall x GPV and NLV' = NLV - fall x long_value (``long_value``
+    defaults to GPV: an all-long book). ``None`` when NLV' <= 0 (the equity is gone).
+    """
+    longs = gross_position_value if long_value is None else long_value
+    nlv_after = net_liquidation - fall * longs
+    if nlv_after <= 0:
+        return None
+    return excess_after_fall(excess_liquidity, gross_position_value, maintenance_rate, fall) / (
+        nlv_after
+    )
+
+
+def restoring_sale(
+    net_liquidation: float, excess_liquidity: float, target_cushion: float, maintenance_rate: float
+) -> float:
+    """The sale S = (c* x NLV - EL) / m that restores cushion c* (0 when already there).
+
+    Selling S at maintenance rate m leaves NLV unchanged and raises EL by m x S.
+    """
+    if maintenance_rate <= 0:
+        raise ValueError("the maintenance rate must be above 0 to size a sale")
+    return max(0.0, (target_cushion * net_liquidation - excess_liquidity) / maintenance_rate)
+
+
+def restoring_deposit(
+    net_liquidation: float, excess_liquidity: float, target_cushion: float
+) -> float:
+    """The deposit D that restores cushion c*.
+
+    (EL + D) / (NLV + D) = c*, so D = (c* x NLV - EL) / (1 - c*) (0 when already there).
+    """
+    if target_cushion >= 1:
+        raise ValueError("a cushion target must be below 100%")
+    return max(0.0, (target_cushion * net_liquidation - excess_liquidity) / (1 - target_cushion))
+
+
+def sale_for_distance(
+    excess_liquidity: float,
+    gross_position_value: float,
+    maintenance_rate: float,
+    target_distance: float,
+) -> float:
+    """The sale S that moves d* to ``target_distance`` (0 when already there).
+
+    After selling S: EL + m S = t (1 - m)(GPV - S), so S = (t (1 - m) GPV - EL) / (m + t (1 - m)).
+    """
+    denominator = maintenance_rate + target_distance * (1 - maintenance_rate)
+    if denominator <= 0:
+        raise ValueError("the maintenance rate and target must not both be 0")
+    needed = target_distance * (1 - maintenance_rate) * gross_position_value - excess_liquidity
+    return min(max(0.0, needed / denominator), max(gross_position_value, 0.0))
+
+
+def rebalancing_trades(
+    values: Mapping[str, float], targets: Mapping[str, float], total: float | None = None
+) -> dict[str, float]:
+    """Dollars to trade per symbol to reach ``targets`` (fractions): positive buy, negative sell.
+
+    ``total`` is the value the weights apply to (default: the sum of ``values`` over the target
+    symbols, so the trades net to zero). Symbols held but not targeted are left alone.
+    """
+    base = sum(values.get(symbol, 0.0) for symbol in targets) if total is None else total
+    return {symbol: weight * base - values.get(symbol, 0.0) for symbol, weight in targets.items()}
+
+
+def drawdown(net_liquidation: float, peak: float | None) -> float | None:
+    """How far NLV sits below its peak, as a fraction (0 at or above the peak)."""
+    if peak is None or not math.isfinite(peak) or peak <= 0:
+        return None
+    return max(0.0, 1.0 - net_liquidation / peak)
+
+
+def loan_cut(margin_loan: float, fraction: float = 0.20) -> float:
+    """The repayment that cuts a margin loan by ``fraction`` (20% by default)."""
+    return max(margin_loan, 0.0) * fraction
+
+
+# -- the 000 seed's arithmetic ----------------------------------------------------------------
+
+
+def freed_collateral(portfolio_value: float, from_rate: float, to_rate: float) -> float:
+    """Collateral freed when the requirement drops from ``from_rate`` to ``to_rate``."""
+    return portfolio_value * (from_rate - to_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """Yearly gross return, borrowing cost and net gain on borrowed money."""
+
+    gross: float
+    cost: float
+    net: float
+
+
+def carry(amount: float, gross_return: float, borrow_rate: float) -> Carry:
+    """Gross return minus the cost of borrowing ``amount`` for a year."""
+    gross = amount * gross_return
+    cost = amount * borrow_rate
+    return Carry(gross, cost, gross - cost)
+
+
+def levered_loss(fall: float, exposure: float) -> float:
+    """The share of equity lost when the market falls ``fall`` at ``exposure`` x equity."""
+    return fall * exposure

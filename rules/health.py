@@ -1,0 +1,121 @@
+"""The monitor's own health: is the data it judges by still flowing?
+
+``stale_data`` reads only ``context`` (the link state and when values last arrived), so it also
+works on an empty snapshot while the gateway is down.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rules.common import make
+from rules.config import StaleDataConfig
+from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _minutes(later: datetime, earlier: datetime) -> float:
+    return max(0.0, (_aware(later) - _aware(earlier)).total_seconds() / 60)
+
+
+def _clock(moment: datetime) -> str:
+    return _aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def stale_data(
+    snapshot: AccountSnapshot, context: EvaluationContext, config: StaleDataConfig
+) -> Finding:
+    """Values older than 10 minutes while connected is a warning; disconnected for 5 minutes or
+    more is a critical "monitor blind", except inside the daily restart window (the context
+    says whether we are in it; once the window is over, a longer disconnect is critical).
+
+    The value is the age of the data in minutes (while connected) or the length of the
+    disconnect (while disconnected).
+    """
+    rule = "stale_data"
+    now = context.now
+    if not context.connected:
+        since = context.disconnected_since or context.last_update
+        if since is None:
+            return Finding(
+                rule=rule,
+                account=snapshot.account,
+                severity=Severity.UNKNOWN,
+                value=None,
+                threshold=config.blind_minutes,
+                message="Gateway disconnected; when it dropped is not known",
+                data_missing=True,
+                estimated=snapshot.estimated,
+            )
+        down = _minutes(now, since)
+        details = {"connected": False, "disconnected_since": _aware(since).isoformat()}
+        length = f"{down:.0f} min"
+        if down >= config.blind_minutes and not context.in_restart_window:
+            return make(
+                rule,
+                snapshot,
+                Severity.CRITICAL,
+                down,
+                config.blind_minutes,
+                f"Monitor blind: the gateway has been disconnected for {length} (since "
+                f"{_clock(since)}); margin is not being watched",
+                action=(
+                    "Check TWS / IB Gateway and its API connection (is it running, logged in, "
+                    f"API enabled?): no account data for {length}"
+                ),
+                details=details,
+            )
+        why = (
+            "inside the daily restart window (expected)"
+            if context.in_restart_window
+            else f"alert after {config.blind_minutes:g} min"
+        )
+        return make(
+            rule,
+            snapshot,
+            Severity.OK,
+            down,
+            config.blind_minutes,
+            f"Gateway disconnected for {length}, {why}",
+            details=details,
+        )
+    if context.last_update is None:
+        return Finding(
+            rule=rule,
+            account=snapshot.account,
+            severity=Severity.UNKNOWN,
+            value=None,
+            threshold=config.stale_minutes,
+            message="Connected, but no account values received yet",
+            data_missing=True,
+            estimated=snapshot.estimated,
+        )
+    age = _minutes(now, context.last_update)
+    details = {"connected": True, "last_update": _aware(context.last_update).isoformat()}
+    if age > config.stale_minutes:
+        return make(
+            rule,
+            snapshot,
+            Severity.WARNING,
+            age,
+            config.stale_minutes,
+            f"Stale data: account values are {age:.0f} min old while connected (IB pushes every "
+            f"3 min; stale after {config.stale_minutes:g} min)",
+            action=(
+                "Check the gateway's connection to IB (error 1100?) and the account "
+                f"subscription: last values at {_clock(context.last_update)}"
+            ),
+            details=details,
+        )
+    return make(
+        rule,
+        snapshot,
+        Severity.OK,
+        age,
+        config.stale_minutes,
+        f"Account values {age:.1f} min old (stale after {config.stale_minutes:g} min)",
+        details=details,
+    )
