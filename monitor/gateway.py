@@ -1,0 +1,635 @@
+"""The connector to TWS or IB Gateway: the only module that imports ib_async.
+
+It connects read-only, keeps every managed account's values and positions as IB pushes them,
+and turns IB's strings into immutable :class:`rules.model.AccountSnapshot` values: empty
+strings and IB's 1.7976931348623157E308 "unset" double become ``None``, values are keyed by
+(tag, currency) so a non-USD base account is read right, and duplicated pushes (ib_async
+subscribes both reqAccountUpdates and reqAccountUpdatesMulti) collapse onto one key.
+
+The connector never places, modifies or cancels orders: nothing here calls an order method,
+and ``connectAsync(readonly=True)`` keeps ib_async from even asking for open orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from ib_async import IB, Contract
+
+from rules.model import AccountSnapshot, Position
+
+log = structlog.get_logger("monitor.gateway")
+
+UNSET_DOUBLE = 1.7976931348623157e308
+CONNECTIVITY_LOST = 1100
+RESTORED_DATA_LOST = 1101
+RESTORED_DATA_KEPT = 1102
+CLIENT_ID_IN_USE = 326
+SERVER_CONNECTIVITY_BROKEN = 2110
+
+# snapshot field -> IB account tag (account total; the "-S" securities segment is the fallback)
+_MARGIN_TAGS = {
+    "net_liquidation": "NetLiquidation",
+    "equity_with_loan": "EquityWithLoanValue",
+    "gross_position_value": "GrossPositionValue",
+    "init_margin_req": "InitMarginReq",
+    "maint_margin_req": "MaintMarginReq",
+    "excess_liquidity": "ExcessLiquidity",
+    "available_funds": "AvailableFunds",
+    "sma": "SMA",
+    "look_ahead_init_margin_req": "LookAheadInitMarginReq",
+    "look_ahead_maint_margin_req": "LookAheadMaintMarginReq",
+    "look_ahead_available_funds": "LookAheadAvailableFunds",
+    "look_ahead_excess_liquidity": "LookAheadExcessLiquidity",
+    "full_init_margin_req": "FullInitMarginReq",
+    "full_maint_margin_req": "FullMaintMarginReq",
+    "full_excess_liquidity": "FullExcessLiquidity",
+}
+
+
+class GatewayError(Exception):
+    """The gateway cannot be used; the message says what the operator should do."""
+
+
+def parse_number(text: str | float | None) -> float | None:
+    """An IB value string as a float; ``None`` for empty, non-numeric, NaN, inf or IB's unset."""
+    if text is None:
+        return None
+    if isinstance(text, int | float):
+        number = float(text)
+    else:
+        cleaned = text.strip().replace(",", "")
+        if not cleaned:
+            return None
+        try:
+            number = float(cleaned)
+        except ValueError:
+            return None
+    if not math.isfinite(number) or abs(number) >= UNSET_DOUBLE * 0.999:
+        return None
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class RawPosition:
+    """A position as IB describes it, before conversion to base currency."""
+
+    symbol: str
+    con_id: int
+    sec_type: str
+    currency: str
+    quantity: float
+    multiplier: float = 1.0
+    market_price: float | None = None
+    market_value: float | None = None
+    average_cost: float | None = None
+    exchange: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountValues:
+    """Account values keyed by (tag, currency), parsed once."""
+
+    values: dict[tuple[str, str], float | None] = field(default_factory=dict)
+    texts: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, str, str]]) -> AccountValues:
+        """Build from ``(tag, value, currency)`` rows; a later row for the same key wins."""
+        values: dict[tuple[str, str], float | None] = {}
+        texts: dict[tuple[str, str], str] = {}
+        for tag, value, currency in rows:
+            key = (tag, currency or "")
+            texts[key] = value
+            values[key] = parse_number(value)
+        return cls(values, texts)
+
+    def base_currency(self) -> str | None:
+        """The account's base currency: the currency IB quotes NetLiquidation in."""
+        for tag in ("NetLiquidation", "NetLiquidation-S", "ExcessLiquidity", "EquityWithLoanValue"):
+            for (name, currency), _ in self.values.items():
+                if name == tag and currency and currency != "BASE":
+                    return currency
+        for (name, currency), rate in self.values.items():
+            if name == "ExchangeRate" and currency not in ("", "BASE") and rate == 1.0:
+                return currency
+        text = self.texts.get(("Currency", "BASE")) or ""
+        return text.strip() or None
+
+    def margin_value(self, tag: str, base: str | None) -> float | None:
+        """A margin tag in base currency: account total first, then the securities segment."""
+        for name in (tag, f"{tag}-S"):
+            for currency in (base or "", "BASE", ""):
+                key = (name, currency)
+                if key in self.values and self.values[key] is not None:
+                    return self.values[key]
+        return None
+
+    def ledger_value(self, tag: str, base: str | None) -> float | None:
+        """A ledger tag's base-currency total (the ``BASE`` row)."""
+        for currency in ("BASE", base or ""):
+            value = self.values.get((tag, currency))
+            if value is not None:
+                return value
+        return None
+
+    def exchange_rates(self) -> dict[str, float]:
+        """Currency -> units of base per unit, from the ExchangeRate rows."""
+        return {
+            currency: rate
+            for (tag, currency), rate in self.values.items()
+            if tag == "ExchangeRate" and currency not in ("", "BASE") and rate and rate > 0
+        }
+
+
+def build_snapshot(
+    account: str,
+    rows: Iterable[tuple[str, str, str]],
+    positions: Iterable[RawPosition],
+    as_of: datetime,
+    stock_types: dict[int, str] | None = None,
+) -> AccountSnapshot:
+    """Turn one account's raw IB values and positions into an immutable snapshot."""
+    parsed = AccountValues.from_rows(rows)
+    base = parsed.base_currency() or "USD"
+    figures: dict[str, Any] = {
+        name: parsed.margin_value(tag, base) for name, tag in _MARGIN_TAGS.items()
+    }
+    cushion = parsed.margin_value("Cushion", "")
+    nlv, el = figures["net_liquidation"], figures["excess_liquidity"]
+    if cushion is None and nlv is not None and el is not None and nlv > 0:
+        cushion = el / nlv
+    next_change = parsed.margin_value("LookAheadNextChange", "")
+    rates = parsed.exchange_rates()
+    rates.setdefault(base, 1.0)
+    stock_types = stock_types or {}
+    converted = tuple(
+        _to_position(raw, rates, stock_types.get(raw.con_id)) for raw in positions if raw.quantity
+    )
+    account_type = parsed.texts.get(("AccountType", "")) or None
+    return AccountSnapshot(
+        account=account,
+        base_currency=base,
+        as_of=as_of,
+        cushion=cushion,
+        look_ahead_next_change=(
+            datetime.fromtimestamp(next_change, UTC) if next_change and next_change > 0 else None
+        ),
+        cash_balance=parsed.ledger_value("TotalCashBalance", base),
+        accrued_cash=parsed.ledger_value("AccruedCash", base),
+        account_type=account_type,
+        exchange_rates=rates,
+        positions=converted,
+        **figures,
+    )
+
+
+def _to_position(raw: RawPosition, rates: dict[str, float], stock_type: str | None) -> Position:
+    rate = rates.get(raw.currency)
+    value = raw.market_value
+    price = raw.market_price
+    if value is None and price is not None:
+        value = price * raw.quantity * raw.multiplier
+    if price is None and value is not None and raw.quantity:
+        price = value / (raw.quantity * raw.multiplier)
+    return Position(
+        symbol=raw.symbol,
+        con_id=raw.con_id,
+        sec_type=raw.sec_type,
+        quantity=raw.quantity,
+        currency=raw.currency,
+        market_price=price,
+        market_value=value,
+        market_value_base=value * rate if value is not None and rate else None,
+        average_cost=raw.average_cost,
+        stock_type=stock_type,
+        multiplier=raw.multiplier,
+        exchange=raw.exchange,
+    )
+
+
+def _multiplier(contract: Contract) -> float:
+    return parse_number(contract.multiplier or "") or 1.0
+
+
+@dataclass
+class LinkState:
+    """What the service needs to know about the gateway link."""
+
+    connected: bool = False
+    live: bool = False
+    disconnected_since: datetime | None = None
+    last_message: datetime | None = None
+    last_error: str | None = None
+    reconnects: int = 0
+
+
+UpdateCallback = Callable[[str], None]
+
+
+class GatewayConnector:
+    """Keeps a read-only ib_async connection and serves per-account snapshots.
+
+    ``on_update(account)`` is called whenever anything about an account changes (values,
+    positions, streamed position values); the service decides when to evaluate.
+    ``on_link(state)`` is called when the link goes up, down, or loses live data.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: int,
+        accounts: Iterable[str] = (),
+        timeout: float = 10.0,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_update: UpdateCallback | None = None,
+        on_link: Callable[[LinkState], None] | None = None,
+        fundamentals: bool = True,
+        reconnect_min: float = 1.0,
+        reconnect_max: float = 60.0,
+        probe_after: float = 60.0,
+    ) -> None:
+        self.host, self.port, self.client_id = host, port, client_id
+        self.wanted_accounts = [account.strip() for account in accounts if account.strip()]
+        self.timeout = timeout
+        self.clock = clock
+        self.on_update = on_update or (lambda account: None)
+        self.on_link = on_link or (lambda state: None)
+        self.fundamentals = fundamentals
+        self.reconnect_min, self.reconnect_max = reconnect_min, reconnect_max
+        self.probe_after = probe_after
+        self.state = LinkState(disconnected_since=clock())
+        self.ib = self._new_ib()
+        self._accounts: list[str] = []
+        self._last_values: dict[str, datetime] = {}
+        self._stock_types: dict[int, str] = {}
+        self._shares_outstanding: dict[str, float] = {}
+        self._pnl_subscribed: set[tuple[str, int]] = set()
+        self._client_id_in_use = False
+        self._disconnected = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _new_ib(self) -> IB:
+        ib = IB()
+        ib.RaiseRequestErrors = True
+        ib.accountValueEvent += self._on_account_value
+        ib.positionEvent += self._on_position
+        ib.updatePortfolioEvent += self._on_portfolio
+        ib.pnlSingleEvent += self._on_pnl_single
+        ib.errorEvent += self._on_error
+        ib.disconnectedEvent += self._on_disconnected
+        return ib
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` for messages."""
+        return f"{self.host}:{self.port}"
+
+    async def connect(self) -> None:
+        """Connect once, read-only; raise :class:`GatewayError` with advice when that fails."""
+        self._client_id_in_use = False
+        self._disconnected.clear()
+        if self.ib.isConnected():
+            self.ib.disconnect()
+        try:
+            await self.ib.connectAsync(
+                self.host,
+                self.port,
+                clientId=self.client_id,
+                timeout=self.timeout,
+                readonly=True,
+                account=self.wanted_accounts[0] if len(self.wanted_accounts) == 1 else "",
+            )
+        except (ConnectionRefusedError, OSError) as error:
+            raise GatewayError(self._unreachable_message(error)) from None
+        except (TimeoutError, ConnectionError) as error:
+            if self._client_id_in_use:
+                raise GatewayError(self._client_id_message()) from None
+            raise GatewayError(
+                f"the gateway at {self.endpoint} did not complete the API handshake "
+                f"({type(error).__name__}); check that API access is enabled in TWS/IB Gateway "
+                "(Configure > API > Settings) and that 127.0.0.1 is a trusted IP"
+            ) from None
+        if self._client_id_in_use or not self.ib.isConnected():
+            raise GatewayError(self._client_id_message())
+        managed = self.ib.managedAccounts()
+        missing = [account for account in self.wanted_accounts if account not in managed]
+        if missing:
+            log.warning(
+                "configured accounts not managed by this login",
+                missing=missing,
+                managed=managed,
+            )
+        self._accounts = [
+            a for a in managed if not self.wanted_accounts or a in self.wanted_accounts
+        ]
+        now = self.clock()
+        for account in self._accounts:
+            self._last_values.setdefault(account, now)
+        self.state.connected = True
+        self.state.live = True
+        self.state.disconnected_since = None
+        self.state.last_message = now
+        self._pnl_subscribed.clear()
+        log.info("connected", endpoint=self.endpoint, accounts=self._accounts)
+        self._subscribe_position_values()
+        self.on_link(self.state)
+        for account in self._accounts:
+            self.on_update(account)
+
+    def _unreachable_message(self, error: BaseException) -> str:
+        return (
+            f"cannot reach TWS/IB Gateway at {self.endpoint} ({error.__class__.__name__}); "
+            "is it running with API access enabled? Ports: TWS 7497 paper / 7496 live, "
+            "IB Gateway 4002 paper / 4001 live"
+        )
+
+    def _client_id_message(self) -> str:
+        return (
+            f"client id {self.client_id} is already in use at {self.endpoint} (IB error 326); "
+            "set [ib] client_id to a number no other API client uses"
+        )
+
+    async def disconnect(self) -> None:
+        """Close the connection (idempotent)."""
+        for task in list(self._background):
+            task.cancel()
+        if self.ib.isConnected():
+            self.ib.disconnect()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until ``stop``: reconnect with backoff and jitter, probe when quiet."""
+        delay = self.reconnect_min
+        while not stop.is_set():
+            try:
+                await self.connect()
+                delay = self.reconnect_min
+                await self._hold(stop)
+            except GatewayError as error:
+                self.state.last_error = str(error)
+                log.warning("gateway unavailable", error=str(error), retry_in=round(delay, 1))
+            except Exception as error:  # never let one bad connection end the daemon
+                self.state.last_error = f"{type(error).__name__}: {error}"
+                log.exception("gateway connection failed", retry_in=round(delay, 1))
+            self._mark_down()
+            if stop.is_set():
+                break
+            jittered = delay * random.uniform(0.8, 1.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), jittered)
+            delay = min(delay * 2, self.reconnect_max)
+            self.state.reconnects += 1
+        await self.disconnect()
+
+    async def _hold(self, stop: asyncio.Event) -> None:
+        """Wait while connected; probe with reqCurrentTime when nothing has arrived for a while."""
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set() and self.ib.isConnected():
+                down = asyncio.ensure_future(self._disconnected.wait())
+                done, _ = await asyncio.wait(
+                    {stop_wait, down}, timeout=self.probe_after, return_when=asyncio.FIRST_COMPLETED
+                )
+                down.cancel()
+                if done:
+                    return
+                quiet_for = (
+                    self.clock() - (self.state.last_message or self.clock())
+                ).total_seconds()
+                if quiet_for >= self.probe_after * 0.9:
+                    await self._probe()
+        finally:
+            stop_wait.cancel()
+
+    async def _probe(self) -> None:
+        try:
+            await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self.timeout)
+            self.state.last_message = self.clock()
+        except Exception:
+            log.warning("gateway did not answer a probe; reconnecting", endpoint=self.endpoint)
+            self.ib.disconnect()
+
+    def _mark_down(self) -> None:
+        if self.state.connected or self.state.disconnected_since is None:
+            self.state.disconnected_since = self.clock()
+        was_connected = self.state.connected
+        self.state.connected = False
+        self.state.live = False
+        if was_connected:
+            self.on_link(self.state)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _touch(self, account: str) -> None:
+        now = self.clock()
+        self.state.last_message = now
+        self._changed.set()
+        if account in self._accounts or not self._accounts:
+            self.on_update(account)
+
+    def _on_account_value(self, value: Any) -> None:
+        self._last_values[value.account] = self.clock()
+        self._touch(value.account)
+
+    def _on_position(self, position: Any) -> None:
+        self._subscribe_position_values()
+        self._touch(position.account)
+
+    def _on_portfolio(self, item: Any) -> None:
+        self._touch(item.account)
+
+    def _on_pnl_single(self, pnl: Any) -> None:
+        self._touch(pnl.account)
+
+    def _on_disconnected(self) -> None:
+        self._disconnected.set()
+        log.warning("disconnected from gateway", endpoint=self.endpoint)
+        self._mark_down()
+
+    def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
+        if code == CLIENT_ID_IN_USE:
+            self._client_id_in_use = True
+            log.error("client id in use", client_id=self.client_id, endpoint=self.endpoint)
+        elif code in (CONNECTIVITY_LOST, SERVER_CONNECTIVITY_BROKEN):
+            self.state.live = False
+            log.warning("gateway lost its connection to IB; data is not live", code=code)
+            self.on_link(self.state)
+        elif code == RESTORED_DATA_LOST:
+            log.warning("gateway reconnected to IB but lost data; resubscribing", code=code)
+            self.state.live = True
+            self._spawn(self._resubscribe())
+        elif code == RESTORED_DATA_KEPT:
+            log.info("gateway reconnected to IB with data kept", code=code)
+            self.state.live = True
+            self.on_link(self.state)
+        elif 2100 <= code < 2200 or code in (10358, 10167):
+            log.debug("gateway notice", code=code, message=message)
+        else:
+            log.warning("gateway error", code=code, message=message, req_id=req_id)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resubscribe(self) -> None:
+        """After 1101 every subscription is gone: reconnect, which re-requests everything."""
+        self.ib.disconnect()
+
+    def _subscribe_position_values(self) -> None:
+        """Stream each position's value (reqPnLSingle) and look up its contract once."""
+        if not self.ib.isConnected():
+            return
+        for position in self.ib.positions():
+            if position.account not in self._accounts:
+                continue
+            key = (position.account, position.contract.conId)
+            if key not in self._pnl_subscribed:
+                self._pnl_subscribed.add(key)
+                self.ib.reqPnLSingle(position.account, "", position.contract.conId)
+            if position.contract.conId not in self._stock_types:
+                self._stock_types[position.contract.conId] = ""
+                self._spawn(self._look_up(position.contract))
+
+    async def _look_up(self, contract: Contract) -> None:
+        """Fetch stockType (ETF vs COMMON) and, where entitled, shares outstanding."""
+        lookup = Contract(conId=contract.conId, exchange=contract.exchange or "SMART")
+        try:
+            details = await asyncio.wait_for(self.ib.reqContractDetailsAsync(lookup), self.timeout)
+        except Exception as error:
+            log.info("no contract details", symbol=contract.symbol, error=str(error))
+            return
+        if details:
+            self._stock_types[contract.conId] = details[0].stockType or ""
+        if self.fundamentals and contract.secType == "STK":
+            try:
+                xml = await asyncio.wait_for(
+                    self.ib.reqFundamentalDataAsync(lookup, "ReportSnapshot"), self.timeout
+                )
+            except Exception:
+                return
+            shares = parse_shares_outstanding(xml or "")
+            if shares:
+                self._shares_outstanding[contract.symbol] = shares
+                self.on_update_all()
+
+    def on_update_all(self) -> None:
+        """Ask for a fresh evaluation of every account."""
+        for account in self._accounts:
+            self.on_update(account)
+
+    def ready(self) -> bool:
+        """True when every account has values and every position has a market value."""
+        for account in self._accounts:
+            snapshot = self.snapshot(account)
+            if snapshot is None or snapshot.net_liquidation is None:
+                return False
+            if any(position.market_value is None for position in snapshot.positions):
+                return False
+        return True
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait (bounded) until :meth:`ready`; position values stream in after connecting."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.ready():
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not self.ib.isConnected():
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return True
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def accounts(self) -> list[str]:
+        """The accounts this connector watches (managed and configured)."""
+        return list(self._accounts)
+
+    @property
+    def shares_outstanding(self) -> dict[str, float]:
+        """Shares outstanding learned from IB fundamental data, by symbol."""
+        return dict(self._shares_outstanding)
+
+    def last_values_at(self, account: str) -> datetime | None:
+        """When IB last pushed account values for ``account``."""
+        return self._last_values.get(account)
+
+    def snapshot(self, account: str) -> AccountSnapshot | None:
+        """The account as IB last described it, or ``None`` when IB sent nothing for it."""
+        rows = [
+            (value.tag, value.value, value.currency)
+            for value in self.ib.accountValues(account)
+            if not value.modelCode
+        ]
+        if not rows:
+            return None
+        return build_snapshot(
+            account,
+            rows,
+            self._raw_positions(account),
+            self._last_values.get(account) or self.clock(),
+            {con_id: kind for con_id, kind in self._stock_types.items() if kind},
+        )
+
+    def _raw_positions(self, account: str) -> list[RawPosition]:
+        portfolio = {item.contract.conId: item for item in self.ib.portfolio(account)}
+        values = {pnl.conId: pnl for pnl in self.ib.pnlSingle(account)}
+        result = []
+        for position in self.ib.positions(account):
+            contract = position.contract
+            item = portfolio.get(contract.conId)
+            pnl = values.get(contract.conId)
+            price = value = None
+            if item is not None:
+                price, value = parse_number(item.marketPrice), parse_number(item.marketValue)
+            if pnl is not None and parse_number(pnl.value) is not None:
+                value = parse_number(pnl.value)
+                price = None
+            result.append(
+                RawPosition(
+                    symbol=contract.symbol or contract.localSymbol or str(contract.conId),
+                    con_id=contract.conId,
+                    sec_type=contract.secType,
+                    currency=contract.currency,
+                    quantity=float(position.position),
+                    multiplier=_multiplier(contract),
+                    market_price=price,
+                    market_value=value,
+                    average_cost=parse_number(position.avgCost),
+                    exchange=contract.primaryExchange or contract.exchange or "",
+                )
+            )
+        return result
+
+
+def parse_shares_outstanding(xml: str) -> float | None:
+    """Shares outstanding from a ReportSnapshot document (``<SharesOut>``), else ``None``."""
+    import xml.etree.ElementTree as ElementTree
+
+    if not xml.strip():
+        return None
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None
+    for element in root.iter():
+        if element.tag.lower() in ("sharesout", "sharesoutstanding"):
+            number = parse_number((element.text or "").strip())
+            if number and number > 0:
+                return number
+    return None

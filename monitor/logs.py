@@ -1,0 +1,146 @@
+"""Logging: structlog for our events, the same pipeline for ib_async's and apprise's stdlib logs.
+
+A readable console on stderr and, optionally, JSON lines in a file rotated at midnight UTC.
+Every line passes :class:`Redactor`, which blanks registered secrets (Apprise URLs, heartbeat
+URLs) and the credential part of any ``scheme://`` URL, so a token never reaches a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+REDACTED = "***"
+# scheme://anything-up-to-whitespace-or-quote: an Apprise URL carries its tokens in the path.
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{1,20})://[^\s'\"<>]+")
+_SAFE_SCHEMES = frozenset({"console"})
+
+
+class Redactor:
+    """A structlog processor (and plain function) that removes secrets from log events."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+
+    def register(self, secrets: Iterable[str]) -> None:
+        """Add secret strings that must never appear in output."""
+        self._secrets.update(secret for secret in secrets if secret and len(secret) >= 4)
+
+    def clean(self, text: str) -> str:
+        """Return ``text`` with every secret and every URL's credentials blanked."""
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return _URL.sub(_redact_url, text)
+
+    def _clean_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.clean(value)
+        if isinstance(value, dict):
+            return {key: self._clean_value(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self._clean_value(item) for item in value)
+        if isinstance(value, BaseException):
+            return self.clean(f"{type(value).__name__}: {value}")
+        return value
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """structlog processor entry point."""
+        for key, value in list(event_dict.items()):
+            event_dict[key] = self._clean_value(value)
+        return event_dict
+
+
+def _redact_url(match: re.Match[str]) -> str:
+    scheme = match.group(1)
+    if scheme.lower() in _SAFE_SCHEMES:
+        return match.group(0)
+    return f"{scheme}://{REDACTED}"
+
+
+redactor = Redactor()
+
+
+def configure_logging(
+    level: str = "INFO",
+    log_file: Path | None = None,
+    console_format: str = "console",
+    stream: Any = None,
+) -> None:
+    """Set up structlog and route the stdlib root logger through the same processors."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redactor,
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    foreign = [structlog.stdlib.ExtraAdder(), *shared]
+    console_renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if console_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    console = logging.StreamHandler(stream or sys.stderr)
+    console.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=foreign,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redactor,  # again: tracebacks are rendered only now
+                console_renderer,
+            ],
+        )
+    )
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        log_file = log_file.expanduser()
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.TimedRotatingFileHandler(
+            log_file, when="midnight", utc=True, backupCount=14, encoding="utf-8"
+        )
+        file_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=foreign,
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.ExceptionRenderer(
+                        structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+                    ),
+                    redactor,  # again: tracebacks are rendered only now
+                    structlog.processors.JSONRenderer(),
+                ],
+            )
+        )
+        handlers.append(file_handler)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    # ib_async logs every request at INFO; keep its chatter at WARNING unless debugging.
+    noisy_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    for name in ("ib_async", "ib_async.client", "ib_async.wrapper", "ib_async.ib", "apprise"):
+        logging.getLogger(name).setLevel(noisy_level)

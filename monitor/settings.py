@@ -1,0 +1,292 @@
+"""Configuration: a TOML file plus ``MARGIN_MONITOR_*`` environment overrides.
+
+Precedence, highest first: environment (``MARGIN_MONITOR_IB__PORT=4002``), the TOML file named by
+``--config`` or ``MARGIN_MONITOR_CONFIG``, then the defaults below. Anything invalid becomes one
+:class:`ConfigError` whose message names the key and the problem and never echoes a value (an
+Apprise URL holds tokens).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import stat
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from rules.config import RulesConfig
+
+ENV_PREFIX = "MARGIN_MONITOR_"
+CONFIG_ENV = "MARGIN_MONITOR_CONFIG"
+NOTIFY_SEVERITIES = ("info", "warning", "critical")
+_WINDOW = re.compile(r"^\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and what to fix."""
+
+
+def parse_window(text: str) -> tuple[time, time]:
+    """Parse ``"HH:MM-HH:MM"`` into two times (the window may wrap past midnight)."""
+    match = _WINDOW.match(text)
+    if not match:
+        raise ValueError(f"expected 'HH:MM-HH:MM' (24-hour clock), got {text!r}")
+    h1, m1, h2, m2 = (int(group) for group in match.groups())
+    return time(h1, m1), time(h2, m2)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+class IBSettings(_Section):
+    """Where TWS or IB Gateway listens and which accounts to watch."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(7497, ge=1, le=65535)
+    client_id: int = Field(17, ge=0, le=2**31 - 1)
+    accounts: list[str] = Field(default_factory=list)
+    timeout: float = Field(10.0, gt=0, le=300)
+    reconnect_min_seconds: float = Field(1.0, gt=0)
+    reconnect_max_seconds: float = Field(60.0, gt=0)
+    probe_after_seconds: float = Field(60.0, gt=0)
+    restart_window: str | None = None
+    fundamentals: bool = True
+
+    @field_validator("restart_window")
+    @classmethod
+    def _check_window(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+
+class NotifyTarget(_Section):
+    """One Apprise URL and the severities it receives."""
+
+    url: SecretStr
+    severities: list[Literal["info", "warning", "critical"]] = Field(
+        default_factory=lambda: list(NOTIFY_SEVERITIES)
+    )
+    name: str | None = None
+
+
+class NotifySettings(_Section):
+    """Where alerts go. ``urls`` receive every severity; ``targets`` route by severity."""
+
+    urls: list[SecretStr] = Field(default_factory=list)
+    targets: list[NotifyTarget] = Field(default_factory=list)
+    reminder_critical_minutes: float | None = Field(60.0, ge=0)
+    reminder_warning_minutes: float | None = Field(240.0, ge=0)
+    quiet_hours: str | None = None
+    quiet_hours_timezone: str | None = None
+    max_age_hours: float = Field(24.0, gt=0)
+    heartbeat_url: SecretStr | None = None
+    heartbeat_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _check_quiet(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_window(value)
+        return value
+
+    def all_targets(self) -> list[NotifyTarget]:
+        """``urls`` (every severity) followed by the routed ``targets``."""
+        return [NotifyTarget(url=url) for url in self.urls] + list(self.targets)
+
+
+class MonitorSettings(_Section):
+    """The daemon itself: state, logs, evaluation cadence."""
+
+    state_dir: Path = Path("~/.local/state/margin-monitor")
+    log_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    timezone: str | None = None
+    evaluate_debounce_seconds: float = Field(0.05, ge=0, le=10)
+    evaluate_every_seconds: float = Field(30.0, gt=0)
+    estimate: bool = True
+    maintenance_rates: dict[str, float] = Field(default_factory=dict)
+    history_retention_days: int = Field(400, ge=1)
+
+    @property
+    def state_path(self) -> Path:
+        """The state directory with ``~`` expanded."""
+        return self.state_dir.expanduser()
+
+
+class SummarySettings(_Section):
+    """The daily summary job."""
+
+    enabled: bool = True
+    time: str = "17:00"
+    timezone: str = "America/New_York"
+    days: str = "mon-fri"
+
+    @field_validator("time")
+    @classmethod
+    def _check_time(cls, value: str) -> str:
+        parse_window(f"{value}-{value}")
+        return value
+
+
+class MetricsSettings(_Section):
+    """The optional Prometheus endpoint (off unless a port is set)."""
+
+    port: int | None = Field(None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+
+
+class Settings(BaseSettings):
+    """Everything the monitor can be told."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        hide_input_in_errors=True,
+        case_sensitive=False,
+    )
+
+    ib: IBSettings = Field(default_factory=IBSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    summary: SummarySettings = Field(default_factory=SummarySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the TOML data handed to :func:`load_settings`."""
+        toml_data = _TOML_DATA.get(settings_cls, {})
+        return (env_settings, InitSettingsSource(settings_cls, init_kwargs=toml_data))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_json_env(cls, data: Any) -> Any:
+        """Decode JSON lists/tables given in the environment for deeply nested keys.
+
+        pydantic-settings decodes JSON only two levels deep; ``[rules.<id>]`` tables sit deeper
+        (``MARGIN_MONITOR_RULES__ALLOCATION_DRIFT__TARGETS='{"VOO": 0.5, "BND": 0.5}'``).
+        """
+        rules = data.get("rules") if isinstance(data, dict) else None
+        if isinstance(rules, dict):
+            for section in rules.values():
+                if not isinstance(section, dict):
+                    continue
+                for key, value in section.items():
+                    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+                        with contextlib.suppress(ValueError):
+                            section[key] = json.loads(value)
+        return data
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for the log redactor."""
+        values = [target.url.get_secret_value() for target in self.notify.all_targets()]
+        if self.notify.heartbeat_url is not None:
+            values.append(self.notify.heartbeat_url.get_secret_value())
+        return values
+
+
+_TOML_DATA: dict[type, dict[str, Any]] = {}
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The config file to read: ``--config``, else ``$MARGIN_MONITOR_CONFIG``, else none."""
+    chosen = explicit or os.environ.get(CONFIG_ENV) or None
+    return Path(chosen).expanduser() if chosen else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the TOML file (if any) and the environment; :class:`ConfigError` on any problem."""
+    file_path = config_path(path)
+    data: dict[str, Any] = {}
+    if file_path is not None:
+        data = _read_toml(file_path)
+    _TOML_DATA[Settings] = data
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        raise ConfigError(_describe(error, file_path)) from None
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"configuration: {error}") from None
+    finally:
+        _TOML_DATA.pop(Settings, None)
+    return settings
+
+
+def insecure_permissions_warning(
+    path: str | os.PathLike[str] | None, settings: Settings
+) -> str | None:
+    """A warning when a config file holding secrets is readable by other users, else ``None``."""
+    file_path = config_path(path)
+    if file_path is None or not settings.secrets() or not file_path.exists():
+        return None
+    mode = file_path.stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return (
+            f"{file_path} holds notification secrets and is readable by other users; "
+            f"run: chmod 600 {file_path}"
+        )
+    return None
+
+
+def _read_toml(file_path: Path) -> dict[str, Any]:
+    try:
+        with file_path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {file_path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"configuration file {file_path} is not readable") from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {file_path} is a directory") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{file_path} is not valid TOML: {error}") from None
+
+
+def _describe(error: ValidationError, file_path: Path | None) -> str:
+    """One message listing each bad key and its problem, values left out."""
+    where = f" in {file_path}" if file_path else ""
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            message = "unknown key (check the spelling against config.example.toml)"
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        env_name = ENV_PREFIX + "__".join(str(part) for part in item["loc"]).upper()
+        problems.append(f"{key}: {message} (set in the file or via {env_name})")
+    plural = "s" if len(problems) > 1 else ""
+    return f"invalid configuration{where}, {len(problems)} problem{plural}:\n  " + "\n  ".join(
+        problems
+    )
