@@ -66,8 +66,8 @@ def pct(fraction: float, digits: int = 1) -> str:
 
 
 def times(multiple: float) -> str:
-    """``1.6x``."""
-    return f"{multiple:.2f}".rstrip("0").rstrip(".") + "x"
+    """``1.6x``, ``1.603x``: up to three decimals, so a value just past a level reads past it."""
+    return f"{multiple:.3f}".rstrip("0").rstrip(".") + "x"
 
 
 def names(symbols: Iterable[str], limit: int = 10) -> str:

@@ -191,6 +191,13 @@ def look_ahead(
         warning = (cushion or CushionConfig()).warning
     value = ahead / nlv
     severity, clear = grade_below(value, warning, 0.0, config.clear_margin)
+    current = snapshot.excess_liquidity
+    # A look-ahead cushion no lower than today's adds nothing the cushion rule does not say.
+    adds_nothing = is_number(current) and ahead >= current - 0.005 * abs(nlv)  # type: ignore[operator]
+    if adds_nothing and severity is Severity.WARNING:
+        severity = Severity.OK
+    if adds_nothing and clear is Severity.WARNING:
+        clear = Severity.OK
     change = snapshot.look_ahead_next_change
     when = (
         f"at {local_time(change, config.timezone)}"
@@ -211,6 +218,11 @@ def look_ahead(
     elif severity is Severity.WARNING:
         message = (
             f"Look-ahead cushion {pct(value)} {when} is below the warning level {pct(warning)}"
+        )
+    elif adds_nothing and value < warning:
+        message = (
+            f"Look-ahead cushion {pct(value)} {when} is no lower than today's "
+            "(the cushion rule covers it)"
         )
     else:
         message = f"Look-ahead cushion {pct(value)} {when} (warning below {pct(warning)})"

@@ -239,6 +239,18 @@ def test_look_ahead_uses_the_cushion_warning_level_unless_configured():
     assert own.severity is WARNING
 
 
+def test_look_ahead_adds_no_warning_when_no_worse_than_today():
+    """A low look-ahead cushion equal to today's is the cushion rule's business alone."""
+    same = sample_snapshot(excess_liquidity=15_000.0, look_ahead_excess_liquidity=15_000.0)
+    finding = look_ahead(same, NOON, LookAheadConfig())
+    assert finding.severity is OK and finding.held_severity is OK
+    assert "no lower than today's" in finding.message
+    worse = sample_snapshot(excess_liquidity=30_000.0, look_ahead_excess_liquidity=15_000.0)
+    assert look_ahead(worse, NOON, LookAheadConfig()).severity is WARNING
+    deficit = sample_snapshot(excess_liquidity=-5_000.0, look_ahead_excess_liquidity=-5_000.0)
+    assert look_ahead(deficit, NOON, LookAheadConfig()).severity is CRITICAL
+
+
 def test_look_ahead_missing():
     """No look-ahead value: unknown."""
     finding = look_ahead(sample_snapshot(look_ahead_excess_liquidity=None), NOON, LookAheadConfig())
