@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from ib_async import IB, Contract
+from ib_async import IB, Contract, RequestError
 
 from rules.model import AccountSnapshot, Position
 
@@ -34,6 +34,7 @@ RESTORED_DATA_LOST = 1101
 RESTORED_DATA_KEPT = 1102
 CLIENT_ID_IN_USE = 326
 SERVER_CONNECTIVITY_BROKEN = 2110
+FUNDAMENTALS_NOT_ALLOWED = 10358
 
 # snapshot field -> IB account tag (account total; the "-S" securities segment is the fallback)
 _MARGIN_TAGS = {
@@ -279,6 +280,8 @@ class GatewayConnector:
         self._disconnected = asyncio.Event()
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        self._fundamentals_lock = asyncio.Lock()
+        self._closing = False
 
     # -- connection ------------------------------------------------------------------------
 
@@ -301,6 +304,7 @@ class GatewayConnector:
     async def connect(self) -> None:
         """Connect once, read-only; raise :class:`GatewayError` with advice when that fails."""
         self._client_id_in_use = False
+        self._closing = False
         self._disconnected.clear()
         if self.ib.isConnected():
             self.ib.disconnect()
@@ -364,7 +368,8 @@ class GatewayConnector:
         )
 
     async def disconnect(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection on purpose (idempotent)."""
+        self._closing = True
         for task in list(self._background):
             task.cancel()
         if self.ib.isConnected():
@@ -456,7 +461,8 @@ class GatewayConnector:
 
     def _on_disconnected(self) -> None:
         self._disconnected.set()
-        log.warning("disconnected from gateway", endpoint=self.endpoint)
+        if not self._closing:
+            log.warning("disconnected from gateway", endpoint=self.endpoint)
         self._mark_down()
 
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
@@ -475,7 +481,7 @@ class GatewayConnector:
             log.info("gateway reconnected to IB with data kept", code=code)
             self.state.live = True
             self.on_link(self.state)
-        elif 2100 <= code < 2200 or code in (10358, 10167):
+        elif 2100 <= code < 2200 or code in (FUNDAMENTALS_NOT_ALLOWED, 10167):
             log.debug("gateway notice", code=code, message=message)
         else:
             log.warning("gateway error", code=code, message=message, req_id=req_id)
@@ -514,11 +520,20 @@ class GatewayConnector:
             return
         if details:
             self._stock_types[contract.conId] = details[0].stockType or ""
-        if self.fundamentals and contract.secType == "STK":
+        if not (self.fundamentals and contract.secType == "STK"):
+            return
+        async with self._fundamentals_lock:  # one at a time: the first 10358 stops the rest
+            if not self.fundamentals:
+                return
             try:
                 xml = await asyncio.wait_for(
                     self.ib.reqFundamentalDataAsync(lookup, "ReportSnapshot"), self.timeout
                 )
+            except RequestError as error:
+                if error.code == FUNDAMENTALS_NOT_ALLOWED:
+                    log.info("no fundamentals entitlement; shares outstanding come from config")
+                    self.fundamentals = False
+                return
             except Exception:
                 return
             shares = parse_shares_outstanding(xml or "")

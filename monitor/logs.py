@@ -144,3 +144,16 @@ def configure_logging(
     noisy_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for name in ("ib_async", "ib_async.client", "ib_async.wrapper", "ib_async.ib", "apprise"):
         logging.getLogger(name).setLevel(noisy_level)
+    wrapper = logging.getLogger("ib_async.wrapper")
+    if not any(isinstance(f, HandledIBErrors) for f in wrapper.filters):
+        wrapper.addFilter(HandledIBErrors())
+
+
+class HandledIBErrors(logging.Filter):
+    """Drop ib_async's own lines for IB codes the connector handles and logs in plain words."""
+
+    _HANDLED = re.compile(r"^Error (326|1100|1101|1102|2110|10358|21\d\d|10167)\b")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for a handled code."""
+        return not self._HANDLED.match(record.getMessage())

@@ -1,0 +1,481 @@
+"""The service loop: gateway -> snapshot -> rules -> alert lifecycle -> store and notifier.
+
+Nothing here computes margin figures (``rules`` does) or talks to Apprise (``notifier`` does).
+The service decides *when* to evaluate (on every change, debounced, and on a periodic tick so
+stale data and reminders are noticed), what context the rules get (the clock, stored peak,
+history, link state), and turns lifecycle transitions into durable notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time as monotonic_time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from monitor.estimate import Baseline, estimate, make_baseline, moved_since, rate_lookup
+from monitor.gateway import GatewayConnector, LinkState
+from monitor.metrics import Metrics, describe, serve_metrics
+from monitor.notifier import Notifier, Target, notification_for
+from monitor.settings import Settings, parse_window
+from monitor.store import Store
+from monitor.systemd import feed_watchdog
+from monitor.systemd import notify as sd_notify
+from rules import RULES, evaluate, leveraged_factors
+from rules.lifecycle import AlertState, LifecyclePolicy, Transition, step
+from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
+
+log = structlog.get_logger("monitor.service")
+
+Clock = Callable[[], datetime]
+HEALTH_RULE = "stale_data"
+
+
+def utc_now() -> datetime:
+    """The wall clock, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def in_window(now: datetime, window: tuple[time, time], zone: ZoneInfo | None) -> bool:
+    """True when ``now`` falls inside a daily ``start-end`` window (which may wrap midnight)."""
+    local = now.astimezone(zone) if zone else now.astimezone()
+    start, end = window
+    current = local.time().replace(tzinfo=None)
+    if start <= end:
+        return start <= current < end
+    return current >= start or current < end
+
+
+def build_targets(settings: Settings) -> list[Target]:
+    """The notifier's targets from ``[notify] urls`` and ``[[notify.targets]]``."""
+    return [
+        Target.from_url(entry.url.get_secret_value(), index, entry.severities, entry.name)
+        for index, entry in enumerate(settings.notify.all_targets(), start=1)
+    ]
+
+
+@dataclass
+class AccountView:
+    """What the service last knew about one account (for summaries and metrics)."""
+
+    snapshot: AccountSnapshot | None = None
+    findings: list[Finding] = field(default_factory=list)
+    evaluated_at: datetime | None = None
+
+
+class MonitorService:
+    """Wires the connector, rules, lifecycle, store and notifier together."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = utc_now,
+        store: Store | None = None,
+        connector: GatewayConnector | None = None,
+        on_evaluated: Callable[[str, AccountView], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        state_dir = settings.monitor.state_path
+        self.store = store or Store(state_dir / "monitor.sqlite3")
+        self.zone = ZoneInfo(settings.monitor.timezone) if settings.monitor.timezone else None
+        self.policy = LifecyclePolicy(
+            reminder_critical=_minutes(settings.notify.reminder_critical_minutes),
+            reminder_warning=_minutes(settings.notify.reminder_warning_minutes),
+        )
+        quiet = settings.notify.quiet_hours
+        self.metrics = Metrics()
+        self.notifier = Notifier(
+            build_targets(settings),
+            self.store,
+            clock=clock,
+            max_age=timedelta(hours=settings.notify.max_age_hours),
+            quiet_hours=(
+                (
+                    *quiet.split("-"),
+                    settings.notify.quiet_hours_timezone or settings.monitor.timezone or "",
+                )
+                if quiet
+                else None
+            ),
+            on_result=lambda severity, result: self.metrics.notifications.labels(
+                severity, result
+            ).inc(),
+        )
+        ib = settings.ib
+        self.connector = connector or GatewayConnector(
+            ib.host,
+            ib.port,
+            ib.client_id,
+            ib.accounts,
+            ib.timeout,
+            clock=clock,
+            on_update=self.request_evaluation,
+            on_link=self._on_link,
+            fundamentals=ib.fundamentals,
+            reconnect_min=ib.reconnect_min_seconds,
+            reconnect_max=ib.reconnect_max_seconds,
+            probe_after=ib.probe_after_seconds,
+        )
+        self.restart_window = parse_window(ib.restart_window) if ib.restart_window else None
+        self.states: dict[tuple[str, str], AlertState] = self.store.load_alert_states()
+        self.views: dict[str, AccountView] = {}
+        self.known_accounts: set[str] = {account for account, _ in self.states}
+        self.on_evaluated = on_evaluated
+        self.transitions: list[Transition] = []
+        self.evaluations = 0
+        self.last_evaluation_seconds = 0.0
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._gap_started: datetime | None = None
+        self.baselines: dict[str, Baseline] = {}
+        self.last_estimates: dict[str, AccountSnapshot] = {}
+        self.estimate_errors: dict[str, float] = {}
+        self.metrics_port: int | None = None
+        self.metrics.attach(self)
+        self.known_rate = rate_lookup(
+            settings.monitor.maintenance_rates, leveraged_factors(settings.rules.leveraged_etf)
+        )
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def request_evaluation(self, account: str) -> None:
+        """Mark an account for evaluation soon (called from gateway events)."""
+        self._dirty.add(account)
+        self._wake.set()
+
+    def _on_link(self, state: LinkState) -> None:
+        now = self.clock()
+        if not state.connected and self._gap_started is None:
+            self._gap_started = now
+        elif state.connected and self._gap_started is not None:
+            self.store.record_gap(self._gap_started, now, "disconnected")
+            self._gap_started = None
+        for account in self.accounts():
+            self.request_evaluation(account)
+
+    def accounts(self) -> list[str]:
+        """Every account watched now or remembered from stored alert state."""
+        current = self.connector.accounts()
+        return current + sorted(self.known_accounts - set(current))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set: the connector, the evaluator and the notifier."""
+        tasks = [
+            asyncio.create_task(self.connector.run(stop), name="gateway"),
+            asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
+            asyncio.create_task(self.notifier.run(stop), name="notifier"),
+        ]
+        log.info("monitor started", endpoint=self.connector.endpoint)
+        try:
+            await stop.wait()
+        finally:
+            self._wake.set()
+            done, pending = await asyncio.wait(tasks, timeout=10)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("task failed", task=task.get_name(), error=str(task.exception()))
+            log.info("monitor stopped")
+
+    async def start_extras(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """The daemon's companions: metrics endpoint, heartbeat, systemd readiness and watchdog."""
+        tasks = [asyncio.create_task(feed_watchdog(stop), name="watchdog")]
+        if self.settings.notify.heartbeat_url is not None:
+            tasks.append(asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"))
+        metrics = self.settings.metrics
+        if metrics.port is not None:
+            ready = asyncio.Event()
+            tasks.append(
+                asyncio.create_task(
+                    serve_metrics(self, metrics.host, metrics.port, stop, ready), name="metrics"
+                )
+            )
+            await asyncio.wait_for(ready.wait(), 10)
+            log.info("metrics endpoint", url=describe(self))
+        sd_notify("READY=1")
+        return tasks
+
+    async def _evaluate_loop(self, stop: asyncio.Event) -> None:
+        debounce = self.settings.monitor.evaluate_debounce_seconds
+        while not stop.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            if stop.is_set():
+                break
+            if debounce:
+                await asyncio.sleep(debounce)  # gather a burst of pushes into one evaluation
+            dirty, self._dirty = self._dirty, set()
+            for account in sorted(dirty):
+                try:
+                    await self.evaluate_account(account)
+                except Exception:
+                    log.exception("evaluation failed", account=account)
+            self._idle.set()
+
+    async def tick(self) -> None:
+        """Scheduled: evaluate every account (stale data, reminders, restart windows)."""
+        for account in self.accounts():
+            self.request_evaluation(account)
+
+    async def prune_history(self) -> None:
+        """Scheduled: drop history older than the retention."""
+        self.store.prune(
+            self.clock() - timedelta(days=self.settings.monitor.history_retention_days)
+        )
+
+    async def send_daily_summary(self) -> None:
+        """Scheduled: build and send the daily summary."""
+        from monitor.summary import send_daily_summary
+
+        await send_daily_summary(self)
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait (bounded) until no evaluation is pending and the outbox has nothing due."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if not self._dirty and not self._wake.is_set() and not self.store.due(self.clock()):
+                return True
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), min(0.2, deadline - loop.time()))
+        return False
+
+    def close(self) -> None:
+        """Tell systemd we are stopping and release the store."""
+        sd_notify("STOPPING=1")
+        self.store.close()
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        """Call the dead man's switch URL while the monitor is healthy."""
+        assert self.settings.notify.heartbeat_url is not None
+        url = self.settings.notify.heartbeat_url.get_secret_value()
+        every = self.settings.notify.heartbeat_seconds
+        while not stop.is_set():
+            if self.healthy():
+                try:
+                    await asyncio.to_thread(_ping, url, 10.0)
+                except Exception as error:
+                    log.warning("heartbeat failed", error=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    def healthy(self) -> bool:
+        """Connected, with live data no older than the stale limit."""
+        state = self.connector.state
+        if not (state.connected and state.live):
+            return False
+        limit = timedelta(minutes=self.settings.rules.stale_data.stale_minutes)
+        now = self.clock()
+        for account in self.connector.accounts():
+            seen = self.connector.last_values_at(account)
+            if seen is None or now - seen > limit:
+                return False
+        return True
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def context(self, account: str, snapshot: AccountSnapshot | None) -> EvaluationContext:
+        """Everything besides the snapshot that the rules may use."""
+        now = self.clock()
+        state = self.connector.state
+        shares = dict(self.connector.shares_outstanding)
+        year_ago = self.store.financing_cost_near(
+            account, now - timedelta(days=365), timedelta(days=7)
+        )
+        return EvaluationContext(
+            now=now,
+            peak_net_liquidation=self.store.peak(account),
+            financing_cost_year_ago=year_ago,
+            shares_outstanding=shares,
+            connected=state.connected,
+            disconnected_since=state.disconnected_since,
+            last_update=self.connector.last_values_at(account),
+            in_restart_window=bool(
+                self.restart_window and in_window(now, self.restart_window, self.zone)
+            ),
+        )
+
+    def findings_for(self, account: str) -> tuple[AccountSnapshot | None, list[Finding]]:
+        """Snapshot and findings for one account, holding alerts when data is not live."""
+        link = self.connector.state
+        snapshot = self.connector.snapshot(account) if link.connected else None
+        context = self.context(account, snapshot)
+        config = self.settings.rules
+        if snapshot is None or not link.live or account not in self.connector.accounts():
+            reason = (
+                "gateway disconnected"
+                if not link.connected
+                else "gateway lost its IB connection (1100)"
+                if not link.live
+                else f"account {account} is not in the managed accounts list"
+                if account not in self.connector.accounts()
+                else "no account values received yet"
+            )
+            snapshot_for_health = snapshot or AccountSnapshot(account, "", context.now)
+            findings = [
+                missing_finding(account, rule, reason) for rule in RULES if _enabled(config, rule)
+            ]
+            if _enabled(config, HEALTH_RULE):
+                health = RULES[HEALTH_RULE](snapshot_for_health, context, config.stale_data)
+                findings = [health if f.rule == HEALTH_RULE else f for f in findings]
+            return snapshot, findings
+        if self.settings.monitor.estimate:
+            snapshot = self._estimate(account, snapshot)
+        return snapshot, evaluate(snapshot, context, config)
+
+    def _estimate(self, account: str, snapshot: AccountSnapshot) -> AccountSnapshot:
+        """Between IB's account updates, move the figures with the streamed position values."""
+        baseline = self.baselines.get(account)
+        if baseline is None or snapshot.as_of != baseline.snapshot.as_of:
+            previous = self.last_estimates.pop(account, None)
+            if previous is not None:
+                self._record_estimate_error(account, previous, snapshot)
+            self.baselines[account] = make_baseline(snapshot, self.known_rate)
+            return snapshot
+        if not moved_since(baseline, snapshot):
+            return snapshot
+        estimated = estimate(baseline, replace(snapshot, as_of=self.clock()))
+        self.last_estimates[account] = estimated
+        return estimated
+
+    def _record_estimate_error(
+        self, account: str, estimated: AccountSnapshot, truth: AccountSnapshot
+    ) -> None:
+        if estimated.excess_liquidity is None or truth.excess_liquidity is None:
+            return
+        error = estimated.excess_liquidity - truth.excess_liquidity
+        scale = abs(truth.net_liquidation or 0.0) or 1.0
+        self.estimate_errors[account] = error / scale
+        log.info(
+            "estimate replaced by IB's values",
+            account=account,
+            estimated_excess_liquidity=round(estimated.excess_liquidity, 2),
+            reported_excess_liquidity=round(truth.excess_liquidity, 2),
+            difference=round(error, 2),
+            difference_of_nlv=round(error / scale, 6),
+        )
+
+    async def evaluate_account(self, account: str) -> list[Finding]:
+        """Evaluate one account now: findings -> lifecycle -> store/notifier."""
+        started = monotonic_time.perf_counter()
+        now = self.clock()
+        snapshot, findings = self.findings_for(account)
+        self.last_evaluation_seconds = monotonic_time.perf_counter() - started
+        self.metrics.evaluation_seconds.observe(self.last_evaluation_seconds)
+        self.evaluations += 1
+        self.known_accounts.add(account)
+        if snapshot is not None and not snapshot.estimated and snapshot.net_liquidation:
+            self.store.update_peak(account, snapshot.net_liquidation)
+            self.store.record_sample(account, now, history_figures(snapshot, findings))
+        for finding in findings:
+            key = (account, finding.rule)
+            new_state, transition = step(self.states.get(key), finding, now, self.policy)
+            if transition is not None:
+                self.states[key] = new_state
+                await self._announce(new_state, transition, snapshot)
+            elif new_state != self.states.get(key):
+                self.states[key] = new_state
+                self.store.save_alert_state(new_state)
+        view = AccountView(snapshot, findings, now)
+        self.views[account] = view
+        if self.on_evaluated is not None:
+            self.on_evaluated(account, view)
+        return findings
+
+    async def _announce(
+        self, new_state: AlertState, transition: Transition, snapshot: AccountSnapshot | None
+    ) -> None:
+        """Persist the new state, the event and the outbox rows together, then deliver."""
+        self.transitions.append(transition)
+        base = snapshot.base_currency if snapshot is not None else ""
+        note = notification_for(transition, base)
+        with self.store.transaction():
+            self.store.save_alert_state(new_state)
+            self.store.record_alert_event(transition)
+            self.notifier.enqueue(note)
+        finding = transition.finding
+        log.info(
+            "alert",
+            kind=transition.kind,
+            account=finding.account,
+            rule=finding.rule,
+            severity=str(transition.new_severity),
+            value=finding.value,
+            estimated=finding.estimated,
+        )
+        await self.notifier.submit(note)
+
+
+def _enabled(config: Any, rule: str) -> bool:
+    section = getattr(config, rule, None)
+    return section is not None and getattr(section, "enabled", True)
+
+
+def missing_finding(account: str, rule: str, reason: str) -> Finding:
+    """A finding that says the data is missing: it holds every alert as it is."""
+    return Finding(
+        rule=rule,
+        account=account,
+        severity=Severity.UNKNOWN,
+        value=None,
+        threshold=None,
+        message=f"no data: {reason}",
+        data_missing=True,
+    )
+
+
+def history_figures(snapshot: AccountSnapshot, findings: list[Finding]) -> dict[str, Any]:
+    """The per-minute history row for an evaluation (the daily summary reads these)."""
+    by_rule = {finding.rule: finding for finding in findings}
+    financing = by_rule.get("financing_cost")
+    sleeve = by_rule.get("leveraged_etf")
+    nlv = snapshot.net_liquidation or 0.0
+    largest = sorted(
+        (p for p in snapshot.positions if p.market_value_base is not None),
+        key=lambda p: abs(p.market_value_base or 0.0),
+        reverse=True,
+    )[:5]
+    return {
+        "net_liquidation": snapshot.net_liquidation,
+        "excess_liquidity": snapshot.excess_liquidity,
+        "cushion": snapshot.cushion,
+        "gross_position_value": snapshot.gross_position_value,
+        "maint_margin_req": snapshot.maint_margin_req,
+        "leverage": snapshot.leverage,
+        "margin_loan": snapshot.margin_loan,
+        "annual_financing_cost": financing.details.get("annual_cost") if financing else None,
+        "estimated": snapshot.estimated,
+        "extra": {
+            "base_currency": snapshot.base_currency,
+            "leveraged_etf_share": sleeve.details.get("sleeve_share") if sleeve else None,
+            "largest_positions": [
+                {
+                    "symbol": p.symbol,
+                    "value": p.market_value_base,
+                    "share": (p.market_value_base or 0.0) / nlv if nlv > 0 else None,
+                }
+                for p in largest
+            ],
+        },
+    }
+
+
+def _minutes(value: float | None) -> timedelta | None:
+    return timedelta(minutes=value) if value else None
+
+
+def _ping(url: str, timeout: float) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        response.read(1024)

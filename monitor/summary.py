@@ -1,0 +1,585 @@
+"""The daily summary: the day of each account from stored history, as text, JSON or Markdown,
+with a PNG chart of cushion and leverage (thresholds drawn).
+
+The daemon sends it every weekday at 17:00 America/New_York (configurable) as an ``info``
+notification with the chart attached, logs it as one structured event and saves the Markdown in
+the state directory. ``margin-monitor summary`` builds the same thing on demand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from rules import figures
+from rules.config import RulesConfig
+
+if TYPE_CHECKING:
+    from monitor.notifier import Notification
+    from monitor.service import MonitorService
+    from monitor.settings import Settings
+    from monitor.store import Store
+
+log = structlog.get_logger("monitor.summary")
+
+FALLS = (0.10, 0.12, 0.20)
+CHART_SIZE = (1200, 700)  # pixels: 12 x 7 inches at 100 dpi
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One stored history row."""
+
+    at: datetime
+    net_liquidation: float | None = None
+    excess_liquidity: float | None = None
+    cushion: float | None = None
+    gross_position_value: float | None = None
+    maint_margin_req: float | None = None
+    leverage: float | None = None
+    margin_loan: float | None = None
+    annual_financing_cost: float | None = None
+    estimated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AccountDay:
+    """The figures of one account over one day."""
+
+    account: str
+    day: date
+    base_currency: str = ""
+    samples: int = 0
+    nlv_open: float | None = None
+    nlv_close: float | None = None
+    nlv_high: float | None = None
+    nlv_low: float | None = None
+    peak: float | None = None
+    drawdown: float | None = None
+    cushion_min: float | None = None
+    cushion_min_at: datetime | None = None
+    cushion_max: float | None = None
+    cushion_close: float | None = None
+    leverage_min: float | None = None
+    leverage_max: float | None = None
+    margin_loan: float | None = None
+    annual_cost: float | None = None
+    daily_cost: float | None = None
+    effective_rate: float | None = None
+    cost_of_half_point: float | None = None
+    distance_to_liquidation: float | None = None
+    cushion_after_falls: dict[str, float | None] = field(default_factory=dict)
+    leveraged_etf_share: float | None = None
+    largest_positions: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: datetimes (also inside alerts and gaps) as ISO-8601 strings."""
+        return {key: _jsonable(getattr(self, key)) for key in self.__dataclass_fields__}
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with every date/datetime (at any depth) turned into ISO-8601 text."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The start and end of a local calendar day, as aware datetimes."""
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+
+
+def summarize(
+    account: str,
+    day: date,
+    samples: Sequence[Sample],
+    *,
+    peak: float | None,
+    events: Sequence[dict[str, Any]] = (),
+    gaps: Sequence[dict[str, Any]] = (),
+    rules_config: RulesConfig | None = None,
+    base_currency: str = "",
+) -> AccountDay:
+    """Compute an account's day from its history rows (the arithmetic shared with the rules)."""
+    config = rules_config or RulesConfig()
+    result = AccountDay(account, day, base_currency=base_currency, samples=len(samples))
+    ordered = sorted(samples, key=lambda sample: sample.at)
+    nlvs = [s.net_liquidation for s in ordered if _finite(s.net_liquidation)]
+    if nlvs:
+        result.nlv_open, result.nlv_close = nlvs[0], nlvs[-1]
+        result.nlv_high, result.nlv_low = max(nlvs), min(nlvs)
+        result.peak = max(peak or nlvs[0], result.nlv_high)
+        result.drawdown = figures.drawdown(result.nlv_close, result.peak)
+    cushions = [(s.cushion, s.at) for s in ordered if _finite(s.cushion)]
+    if cushions:
+        low = min(cushions, key=lambda item: item[0])
+        result.cushion_min, result.cushion_min_at = low
+        result.cushion_max = max(value for value, _ in cushions)
+        result.cushion_close = cushions[-1][0]
+    leverages = [s.leverage for s in ordered if _finite(s.leverage)]
+    if leverages:
+        result.leverage_min, result.leverage_max = min(leverages), max(leverages)
+    last = ordered[-1] if ordered else None
+    if last is not None:
+        _financing(result, last, config)
+        _liquidation(result, last)
+        result.leveraged_etf_share = last.extra.get("leveraged_etf_share")
+        result.largest_positions = list(last.extra.get("largest_positions", []))
+    result.alerts = [dict(event) for event in events]
+    result.gaps = [dict(gap) for gap in gaps]
+    return result
+
+
+def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
+    loan = last.margin_loan
+    if not _finite(loan):
+        return
+    result.margin_loan = loan
+    cost = figures.financing_cost(loan, config.financing_cost)
+    if cost is None:  # a spread tier without a configured benchmark: unknown, not guessed
+        return
+    result.annual_cost = cost.annual
+    result.daily_cost = cost.daily
+    result.effective_rate = cost.effective_rate
+    result.cost_of_half_point = cost.cost_of_rise
+
+
+def _liquidation(result: AccountDay, last: Sample) -> None:
+    el, gpv, maint, nlv = (
+        last.excess_liquidity,
+        last.gross_position_value,
+        last.maint_margin_req,
+        last.net_liquidation,
+    )
+    if not all(_finite(value) for value in (el, gpv, maint, nlv)) or not gpv:
+        return
+    rate = maint / gpv
+    result.distance_to_liquidation = figures.distance_to_liquidation(el, gpv, rate)
+    result.cushion_after_falls = {
+        f"-{round(fall * 100)}%": figures.cushion_after_fall(nlv, el, gpv, rate, fall)
+        for fall in FALLS
+    }
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _money(value: float | None, currency: str) -> str:
+    return "n/a" if value is None else f"{currency} {value:,.2f}".strip()
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _clock(value: datetime | None, zone: ZoneInfo) -> str:
+    return "" if value is None else value.astimezone(zone).strftime("%H:%M")
+
+
+def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
+    """The summary as readable lines (used by text and Markdown output)."""
+    c = summary.base_currency
+    falls = ", ".join(f"{k}: {_pct(v)}" for k, v in summary.cushion_after_falls.items()) or "n/a"
+    lines = [
+        f"NLV: open {_money(summary.nlv_open, c)}, close {_money(summary.nlv_close, c)}, "
+        f"high {_money(summary.nlv_high, c)}, low {_money(summary.nlv_low, c)}",
+        f"Peak {_money(summary.peak, c)}; drawdown {_pct(summary.drawdown)}",
+        f"Cushion: min {_pct(summary.cushion_min)} at {_clock(summary.cushion_min_at, zone)}, "
+        f"max {_pct(summary.cushion_max)}, close {_pct(summary.cushion_close)}",
+        f"Leverage: {_ratio(summary.leverage_min)} to {_ratio(summary.leverage_max)}",
+        f"Margin loan {_money(summary.margin_loan, c)}: {_money(summary.daily_cost, c)}/day, "
+        f"{_money(summary.annual_cost, c)}/year, effective {_pct(summary.effective_rate, 2)}; "
+        f"+0.5 pp costs {_money(summary.cost_of_half_point, c)}/year",
+        f"Distance to liquidation: {_pct(summary.distance_to_liquidation)}; "
+        f"cushion after a fall of {falls}",
+        f"Leveraged-ETF sleeve: {_pct(summary.leveraged_etf_share)}",
+    ]
+    if summary.largest_positions:
+        top = ", ".join(f"{p['symbol']} {_pct(p.get('share'))}" for p in summary.largest_positions)
+        lines.append(f"Largest positions: {top}")
+    if summary.alerts:
+        fired = sum(1 for event in summary.alerts if event.get("kind") in ("fired", "escalated"))
+        resolved = sum(1 for event in summary.alerts if event.get("kind") == "resolved")
+        lines.append(f"Alerts: {fired} fired or escalated, {resolved} resolved")
+        for event in summary.alerts:
+            change = f"{event.get('previous_severity', '?')} -> {event.get('severity', '?')}"
+            message = event.get("message") or ""
+            lines.append(
+                f"  {_clock(event.get('at'), zone)} {event.get('rule')} {event.get('kind')} "
+                f"({change}){': ' + message if message else ''}"
+            )
+    else:
+        lines.append("Alerts: none")
+    if summary.gaps:
+        lines.append("Disconnects and data gaps:")
+        for gap in summary.gaps:
+            lines.append(
+                f"  {_clock(gap.get('start'), zone)}-{_clock(gap.get('end'), zone) or 'open'} "
+                f"{gap.get('reason', '')}".rstrip()
+            )
+    else:
+        lines.append("Disconnects and data gaps: none")
+    if not summary.samples:
+        lines.insert(0, "No history recorded for this day.")
+    return lines
+
+
+def render_text(summaries: Sequence[AccountDay], zone: ZoneInfo) -> str:
+    """Plain text, one block per account."""
+    blocks = []
+    for summary in summaries:
+        title = f"{summary.account} — {summary.day.isoformat()} ({summary.base_currency})"
+        blocks.append("\n".join([title, *("  " + line for line in render_lines(summary, zone))]))
+    return "\n\n".join(blocks) if blocks else "No accounts in history."
+
+
+def render_markdown(summaries: Sequence[AccountDay], zone: ZoneInfo) -> str:
+    """Markdown, one section per account."""
+    parts = []
+    for summary in summaries:
+        parts.append(f"## {summary.account} — {summary.day.isoformat()}\n")
+        # Detail lines (alerts, gaps) become a nested list: a bare indented line would be read
+        # as a lazy continuation of the item above and run into one paragraph.
+        parts.extend(
+            f"  - {line.strip()}" if line.startswith("  ") else f"- {line}"
+            for line in render_lines(summary, zone)
+        )
+        parts.append("")
+    return "# Daily margin summary\n\n" + "\n".join(parts)
+
+
+def render_chart(
+    samples: Sequence[Sample],
+    path: Path,
+    *,
+    title: str,
+    cushion_levels: Sequence[float | None] = (0.20, 0.10),
+    leverage_levels: Sequence[float | None] = (1.6, 2.0),
+    zone: ZoneInfo | None = None,
+) -> Path:
+    """Draw cushion and leverage over the day (thresholds dashed) to a PNG of CHART_SIZE.
+
+    Uses matplotlib's object API on an Agg canvas (no pyplot global state), so it is safe in
+    a worker thread and never touches a display; matplotlib is imported here, not at module
+    load, so the daemon starts fast. A level set to ``None`` (rule level disabled) is skipped.
+    """
+    import matplotlib.dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width, height = CHART_SIZE
+    figure = Figure(figsize=(width / 100, height / 100), dpi=100)
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    ordered = sorted(samples, key=lambda sample: sample.at)
+    times = [s.at.astimezone(zone) if zone else s.at for s in ordered]
+    cushion = [s.cushion * 100 if _finite(s.cushion) else math.nan for s in ordered]
+    leverage = [s.leverage if _finite(s.leverage) else math.nan for s in ordered]
+    marker = "o" if len(ordered) < 30 else None  # a sparse day still shows its points
+    top.plot(times, cushion, color="tab:blue", marker=marker, markersize=3, label="cushion %")
+    for level, colour in zip(cushion_levels, ("orange", "red"), strict=False):
+        if level is not None:
+            top.axhline(
+                level * 100, color=colour, linestyle="--", linewidth=1, label=f"{level:.0%}"
+            )
+    top.set_ylabel("cushion (%)")
+    top.legend(loc="upper right", fontsize="small")
+    top.set_title(title)
+    bottom.plot(times, leverage, color="tab:purple", marker=marker, markersize=3, label="leverage")
+    for level, colour in zip(leverage_levels, ("orange", "red"), strict=False):
+        if level is not None:
+            bottom.axhline(level, color=colour, linestyle="--", linewidth=1, label=f"{level:.1f}x")
+    bottom.set_ylabel("gross leverage (x)")
+    bottom.legend(loc="upper right", fontsize="small")
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=100)
+    return path
+
+
+# -- building from the store -------------------------------------------------------------------
+
+
+def build_summaries(
+    store: Store,
+    settings: Settings,
+    day: date,
+    accounts: Sequence[str] | None = None,
+) -> tuple[list[AccountDay], dict[str, list[Sample]]]:
+    """Every account's day from the store (accounts default to those with history that day)."""
+    zone = ZoneInfo(settings.summary.timezone)
+    start, end = day_bounds(day, zone)
+    chosen = list(accounts) if accounts else store.accounts_with_samples(start, end)
+    summaries, samples_by_account = [], {}
+    for account in chosen:
+        samples = [to_sample(row) for row in store.samples(account, start, end)]
+        events = [_event(row) for row in store.alert_events(account, start, end)]
+        gaps = [_gap(row) for row in store.gaps(start, end)]
+        base = next((s.extra.get("base_currency") for s in reversed(samples) if s.extra), "")
+        summaries.append(
+            summarize(
+                account,
+                day,
+                samples,
+                peak=store.peak(account),
+                events=events,
+                gaps=gaps,
+                rules_config=settings.rules,
+                base_currency=base or "",
+            )
+        )
+        samples_by_account[account] = samples
+    return summaries, samples_by_account
+
+
+def to_sample(row: Any) -> Sample:
+    """A store history row (mapping) as a :class:`Sample`."""
+    get = row.get if hasattr(row, "get") else lambda key, default=None: getattr(row, key, default)
+    extra = get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra)
+    return Sample(
+        at=get("at"),
+        net_liquidation=get("net_liquidation"),
+        excess_liquidity=get("excess_liquidity"),
+        cushion=get("cushion"),
+        gross_position_value=get("gross_position_value"),
+        maint_margin_req=get("maint_margin_req"),
+        leverage=get("leverage"),
+        margin_loan=get("margin_loan"),
+        annual_financing_cost=get("annual_financing_cost"),
+        estimated=bool(get("estimated", False)),
+        extra=extra,
+    )
+
+
+def _event(row: Any) -> dict[str, Any]:
+    return dict(row) if not isinstance(row, dict) else row
+
+
+def _gap(row: Any) -> dict[str, Any]:
+    return dict(row) if not isinstance(row, dict) else row
+
+
+def chart_levels(settings: Settings) -> dict[str, tuple[float | None, float | None]]:
+    """The thresholds drawn on the chart: the cushion and leverage rules' warning/critical."""
+    rules = settings.rules
+    return {
+        "cushion_levels": (rules.cushion.warning, rules.cushion.critical),
+        "leverage_levels": (rules.leverage.warning, rules.leverage.critical),
+    }
+
+
+def charts_for(
+    summaries: Sequence[AccountDay],
+    samples: dict[str, list[Sample]],
+    directory: Path,
+    settings: Settings,
+) -> list[Path]:
+    """One chart per account with history, named after the account and day."""
+    zone = ZoneInfo(settings.summary.timezone)
+    paths = []
+    for summary in summaries:
+        rows = samples.get(summary.account) or []
+        if not rows:
+            continue
+        path = directory / f"summary-{_safe(summary.account)}-{summary.day.isoformat()}.png"
+        render_chart(
+            rows,
+            path,
+            title=f"{summary.account} {summary.day.isoformat()}",
+            zone=zone,
+            **chart_levels(settings),
+        )
+        paths.append(path)
+    return paths
+
+
+def _safe(name: str) -> str:
+    """An account id usable in a file name (IB ids are letters and digits already)."""
+    return "".join(char if char.isalnum() or char in "-_." else "_" for char in name)
+
+
+def summary_notification(
+    summaries: Sequence[AccountDay],
+    zone: ZoneInfo,
+    day: date,
+    notification_id: str,
+    created_at: datetime,
+    charts: Sequence[Path],
+) -> Notification:
+    """The ``info`` notification carrying the summary text and the charts."""
+    from monitor.notifier import Notification
+
+    return Notification(
+        id=notification_id,
+        account="*",
+        rule="summary",
+        severity="info",
+        kind="summary",
+        title=f"Daily margin summary {day.isoformat()}",
+        body=render_text(summaries, zone),
+        created_at=created_at,
+        attachments=tuple(str(path) for path in charts),
+    )
+
+
+async def send_daily_summary(service: MonitorService, day: date | None = None) -> Path:
+    """Build the day's summary, save it as Markdown, log it, and send it as ``info`` with charts.
+
+    ``day`` defaults to today in ``[summary] timezone`` by the service's clock. The Markdown and
+    the charts go to ``<state_dir>/summaries/``; the charts are drawn in a worker thread so the
+    event loop (and the systemd watchdog it feeds) is not held up. The notification id is
+    ``summary:<day>``: a job that fires twice for one day (restart, misfire) is sent once.
+    """
+    settings = service.settings
+    zone = ZoneInfo(settings.summary.timezone)
+    now = service.clock()
+    day = day or now.astimezone(zone).date()
+    summaries, samples = build_summaries(service.store, settings, day)
+    directory = settings.monitor.state_path / "summaries"
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown_path = directory / f"summary-{day.isoformat()}.md"
+    markdown_path.write_text(render_markdown(summaries, zone), encoding="utf-8")
+    charts = await asyncio.to_thread(charts_for, summaries, samples, directory, settings)
+    log.info(
+        "daily summary",
+        day=day.isoformat(),
+        markdown=str(markdown_path),
+        charts=[str(path) for path in charts],
+        accounts=[s.to_dict() for s in summaries],
+    )
+    await service.notifier.submit(
+        summary_notification(summaries, zone, day, f"summary:{day.isoformat()}", now, charts)
+    )
+    return markdown_path
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Register ``margin-monitor summary``."""
+    parser = commands.add_parser(
+        "summary", parents=[common], help="build a day's summary from stored history"
+    )
+    parser.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=None,
+        help="YYYY-MM-DD (default: today in [summary] timezone)",
+    )
+    parser.add_argument("--account", action="append", default=None, help="repeatable")
+    parser.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    parser.add_argument("--send", action="store_true", help="send it through the notifier")
+    parser.add_argument(
+        "--chart", type=Path, default=None, help="write the (first account's) chart PNG here"
+    )
+    parser.set_defaults(handler=cmd_summary)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print (and optionally send) a day's summary; 1 when there is no history or a send failed."""
+    from monitor.cli import prepare
+    from monitor.store import Store
+
+    settings = prepare(args, quiet=True)
+    zone = ZoneInfo(settings.summary.timezone)
+    day = args.date or datetime.now(zone).date()
+    store_path = settings.monitor.state_path / "monitor.sqlite3"
+    if not store_path.exists():
+        print(
+            f"no history yet: {store_path} does not exist (run the monitor first)",
+            file=sys.stderr,
+        )
+        return 1
+    store = Store(store_path)
+    try:
+        summaries, samples = build_summaries(store, settings, day, args.account)
+        if args.format == "json":
+            print(json.dumps([s.to_dict() for s in summaries], indent=2))
+        elif args.format == "markdown":
+            print(render_markdown(summaries, zone))
+        else:
+            print(render_text(summaries, zone))
+        if args.chart:
+            first = next((s for s in summaries if samples.get(s.account)), None)
+            if first is None:
+                print(f"no chart: no history for {day.isoformat()}", file=sys.stderr)
+            else:
+                render_chart(
+                    samples[first.account],
+                    args.chart,
+                    title=f"{first.account} {day.isoformat()}",
+                    zone=zone,
+                    **chart_levels(settings),
+                )
+        if args.send:
+            return asyncio.run(_send(store, settings, summaries, samples, zone, day))
+    finally:
+        store.close()
+    return 0
+
+
+async def _send(
+    store: Store,
+    settings: Settings,
+    summaries: list[AccountDay],
+    samples: dict[str, list[Sample]],
+    zone: ZoneInfo,
+    day: date,
+) -> int:
+    """Queue the summary in the outbox and deliver exactly that notification now."""
+    from monitor.notifier import Notifier
+    from monitor.service import build_targets
+
+    targets = build_targets(settings)
+    if not targets:
+        print("not sent: no notification targets configured ([notify] urls)", file=sys.stderr)
+        return 1
+    directory = settings.monitor.state_path / "summaries"
+    charts = charts_for(summaries, samples, directory, settings)
+    notifier = Notifier(targets, store)
+    now = datetime.now(zone)
+    note = summary_notification(
+        summaries, zone, day, f"summary:{day.isoformat()}:manual:{now.isoformat()}", now, charts
+    )
+    if not notifier.enqueue(note):
+        print("not sent: no target receives severity 'info'", file=sys.stderr)
+        return 1
+    # Only this notification: alerts the daemon has pending stay the daemon's business.
+    report = await notifier.deliver_due(ids=[note.id])
+    print(
+        f"sent to {report.sent} target(s); {report.failed} failed (kept in the outbox for retry)",
+        file=sys.stderr,
+    )
+    return 1 if report.failed or not report.sent else 0
