@@ -281,6 +281,7 @@ class GatewayConnector:
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._fundamentals_lock = asyncio.Lock()
+        self._details_pending: set[int] = set()
         self._closing = False
 
     # -- connection ------------------------------------------------------------------------
@@ -508,16 +509,24 @@ class GatewayConnector:
                 self.ib.reqPnLSingle(position.account, "", position.contract.conId)
             if position.contract.conId not in self._stock_types:
                 self._stock_types[position.contract.conId] = ""
+                self._details_pending.add(position.contract.conId)
                 self._spawn(self._look_up(position.contract))
 
     async def _look_up(self, contract: Contract) -> None:
         """Fetch stockType (ETF vs COMMON) and, where entitled, shares outstanding."""
+        try:
+            await self._look_up_details(contract)
+        finally:
+            self._details_pending.discard(contract.conId)
+            self._touch_all()
+
+    async def _look_up_details(self, contract: Contract) -> None:
         lookup = Contract(conId=contract.conId, exchange=contract.exchange or "SMART")
         try:
             details = await asyncio.wait_for(self.ib.reqContractDetailsAsync(lookup), self.timeout)
         except Exception as error:
             log.info("no contract details", symbol=contract.symbol, error=str(error))
-            return
+            details = []
         if details:
             self._stock_types[contract.conId] = details[0].stockType or ""
         if not (self.fundamentals and contract.secType == "STK"):
@@ -539,15 +548,17 @@ class GatewayConnector:
             shares = parse_shares_outstanding(xml or "")
             if shares:
                 self._shares_outstanding[contract.symbol] = shares
-                self.on_update_all()
 
-    def on_update_all(self) -> None:
-        """Ask for a fresh evaluation of every account."""
+    def _touch_all(self) -> None:
+        """Ask for a fresh evaluation of every account (new contract facts arrived)."""
+        self._changed.set()
         for account in self._accounts:
             self.on_update(account)
 
     def ready(self) -> bool:
-        """True when every account has values and every position has a market value."""
+        """True when every account has values, every position a market value and a type."""
+        if self._details_pending:
+            return False
         for account in self._accounts:
             snapshot = self.snapshot(account)
             if snapshot is None or snapshot.net_liquidation is None:

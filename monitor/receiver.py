@@ -21,6 +21,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -190,6 +191,26 @@ class Receiver:
                     )
                 self._condition.wait(remaining)
             return list(self._messages)
+
+    def wait_until(
+        self, predicate: Callable[[list[ReceivedMessage]], bool], timeout: float
+    ) -> list[ReceivedMessage]:
+        """Block until ``predicate(messages)`` holds; raise TimeoutError (with a count) if not."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while not predicate(list(self._messages)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    titles = [message.title for message in self._messages]
+                    raise TimeoutError(f"condition not met; received {titles}")
+                self._condition.wait(remaining)
+            return list(self._messages)
+
+    async def wait_until_async(
+        self, predicate: Callable[[list[ReceivedMessage]], bool], timeout: float
+    ) -> list[ReceivedMessage]:
+        """:meth:`wait_until` for async code."""
+        return await asyncio.to_thread(self.wait_until, predicate, timeout)
 
     async def wait_for_async(self, count: int, timeout: float) -> list[ReceivedMessage]:
         """:meth:`wait_for` for async code (waits in a worker thread, not on the loop)."""
