@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3 if args.command == "check" else 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

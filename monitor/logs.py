@@ -142,7 +142,14 @@ def configure_logging(
     root.setLevel(level)
     # ib_async logs every request at INFO; keep its chatter at WARNING unless debugging.
     noisy_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
-    for name in ("ib_async", "ib_async.client", "ib_async.wrapper", "ib_async.ib", "apprise"):
+    for name in (
+        "ib_async",
+        "ib_async.client",
+        "ib_async.wrapper",
+        "ib_async.ib",
+        "apprise",
+        "apscheduler",
+    ):
         logging.getLogger(name).setLevel(noisy_level)
     wrapper = logging.getLogger("ib_async.wrapper")
     if not any(isinstance(f, HandledIBErrors) for f in wrapper.filters):

@@ -453,7 +453,7 @@ class Notifier:
             not_before=held_until,
             now=now,
         )
-        log.info(
+        (log.info if new else log.debug)(
             "notification queued" if new else "notification already queued",
             notification_id=notification.id,
             severity=notification.severity,

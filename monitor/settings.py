@@ -210,7 +210,11 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log redactor."""
-        values = [target.url.get_secret_value() for target in self.notify.all_targets()]
+        values = [
+            target.url.get_secret_value()
+            for target in self.notify.all_targets()
+            if not target.url.get_secret_value().startswith("console://")
+        ]
         if self.notify.heartbeat_url is not None:
             values.append(self.notify.heartbeat_url.get_secret_value())
         return values
