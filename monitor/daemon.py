@@ -9,6 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -17,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from monitor.service import MonitorService
+from monitor.service import MonitorService, utc_now
 from monitor.settings import Settings
 
 log = structlog.get_logger("monitor.daemon")
@@ -87,19 +92,57 @@ async def run_daemon(
     return 0
 
 
+# An illustrative benchmark for the simulated demo only; a real configuration must set its own.
+DEMO_BENCHMARK = 0.0433
+
+
+def accelerated_clock(start: datetime, speed: float) -> Callable[[], datetime]:
+    """A clock that starts at ``start`` and runs ``speed`` times faster than the wall clock."""
+    origin = time.monotonic()
+    return lambda: start + timedelta(seconds=(time.monotonic() - origin) * speed)
+
+
+def session_open(zone: str = "America/New_York") -> datetime:
+    """Today's 09:30 in ``zone``, where an accelerated trading-day scenario starts."""
+    today = datetime.now(ZoneInfo(zone)).date()
+    return datetime.combine(today, dt_time(9, 30), tzinfo=ZoneInfo(zone))
+
+
 async def run_demo(settings: Settings, scenario: str, speed: float | None) -> int:
-    """Play a scenario on the simulated gateway and run the monitor against it."""
+    """Play a scenario on the simulated gateway and run the monitor against it.
+
+    A scenario played fast (speed 10 or more, e.g. ``trading_day``) runs the monitor on a clock
+    accelerated alike, starting at 09:30 New York time, so alerts, history and the daily summary
+    printed at the end carry session times.
+    """
     from monitor.simulator import SimulatedGateway, load_scenario
 
     loaded = load_scenario(scenario)
     options = {} if speed is None else {"speed": speed}
     gateway = SimulatedGateway(loaded, host="127.0.0.1", port=0, **options)
     port = await gateway.start()
+    accelerated = gateway.speed >= 10
+    clock = accelerated_clock(session_open(), gateway.speed) if accelerated else utc_now
     state_dir = Path(tempfile.mkdtemp(prefix="margin-monitor-demo-"))
+    rules = settings.rules
+    if rules.financing_cost.benchmark_rate is None:  # the demo's loan needs a rate to cost it
+        rules = replace(
+            rules, financing_cost=replace(rules.financing_cost, benchmark_rate=DEMO_BENCHMARK)
+        )
+    if accelerated:  # ten scenario minutes pass in a wall second: judge staleness in session time
+        rules = replace(
+            rules, stale_data=replace(rules.stale_data, stale_minutes=60.0, blind_minutes=30.0)
+        )
     demo_settings = settings.model_copy(
         update={
             "ib": settings.ib.model_copy(
-                update={"host": "127.0.0.1", "port": port, "accounts": [], "timeout": 5.0}
+                update={
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "accounts": [],
+                    "timeout": 5.0,
+                    "reconnect_min_seconds": 0.2,
+                }
             ),
             "notify": settings.notify.model_copy(
                 update={"urls": ["console://", *settings.notify.urls], "quiet_hours": None}
@@ -108,19 +151,25 @@ async def run_demo(settings: Settings, scenario: str, speed: float | None) -> in
                 update={"state_dir": state_dir, "evaluate_every_seconds": 5.0}
             ),
             "summary": settings.summary.model_copy(update={"enabled": False}),
+            "rules": rules,
         }
     )
     print(
-        f"Simulated IB Gateway on 127.0.0.1:{port} playing {scenario!r}; "
-        "alerts print below as they are sent.",
+        f"Simulated IB Gateway on 127.0.0.1:{port} playing {loaded.name!r} "
+        f"at {gateway.speed:g}x; alerts print below as they are sent. (Financing costs assume a "
+        f"{rules.financing_cost.benchmark_rate:.2%} benchmark unless your config sets one.)",
         flush=True,
     )
     stop = asyncio.Event()
-    service = MonitorService(demo_settings)
+    service = MonitorService(demo_settings, clock=clock)
     daemon = asyncio.create_task(run_daemon(demo_settings, stop, service))
     try:
+        await gateway.wait_for_clients(1, timeout=15)
         await gateway.run_timeline()
         await service.settle(timeout=10.0)
+        if accelerated:
+            markdown = await service.send_daily_summary()
+            await service.settle(timeout=10.0)
     finally:
         stop.set()
         with contextlib.suppress(Exception):
@@ -131,6 +180,7 @@ async def run_demo(settings: Settings, scenario: str, speed: float | None) -> in
         f"\nDemo finished: {len(service.transitions)} notifications sent "
         f"({len(fired)} about the cushion). State kept in {state_dir}."
     )
-    orders = len(gateway.orders_received)
-    print(f"Orders the monitor sent to the gateway: {orders} (it is read-only).")
+    if accelerated:
+        print(f"Daily summary saved as {markdown} (charts beside it).")
+    print(f"Orders the monitor sent to the gateway: {len(gateway.orders_received)} (read-only).")
     return 0

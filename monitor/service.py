@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -234,11 +235,11 @@ class MonitorService:
             self.clock() - timedelta(days=self.settings.monitor.history_retention_days)
         )
 
-    async def send_daily_summary(self) -> None:
-        """Scheduled: build and send the daily summary."""
+    async def send_daily_summary(self) -> Path:
+        """Scheduled: build, save and send the daily summary; returns the Markdown file."""
         from monitor.summary import send_daily_summary
 
-        await send_daily_summary(self)
+        return await send_daily_summary(self)
 
     async def settle(self, timeout: float) -> bool:
         """Wait (bounded) until no evaluation is pending and the outbox has nothing due."""
@@ -336,35 +337,52 @@ class MonitorService:
         return snapshot, evaluate(snapshot, context, config)
 
     def _estimate(self, account: str, snapshot: AccountSnapshot) -> AccountSnapshot:
-        """Between IB's account updates, move the figures with the streamed position values."""
+        """Between IB's account updates, move the figures with the streamed position values.
+
+        IB's values are new when the snapshot's ``as_of`` (when they arrived) changed: they
+        become the baseline and are used as they are, replacing any estimate, and the
+        estimate's error against them is recorded. Otherwise, once a position's value moved,
+        the baseline's figures are moved with it and marked estimated.
+        """
         baseline = self.baselines.get(account)
         if baseline is None or snapshot.as_of != baseline.snapshot.as_of:
-            previous = self.last_estimates.pop(account, None)
-            if previous is not None:
-                self._record_estimate_error(account, previous, snapshot)
+            estimated_before = self.last_estimates.pop(account, None) is not None
+            if baseline is not None and (estimated_before or moved_since(baseline, snapshot)):
+                self._record_estimate_error(account, baseline, snapshot)
             self.baselines[account] = make_baseline(snapshot, self.known_rate)
             return snapshot
         if not moved_since(baseline, snapshot):
+            self.last_estimates.pop(account, None)
             return snapshot
         estimated = estimate(baseline, replace(snapshot, as_of=self.clock()))
         self.last_estimates[account] = estimated
         return estimated
 
     def _record_estimate_error(
-        self, account: str, estimated: AccountSnapshot, truth: AccountSnapshot
+        self, account: str, baseline: Baseline, truth: AccountSnapshot
     ) -> None:
-        if estimated.excess_liquidity is None or truth.excess_liquidity is None:
+        """Log and keep (estimated - reported) ExcessLiquidity when IB's new values arrive.
+
+        The estimate is remade from the previous baseline with the position values of IB's
+        new snapshot, so both sides describe the same prices (the last estimate made may
+        predate the final price moves). Kept in ``estimate_errors`` as a fraction of NLV.
+        """
+        guess = estimate(baseline, truth)
+        if guess.excess_liquidity is None or truth.excess_liquidity is None:
             return
-        error = estimated.excess_liquidity - truth.excess_liquidity
+        error = guess.excess_liquidity - truth.excess_liquidity
         scale = abs(truth.net_liquidation or 0.0) or 1.0
         self.estimate_errors[account] = error / scale
         log.info(
             "estimate replaced by IB's values",
             account=account,
-            estimated_excess_liquidity=round(estimated.excess_liquidity, 2),
+            estimated_excess_liquidity=round(guess.excess_liquidity, 2),
             reported_excess_liquidity=round(truth.excess_liquidity, 2),
+            estimated_cushion=None if guess.cushion is None else round(guess.cushion, 6),
+            reported_cushion=None if truth.cushion is None else round(truth.cushion, 6),
             difference=round(error, 2),
             difference_of_nlv=round(error / scale, 6),
+            seconds_since_previous=round((truth.as_of - baseline.snapshot.as_of).total_seconds()),
         )
 
     async def evaluate_account(self, account: str) -> list[Finding]:
@@ -377,13 +395,15 @@ class MonitorService:
         self.evaluations += 1
         self.known_accounts.add(account)
         if snapshot is not None and not snapshot.estimated and snapshot.net_liquidation:
-            self.store.update_peak(account, snapshot.net_liquidation)
-            self.store.record_sample(account, now, history_figures(snapshot, findings))
+            try:  # history is a nicety: a failed write must never hold back an alert
+                self.store.update_peak(account, snapshot.net_liquidation)
+                self.store.record_sample(account, now, history_figures(snapshot, findings))
+            except Exception:
+                log.exception("history not recorded", account=account)
         for finding in findings:
             key = (account, finding.rule)
             new_state, transition = step(self.states.get(key), finding, now, self.policy)
             if transition is not None:
-                self.states[key] = new_state
                 await self._announce(new_state, transition, snapshot)
             elif new_state != self.states.get(key):
                 self.states[key] = new_state
@@ -397,14 +417,19 @@ class MonitorService:
     async def _announce(
         self, new_state: AlertState, transition: Transition, snapshot: AccountSnapshot | None
     ) -> None:
-        """Persist the new state, the event and the outbox rows together, then deliver."""
-        self.transitions.append(transition)
+        """Persist the new state, the event and the outbox rows together, then deliver.
+
+        The in-memory state moves only once that transaction committed: if the write fails,
+        the next evaluation makes the same transition (same id) again instead of losing it.
+        """
         base = snapshot.base_currency if snapshot is not None else ""
         note = notification_for(transition, base)
         with self.store.transaction():
             self.store.save_alert_state(new_state)
             self.store.record_alert_event(transition)
             self.notifier.enqueue(note)
+        self.states[new_state.key] = new_state
+        self.transitions.append(transition)
         finding = transition.finding
         log.info(
             "alert",
