@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from monitor.service import MonitorService
 
 PREFIX = "margin_monitor"
+log = structlog.get_logger("monitor.metrics")
 
 
 class Metrics:
@@ -151,7 +153,11 @@ async def serve_metrics(
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             path = await asyncio.wait_for(_read_request(reader), REQUEST_TIMEOUT)
-            status, body, kind = _route(service, path)
+            try:
+                status, body, kind = _route(service, path)
+            except Exception:  # a scrape must never take the endpoint (or the loop) down
+                log.exception("metrics request failed", path=path)
+                status, body, kind = "500 Internal Server Error", b"error\n", "text/plain"
             header = (
                 f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\n"
                 f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"

@@ -79,6 +79,7 @@ class AccountDay:
     daily_cost: float | None = None
     effective_rate: float | None = None
     cost_of_half_point: float | None = None
+    rate_rise: float | None = None
     distance_to_liquidation: float | None = None
     cushion_after_falls: dict[str, float | None] = field(default_factory=dict)
     leveraged_etf_share: float | None = None
@@ -161,6 +162,7 @@ def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
     result.daily_cost = cost.daily
     result.effective_rate = cost.effective_rate
     result.cost_of_half_point = cost.cost_of_rise
+    result.rate_rise = cost.rate_rise
 
 
 def _liquidation(result: AccountDay, last: Sample) -> None:
@@ -203,6 +205,31 @@ def _clock(value: datetime | None, zone: ZoneInfo) -> str:
     return "" if value is None else value.astimezone(zone).strftime("%H:%M")
 
 
+def _loan_line(summary: AccountDay) -> str:
+    """The margin loan and what it costs (or why the cost is unknown)."""
+    c = summary.base_currency
+    if summary.margin_loan is None:
+        return "Margin loan: n/a"
+    if summary.margin_loan <= 0:
+        return "Margin loan: none"
+    loan = f"Margin loan {_money(summary.margin_loan, c)}"
+    if summary.annual_cost is None:
+        return f"{loan}: cost unknown (set [rules.financing_cost] benchmark_rate)"
+    rise = f"+{(summary.rate_rise or 0.0) * 100:g} pp"
+    return (
+        f"{loan}: {_money(summary.daily_cost, c)}/day, {_money(summary.annual_cost, c)}/year, "
+        f"effective {_pct(summary.effective_rate, 2)}; {rise} costs "
+        f"{_money(summary.cost_of_half_point, c)}/year"
+    )
+
+
+def _distance(value: float | None) -> str:
+    """d* as a percentage; at 100% or more no fall of the positions can liquidate."""
+    if value is not None and value >= 1:
+        return f"{_pct(value)} (no fall can liquidate)"
+    return _pct(value)
+
+
 def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
     """The summary as readable lines (used by text and Markdown output)."""
     c = summary.base_currency
@@ -214,10 +241,8 @@ def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
         f"Cushion: min {_pct(summary.cushion_min)} at {_clock(summary.cushion_min_at, zone)}, "
         f"max {_pct(summary.cushion_max)}, close {_pct(summary.cushion_close)}",
         f"Leverage: {_ratio(summary.leverage_min)} to {_ratio(summary.leverage_max)}",
-        f"Margin loan {_money(summary.margin_loan, c)}: {_money(summary.daily_cost, c)}/day, "
-        f"{_money(summary.annual_cost, c)}/year, effective {_pct(summary.effective_rate, 2)}; "
-        f"+0.5 pp costs {_money(summary.cost_of_half_point, c)}/year",
-        f"Distance to liquidation: {_pct(summary.distance_to_liquidation)}; "
+        _loan_line(summary),
+        f"Distance to liquidation: {_distance(summary.distance_to_liquidation)}; "
         f"cushion after a fall of {falls}",
         f"Leveraged-ETF sleeve: {_pct(summary.leveraged_etf_share)}",
     ]
@@ -283,12 +308,14 @@ def render_chart(
     cushion_levels: Sequence[float | None] = (0.20, 0.10),
     leverage_levels: Sequence[float | None] = (1.6, 2.0),
     zone: ZoneInfo | None = None,
+    gaps: Sequence[dict[str, Any]] = (),
 ) -> Path:
     """Draw cushion and leverage over the day (thresholds dashed) to a PNG of CHART_SIZE.
 
     Uses matplotlib's object API on an Agg canvas (no pyplot global state), so it is safe in
     a worker thread and never touches a display; matplotlib is imported here, not at module
     load, so the daemon starts fast. A level set to ``None`` (rule level disabled) is skipped.
+    ``gaps`` (``start``/``end`` dicts, as stored) are shaded grey within the plotted span.
     """
     import matplotlib.dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -310,17 +337,27 @@ def render_chart(
                 level * 100, color=colour, linestyle="--", linewidth=1, label=f"{level:.0%}"
             )
     top.set_ylabel("cushion (%)")
-    top.legend(loc="upper right", fontsize="small")
+    top.legend(loc="best", fontsize="small")
     top.set_title(title)
     bottom.plot(times, leverage, color="tab:purple", marker=marker, markersize=3, label="leverage")
     for level, colour in zip(leverage_levels, ("orange", "red"), strict=False):
         if level is not None:
             bottom.axhline(level, color=colour, linestyle="--", linewidth=1, label=f"{level:.1f}x")
     bottom.set_ylabel("gross leverage (x)")
-    bottom.legend(loc="upper right", fontsize="small")
-    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=zone))
+    bottom.legend(loc="best", fontsize="small")
+    span = (ordered[-1].at - ordered[0].at) if ordered else timedelta(0)
+    clock_format = "%H:%M" if span >= timedelta(minutes=30) else "%H:%M:%S"
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter(clock_format, tz=zone))
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
+    if ordered:
+        first, last = ordered[0].at, ordered[-1].at
+        for gap in gaps:
+            start = max(gap["start"], first)
+            end = min(gap.get("end") or last, last)
+            if start < end:
+                for axis in (top, bottom):
+                    axis.axvspan(start, end, color="grey", alpha=0.2, linewidth=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
     return path
@@ -418,6 +455,7 @@ def charts_for(
             path,
             title=f"{summary.account} {summary.day.isoformat()}",
             zone=zone,
+            gaps=summary.gaps,
             **chart_levels(settings),
         )
         paths.append(path)
@@ -541,6 +579,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
                     args.chart,
                     title=f"{first.account} {day.isoformat()}",
                     zone=zone,
+                    gaps=first.gaps,
                     **chart_levels(settings),
                 )
         if args.send:

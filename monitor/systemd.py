@@ -21,6 +21,8 @@ def notify(message: str, environ: dict[str, str] | None = None) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace socket
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # Called on the event loop: never block it for long if systemd's queue is full.
+        sock.settimeout(1.0)
         try:
             sock.connect(address)
             sock.sendall(message.encode())
@@ -37,9 +39,12 @@ def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:
-        return max(int(usec) / 2_000_000, 0.5)
+        microseconds = int(usec)
     except ValueError:
         return None
+    if microseconds <= 0:
+        return None
+    return max(microseconds / 2_000_000, 0.5)
 
 
 async def feed_watchdog(stop: asyncio.Event, environ: dict[str, str] | None = None) -> None:
