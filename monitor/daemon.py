@@ -108,7 +108,9 @@ def session_open(zone: str = "America/New_York") -> datetime:
     return datetime.combine(today, dt_time(9, 30), tzinfo=ZoneInfo(zone))
 
 
-async def run_demo(settings: Settings, scenario: str, speed: float | None) -> int:
+async def run_demo(
+    settings: Settings, scenario: str, speed: float | None, state_dir: Path | None = None
+) -> int:
     """Play a scenario on the simulated gateway and run the monitor against it.
 
     A scenario played fast (speed 10 or more, e.g. ``trading_day``) runs the monitor on a clock
@@ -123,7 +125,7 @@ async def run_demo(settings: Settings, scenario: str, speed: float | None) -> in
     port = await gateway.start()
     accelerated = gateway.speed >= 10
     clock = accelerated_clock(session_open(), gateway.speed) if accelerated else utc_now
-    state_dir = Path(tempfile.mkdtemp(prefix="margin-monitor-demo-"))
+    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="margin-monitor-demo-"))
     rules = settings.rules
     if rules.financing_cost.benchmark_rate is None:  # the demo's loan needs a rate to cost it
         rules = replace(

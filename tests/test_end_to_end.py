@@ -190,3 +190,44 @@ def test_eur_base_account_reports_in_euros(simulated_gateway, tmp_path):
     assert entry["base_currency"] == "EUR"
     actions = [f["action"] for f in entry["findings"] if f["action"]]
     assert all("USD " not in action for action in actions)
+
+
+def test_accelerated_trading_day_then_summary_for_that_date(tmp_path, capsys):
+    """A whole simulated session (accelerated), then `summary --date D` prints the day's
+    figures and `--send` delivers them with the charts to a local receiver."""
+    from monitor.daemon import run_demo, session_open
+
+    state = tmp_path / "state"
+    with Receiver() as receiver:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[notify]\nurls = ["{receiver.url}"]\n[monitor]\nstate_dir = "{state}"\n'
+            "[rules.financing_cost]\nbenchmark_rate = 0.0433\n"
+        )
+        config.chmod(0o600)
+        settings = load_settings(config)
+        assert asyncio.run(run_demo(settings, "trading_day", 3000.0, state_dir=state)) == 0
+        day = session_open().date().isoformat()
+        capsys.readouterr()
+        assert main(["summary", "--config", str(config), "--date", day]) == 0
+        text = capsys.readouterr().out
+        for expected in (
+            "DU8000001",
+            "NLV: open USD 102,840.00",
+            "Cushion: min",
+            "Leverage:",
+            "Margin loan USD 57,200.00",
+            "Distance to liquidation",
+            "-20%",
+            "cushion fired",
+            "cushion escalated",
+            "cushion resolved",
+            "disconnected",
+        ):
+            assert expected in text, expected
+        before = len(receiver.messages)
+        assert main(["summary", "--config", str(config), "--date", day, "--send"]) == 0
+        messages = receiver.wait_for(before + 1, timeout=10)
+    sent = messages[-1]
+    assert sent.type == "info" and day in sent.title
+    assert {a["filename"] for a in sent.attachments} >= {f"summary-DU8000001-{day}.png"}
