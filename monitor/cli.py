@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sim.add_argument("--port", type=int, default=7497)
     sim.add_argument("--scenario", default=None, help="built-in name or TOML file")
-    sim.add_argument("--speed", type=float, default=1.0, help="scenario seconds per second")
+    sim.add_argument(
+        "--speed", type=float, default=None, help="scenario seconds per second (default: its own)"
+    )
     sim.add_argument(
         "--cadence",
         type=float,
@@ -141,14 +143,10 @@ def prepare(args: argparse.Namespace, *, quiet: bool = False) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGINT/SIGTERM."""
-    settings = prepare(args)
-    return asyncio.run(_run_daemon(settings))
-
-
-async def _run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> int:
     from monitor.daemon import run_daemon
 
-    return await run_daemon(settings, stop)
+    settings = prepare(args)
+    return asyncio.run(run_daemon(settings))
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
