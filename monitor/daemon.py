@@ -89,7 +89,7 @@ async def run_daemon(
         for task in extras:
             task.cancel()
         service.close()
-    return 0
+    return 1 if service.failed_task else 0
 
 
 # An illustrative benchmark for the simulated demo only; a real configuration must set its own.

@@ -228,6 +228,7 @@ class LinkState:
     connected: bool = False
     live: bool = False
     disconnected_since: datetime | None = None
+    not_live_since: datetime | None = None  # connected, but the gateway lost IB (1100/2110)
     last_message: datetime | None = None
     last_error: str | None = None
     reconnects: int = 0
@@ -277,6 +278,7 @@ class GatewayConnector:
         self._shares_outstanding: dict[str, float] = {}
         self._pnl_subscribed: set[tuple[str, int]] = set()
         self._client_id_in_use = False
+        self._client_id_refused = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._changed = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
@@ -305,29 +307,30 @@ class GatewayConnector:
     async def connect(self) -> None:
         """Connect once, read-only; raise :class:`GatewayError` with advice when that fails."""
         self._client_id_in_use = False
+        self._client_id_refused = asyncio.Event()
         self._closing = False
         self._disconnected.clear()
         if self.ib.isConnected():
             self.ib.disconnect()
         try:
-            await self.ib.connectAsync(
-                self.host,
-                self.port,
-                clientId=self.client_id,
-                timeout=self.timeout,
-                readonly=True,
-                account=self.wanted_accounts[0] if len(self.wanted_accounts) == 1 else "",
-            )
-        except (ConnectionRefusedError, OSError) as error:
-            raise GatewayError(self._unreachable_message(error)) from None
-        except (TimeoutError, ConnectionError) as error:
+            await self._connect_unless_refused()
+        except GatewayError:
+            raise
+        except Exception as error:
+            # Order matters: TimeoutError and ConnectionError are both OSError subclasses.
             if self._client_id_in_use:
                 raise GatewayError(self._client_id_message()) from None
-            raise GatewayError(
-                f"the gateway at {self.endpoint} did not complete the API handshake "
-                f"({type(error).__name__}); check that API access is enabled in TWS/IB Gateway "
-                "(Configure > API > Settings) and that 127.0.0.1 is a trusted IP"
-            ) from None
+            if isinstance(error, ConnectionRefusedError):
+                raise GatewayError(self._unreachable_message(error)) from None
+            if isinstance(error, TimeoutError | ConnectionError):
+                raise GatewayError(
+                    f"the gateway at {self.endpoint} did not complete the API handshake "
+                    f"({type(error).__name__}); check that API access is enabled in TWS/IB "
+                    "Gateway (Configure > API > Settings) and that 127.0.0.1 is a trusted IP"
+                ) from None
+            if isinstance(error, OSError):
+                raise GatewayError(self._unreachable_message(error)) from None
+            raise
         if self._client_id_in_use or not self.ib.isConnected():
             raise GatewayError(self._client_id_message())
         managed = self.ib.managedAccounts()
@@ -347,6 +350,7 @@ class GatewayConnector:
         self.state.connected = True
         self.state.live = True
         self.state.disconnected_since = None
+        self.state.not_live_since = None
         self.state.last_message = now
         self._pnl_subscribed.clear()
         log.info("connected", endpoint=self.endpoint, accounts=self._accounts)
@@ -354,6 +358,36 @@ class GatewayConnector:
         self.on_link(self.state)
         for account in self._accounts:
             self.on_update(account)
+
+    async def _connect_unless_refused(self) -> None:
+        """``connectAsync``, cut short when IB refuses the client id (error 326).
+
+        The gateway then closes the socket before the API starts, and ib_async would wait out
+        its whole timeout before failing with a bare TimeoutError.
+        """
+        attempt = asyncio.ensure_future(
+            self.ib.connectAsync(
+                self.host,
+                self.port,
+                clientId=self.client_id,
+                timeout=self.timeout,
+                readonly=True,
+                account=self.wanted_accounts[0] if len(self.wanted_accounts) == 1 else "",
+            )
+        )
+        refused = asyncio.ensure_future(self._client_id_refused.wait())
+        try:
+            await asyncio.wait({attempt, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+            if not attempt.done():
+                attempt.cancel()
+                with contextlib.suppress(BaseException):
+                    await attempt
+        if attempt.cancelled():
+            self.ib.disconnect()
+            raise GatewayError(self._client_id_message())
+        attempt.result()
 
     def _unreachable_message(self, error: BaseException) -> str:
         return (
@@ -393,7 +427,7 @@ class GatewayConnector:
             self._mark_down()
             if stop.is_set():
                 break
-            jittered = delay * random.uniform(0.8, 1.2)
+            jittered = min(delay * random.uniform(0.8, 1.2), self.reconnect_max)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), jittered)
             delay = min(delay * 2, self.reconnect_max)
@@ -434,6 +468,7 @@ class GatewayConnector:
         was_connected = self.state.connected
         self.state.connected = False
         self.state.live = False
+        self.state.not_live_since = None
         if was_connected:
             self.on_link(self.state)
 
@@ -469,18 +504,23 @@ class GatewayConnector:
     def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
         if code == CLIENT_ID_IN_USE:
             self._client_id_in_use = True
+            self._client_id_refused.set()
             log.error("client id in use", client_id=self.client_id, endpoint=self.endpoint)
         elif code in (CONNECTIVITY_LOST, SERVER_CONNECTIVITY_BROKEN):
+            if self.state.live or self.state.not_live_since is None:
+                self.state.not_live_since = self.clock()
             self.state.live = False
             log.warning("gateway lost its connection to IB; data is not live", code=code)
             self.on_link(self.state)
         elif code == RESTORED_DATA_LOST:
+            # Still not live: what ib_async holds predates the outage, and IB dropped every
+            # subscription. The reconnect re-requests everything and marks the data live.
             log.warning("gateway reconnected to IB but lost data; resubscribing", code=code)
-            self.state.live = True
             self._spawn(self._resubscribe())
         elif code == RESTORED_DATA_KEPT:
             log.info("gateway reconnected to IB with data kept", code=code)
             self.state.live = True
+            self.state.not_live_since = None
             self.on_link(self.state)
         elif 2100 <= code < 2200 or code in (FUNDAMENTALS_NOT_ALLOWED, 10167):
             log.debug("gateway notice", code=code, message=message)

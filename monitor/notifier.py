@@ -42,12 +42,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 import apprise
 import structlog
 from apprise import NotifyFormat, NotifyType
 
+from monitor.logs import redactor
 from monitor.store import OutboxItem, Store, scrub_error
 from rules.lifecycle import RESOLVED, Transition
 from rules.model import Severity
@@ -270,7 +272,9 @@ def format_transition(transition: Transition, base_currency: str) -> tuple[str, 
         if finding.threshold is not None:
             measured += f" (threshold {shown(finding.threshold)})"
         if finding.estimated:
-            measured += " [estimated from streaming prices; IB's figures follow]"
+            age = finding.authoritative_age
+            since = f"IB's own figures are {age:.0f} s old" if age is not None else "IB's follow"
+            measured += f" [estimated from streaming prices; {since}]"
         lines.append(measured)
     if kind == RESOLVED:
         lines.append(
@@ -396,6 +400,7 @@ class Notifier:
         self._by_key: dict[str, Target] = {}
         self._apprise: dict[str, apprise.Apprise | None] = {}
         for target in self.targets:
+            redactor.register(secret_fragments(target.url))
             if target.key in self._by_key:
                 log.warning("duplicate notification target ignored", target=target.name)
                 continue
@@ -515,14 +520,22 @@ class Notifier:
             lease = now + timedelta(seconds=self.send_timeout + 10)
             if not self.store.claim(item.notification_id, item.target, now, lease):
                 continue
-            ok, error = await self._send(
-                target,
-                item.title,
-                with_id(item.body, item.notification_id),
-                item.severity,
-                item.kind,
-                item.attachments,
-            )
+            try:
+                ok, error = await self._send(
+                    target,
+                    item.title,
+                    with_id(item.body, item.notification_id),
+                    item.severity,
+                    item.kind,
+                    item.attachments,
+                )
+            except asyncio.CancelledError:
+                # Stopped mid-send: hand the row back so the next start retries it at once
+                # instead of waiting for the lease to lapse (its id lets a receiver drop a
+                # copy that did arrive).
+                with contextlib.suppress(Exception):
+                    self.store.release(item.notification_id, item.target)
+                raise
             done = self.clock()
             attempt = item.attempts + 1
             if ok:
@@ -702,6 +715,39 @@ def _notify_type(severity: str, kind: str) -> NotifyType:
 
 
 _SEPARATORS = re.compile(r"[/:@?&=#,;+!$'()*\[\]\s]+")
+
+
+_WEB_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms", "http", "https"})
+
+
+def _token_like(piece: str) -> bool:
+    return len(piece) >= 4 and (len(piece) >= 12 or any(char.isdigit() for char in piece))
+
+
+def secret_fragments(url: str) -> list[str]:
+    """Parts of a URL that are secret on their own, for the log redactor.
+
+    Libraries log pieces of a URL without the rest (urllib3 logs ``POST /hooks/<token>``), so
+    redacting the whole URL is not enough. Registered: the password, and every token-like
+    piece (a digit in it, or 12+ characters) of the user, the path, the query and, for
+    non-web schemes (where it is often a key, e.g. ``tgram://<bot token>/...``), the host.
+    Plain words and a web URL's host and port stay readable in the logs.
+    """
+    scheme, _, rest = url.partition("://")
+    if not rest:
+        return [url] if _token_like(url) else []
+    parts = urlsplit(f"x://{rest}")
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    pieces = [user, *_SEPARATORS.split(parts.path), parts.fragment]
+    pieces += [value for pair in parse_qsl(parts.query) for value in pair]
+    if scheme.lower() not in _WEB_SCHEMES:
+        pieces += _SEPARATORS.split(hostport)
+    found = {unquote(piece) for piece in pieces if _token_like(unquote(piece))}
+    found |= {piece for piece in pieces if _token_like(piece)}
+    if password:
+        found |= {password, unquote(password)}
+    return sorted(found, key=len, reverse=True)
 
 
 def _secret_parts(url: str) -> list[str]:

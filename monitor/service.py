@@ -23,8 +23,9 @@ import structlog
 
 from monitor.estimate import Baseline, estimate, make_baseline, moved_since, rate_lookup
 from monitor.gateway import GatewayConnector, LinkState
+from monitor.logs import redactor
 from monitor.metrics import Metrics, describe, serve_metrics
-from monitor.notifier import Notifier, Target, notification_for
+from monitor.notifier import Notifier, Target, notification_for, secret_fragments
 from monitor.settings import Settings, parse_window
 from monitor.store import Store
 from monitor.systemd import feed_watchdog
@@ -137,11 +138,13 @@ class MonitorService:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._evaluating = False
         self._gap_started: datetime | None = None
         self.baselines: dict[str, Baseline] = {}
         self.last_estimates: dict[str, AccountSnapshot] = {}
         self.estimate_errors: dict[str, float] = {}
         self.metrics_port: int | None = None
+        self.failed_task: str | None = None
         self.metrics.attach(self)
         self.known_rate = rate_lookup(
             settings.monitor.maintenance_rates, leveraged_factors(settings.rules.leveraged_etf)
@@ -159,7 +162,8 @@ class MonitorService:
         if not state.connected and self._gap_started is None:
             self._gap_started = now
         elif state.connected and self._gap_started is not None:
-            self.store.record_gap(self._gap_started, now, "disconnected")
+            with contextlib.suppress(Exception):  # history only: never break the connector
+                self.store.record_gap(self._gap_started, now, "disconnected")
             self._gap_started = None
         for account in self.accounts():
             self.request_evaluation(account)
@@ -177,13 +181,23 @@ class MonitorService:
             asyncio.create_task(self.notifier.run(stop), name="notifier"),
         ]
         log.info("monitor started", endpoint=self.connector.endpoint)
+        stopping = asyncio.create_task(stop.wait(), name="stop")
         try:
-            await stop.wait()
+            # Each task runs until ``stop``; one that ends earlier died: stop everything (and
+            # exit non-zero, so systemd restarts the daemon) rather than run on half-blind.
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            if not stop.is_set():
+                self.failed_task = next(task.get_name() for task in tasks if task.done())
+                log.error("a monitor task ended unexpectedly; stopping", task=self.failed_task)
+                stop.set()
         finally:
+            stopping.cancel()
             self._wake.set()
             done, pending = await asyncio.wait(tasks, timeout=10)
             for task in pending:
                 task.cancel()
+            if pending:  # let them clean up (the notifier hands back a row it was sending)
+                await asyncio.wait(pending, timeout=2)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("task failed", task=task.get_name(), error=str(task.exception()))
@@ -217,11 +231,13 @@ class MonitorService:
             if debounce:
                 await asyncio.sleep(debounce)  # gather a burst of pushes into one evaluation
             dirty, self._dirty = self._dirty, set()
+            self._evaluating = True
             for account in sorted(dirty):
                 try:
                     await self.evaluate_account(account)
                 except Exception:
                     log.exception("evaluation failed", account=account)
+            self._evaluating = False
             self._idle.set()
 
     async def tick(self) -> None:
@@ -242,11 +258,17 @@ class MonitorService:
         return await send_daily_summary(self)
 
     async def settle(self, timeout: float) -> bool:
-        """Wait (bounded) until no evaluation is pending and the outbox has nothing due."""
+        """Wait (bounded) until no evaluation is pending or running and the outbox has nothing
+        due or being sent (a row in flight is leased, so ``store.due`` alone would miss it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            if not self._dirty and not self._wake.is_set() and not self.store.due(self.clock()):
+            now = self.clock()
+            sending = any(
+                item.next_attempt_at <= now and item.not_before <= now
+                for item in self.store.outbox("pending")
+            )
+            if not (self._dirty or self._wake.is_set() or self._evaluating or sending):
                 return True
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
@@ -262,6 +284,7 @@ class MonitorService:
         """Call the dead man's switch URL while the monitor is healthy."""
         assert self.settings.notify.heartbeat_url is not None
         url = self.settings.notify.heartbeat_url.get_secret_value()
+        redactor.register([url, *secret_fragments(url)])
         every = self.settings.notify.heartbeat_seconds
         while not stop.is_set():
             if self.healthy():
@@ -295,6 +318,12 @@ class MonitorService:
         year_ago = self.store.financing_cost_near(
             account, now - timedelta(days=365), timedelta(days=7)
         )
+        last_update = self.connector.last_values_at(account)
+        not_live_since = getattr(state, "not_live_since", None)
+        if state.connected and not state.live and not_live_since is not None:
+            # After 1100 nothing IB sends is live: the data is as old as the loss, at least
+            # (so a long 1100 becomes a stale-data warning instead of passing silently).
+            last_update = min(last_update, not_live_since) if last_update else not_live_since
         return EvaluationContext(
             now=now,
             peak_net_liquidation=self.store.peak(account),
@@ -302,7 +331,7 @@ class MonitorService:
             shares_outstanding=shares,
             connected=state.connected,
             disconnected_since=state.disconnected_since,
-            last_update=self.connector.last_values_at(account),
+            last_update=last_update,
             in_restart_window=bool(
                 self.restart_window and in_window(now, self.restart_window, self.zone)
             ),
@@ -342,7 +371,8 @@ class MonitorService:
         IB's values are new when the snapshot's ``as_of`` (when they arrived) changed: they
         become the baseline and are used as they are, replacing any estimate, and the
         estimate's error against them is recorded. Otherwise, once a position's value moved,
-        the baseline's figures are moved with it and marked estimated.
+        the baseline's figures are moved with it and marked estimated. A position whose value
+        was not known yet when IB's values arrived joins the baseline at its first value.
         """
         baseline = self.baselines.get(account)
         if baseline is None or snapshot.as_of != baseline.snapshot.as_of:
@@ -351,6 +381,7 @@ class MonitorService:
                 self._record_estimate_error(account, baseline, snapshot)
             self.baselines[account] = make_baseline(snapshot, self.known_rate)
             return snapshot
+        baseline = self.baselines[account] = baseline.filled(snapshot)
         if not moved_since(baseline, snapshot):
             self.last_estimates.pop(account, None)
             return snapshot
@@ -484,7 +515,11 @@ def history_figures(snapshot: AccountSnapshot, findings: list[Finding]) -> dict[
         "estimated": snapshot.estimated,
         "extra": {
             "base_currency": snapshot.base_currency,
-            "leveraged_etf_share": sleeve.details.get("sleeve_share") if sleeve else None,
+            "leveraged_etf_share": (
+                sleeve.details.get("sleeve_share", sleeve.value)
+                if sleeve and not sleeve.data_missing
+                else None
+            ),
             "largest_positions": [
                 {
                     "symbol": p.symbol,

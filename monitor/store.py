@@ -416,6 +416,15 @@ class Store:
             )
             return cursor.rowcount == 1
 
+    def release(self, notification_id: str, target: str) -> None:
+        """Give a claimed row back without counting an attempt (the sender stopped mid-send)."""
+        with self.transaction():
+            self._db.execute(
+                "UPDATE outbox SET lease_until = NULL"
+                " WHERE notification_id = ? AND target = ? AND status = 'pending'",
+                (notification_id, target),
+            )
+
     def mark_sent(self, notification_id: str, target: str, now: datetime) -> None:
         """Record a successful delivery."""
         with self.transaction():

@@ -31,6 +31,8 @@ def stale_data(
     """Values older than 10 minutes while connected is a warning; disconnected for 5 minutes or
     more is a critical "monitor blind", except inside the daily restart window (the context
     says whether we are in it; once the window is over, a longer disconnect is critical).
+    Inside the window such a finding is ``ok`` with a ``critical`` clear level, so it holds an
+    alert already raised before the window (no false recovery) without starting one.
 
     The value is the age of the data in minutes (while connected) or the length of the
     disconnect (while disconnected).
@@ -73,6 +75,9 @@ def stale_data(
             if context.in_restart_window
             else f"alert after {config.blind_minutes:g} min"
         )
+        # In the window a long disconnect starts no alert, but it does not end one either: a
+        # "monitor blind" alert raised before the window opened stays until data flows again.
+        blind = down >= config.blind_minutes
         return make(
             rule,
             snapshot,
@@ -80,6 +85,7 @@ def stale_data(
             down,
             config.blind_minutes,
             f"Gateway disconnected for {length}, {why}",
+            clear=Severity.CRITICAL if blind else None,
             details=details,
         )
     if context.last_update is None:

@@ -1,0 +1,361 @@
+"""Soak (issue 4): an accelerated, seeded day of breaches, drops, error bursts, endpoint failures.
+
+The day is a plan drawn from a seeded random generator (written to ``tmp_path/soak_plan.json``
+so a failure can be replayed and read): several breach/recovery episodes of DU1000001's cushion
+on the built-in sell-off scenario, some going through a warning first, with gateway drops and
+restarts, 1100/1102 and 1100/1101 bursts, garbage frames and clean restarts of the daemon itself
+(same state directory) before, during and after each breach, while the notification endpoint
+fails for whole stretches or for a few requests.
+
+Everything is real (ib_async over loopback, Apprise to a local receiver, SQLite); every wait is
+a condition with a deadline. At the end the receiver's ids and the store must show: every
+breach notified exactly once (by id), every recovery notified, no notification lost (every
+outbox row sent and received), no id delivered twice. The counts are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.daemon import run_daemon
+from monitor.receiver import Receiver
+from monitor.service import AccountView, MonitorService
+from monitor.settings import Settings, load_settings
+from monitor.simulator import GARBAGE_KINDS, SimulatedGateway
+from rules.model import Severity
+
+SEED = int(os.environ.get("SOAK_SEED", "20240604"))  # replay another day: SOAK_SEED=n
+EPISODES = 24
+ACCOUNT = "DU1000001"
+QUIET = "DU1000002"
+HELD = ("VTI", "BND")  # DU1000002's holdings never move: that account stays quiet
+DISRUPTIONS = ("drop", "restart", "burst_1102", "burst_1101", "garbage", "daemon_restart")
+RECONNECTING = ("drop", "restart", "burst_1101", "daemon_restart")
+
+
+@dataclass
+class Counts:
+    """What the day went through."""
+
+    drops: int = 0
+    error_bursts: int = 0
+    resubscribes: int = 0
+    garbage: int = 0
+    daemon_restarts: int = 0
+    endpoint_stretches: int = 0
+    flaky_requests: int = 0
+
+
+def make_plan(rng: random.Random, episodes: int) -> list[dict[str, Any]]:
+    """The scripted day: one entry per breach/recovery episode."""
+    plan = []
+    for number in range(1, episodes + 1):
+        plan.append(
+            {
+                "episode": number,
+                "before": rng.choice([*DISRUPTIONS, None]),
+                "endpoint_fails": rng.random() < 0.5,
+                "endpoint_recovers": rng.choice(["mid-breach", "after-recovery", "later"]),
+                "flaky_requests": rng.randint(0, 3),
+                "via_warning": rng.random() < 0.5,
+                "warning_factor": round(rng.uniform(0.76, 0.79), 4),
+                "critical_factor": round(rng.uniform(0.66, 0.69), 4),
+                "during": rng.sample(DISRUPTIONS, k=rng.randint(1, 2)),
+                "recovery_factor": round(rng.uniform(0.97, 1.05), 4),
+                "after": rng.choice([*DISRUPTIONS, None]),
+                "restart_down": round(rng.uniform(0.1, 0.4), 2),
+                "garbage_kind": rng.choice(GARBAGE_KINDS),
+            }
+        )
+    return plan
+
+
+def soak_settings(tmp_path: Path, port: int, url: str) -> Settings:
+    """Fast reconnects and evaluations; state in ``tmp_path``."""
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[ib]\nport = {port}\nclient_id = 7\ntimeout = 5\nreconnect_min_seconds = 0.05\n"
+        "reconnect_max_seconds = 0.5\nprobe_after_seconds = 5\n"
+        f"[notify]\nurls = [{json.dumps(url)}]\n"
+        f'[monitor]\nstate_dir = "{tmp_path / "state"}"\nevaluate_every_seconds = 0.2\n'
+        "[summary]\nenabled = false\n"
+    )
+    config.chmod(0o600)
+    return load_settings(config)
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+class Daemon:
+    """The real daemon in this loop, restartable with the same state directory.
+
+    The notifier retries after 0.1 s (doubling up to 1 s) instead of 5 s.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.views: list[AccountView] = []  # DU1000001's evaluations, across restarts
+        self.service: MonitorService | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[int] | None = None
+
+    def _evaluated(self, account: str, view: AccountView) -> None:
+        if account == ACCOUNT:
+            self.views.append(view)
+
+    async def start(self) -> MonitorService:
+        """Start a fresh process-equivalent: new service, state loaded from the store."""
+        service = MonitorService(self.settings, on_evaluated=self._evaluated)
+        service.notifier.backoff_base = timedelta(milliseconds=100)
+        service.notifier.backoff_max = timedelta(seconds=1)
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(run_daemon(self.settings, self._stop, service))
+        self.service = service
+        return service
+
+    async def stop(self) -> None:
+        """Stop cleanly; the daemon must not have ended on its own."""
+        assert self._task is not None and not self._task.done(), "the daemon ended on its own"
+        self._stop.set()
+        assert await asyncio.wait_for(self._task, 20) == 0
+
+
+@contextlib.asynccontextmanager
+async def daemon(settings: Settings) -> AsyncIterator[Daemon]:
+    """A started :class:`Daemon`, stopped on exit."""
+    runner = Daemon(settings)
+    await runner.start()
+    try:
+        yield runner
+    finally:
+        with contextlib.suppress(AssertionError):
+            await runner.stop()
+
+
+class Day:
+    """Plays the plan against the gateway, the receiver and the running service."""
+
+    def __init__(self, gateway: SimulatedGateway, receiver: Receiver, runner: Daemon) -> None:
+        self.gateway, self.receiver, self.runner = gateway, receiver, runner
+        self.views = runner.views
+        self.initial = dict(gateway.state.prices)
+        self.counts = Counts()
+        self.failing = False
+
+    @property
+    def service(self) -> MonitorService:
+        """The service of the daemon running now."""
+        assert self.runner.service is not None
+        return self.runner.service
+
+    def prices(self, factor: float) -> dict[str, float]:
+        """DU1000001's names at ``factor`` times their starting price."""
+        return {s: p * factor for s, p in self.initial.items() if s not in HELD}
+
+    def cushion_level(self) -> Severity:
+        """The cushion alert level the service holds."""
+        state = self.service.states.get((ACCOUNT, "cushion"))
+        return state.severity if state is not None else Severity.OK
+
+    async def reach(self, factor: float, level: Severity) -> None:
+        """Move prices and wait until the monitor holds ``level`` for the cushion."""
+        self.gateway.set_prices(self.prices(factor))
+        await until(lambda: self.cushion_level() == level, 15, f"the cushion is {level.value}")
+
+    def endpoint(self, failing: bool) -> None:
+        """Make the receiver fail (HTTP 500) or recover."""
+        if failing and not self.failing:
+            self.counts.endpoint_stretches += 1
+        self.failing = failing
+        self.receiver.set_failing(failing)
+
+    async def disrupt(self, kind: str | None, episode: dict[str, Any]) -> None:
+        """One disruption, then wait until the monitor is back with live data."""
+        if kind is None:
+            return
+        gateway = self.gateway
+        connections = gateway.connections_accepted
+        reconnect = kind in RECONNECTING
+        if kind == "daemon_restart":
+            level = self.cushion_level()
+            await self.runner.stop()
+            await gateway.wait_for_clients(0, timeout=10)
+            await self.runner.start()
+            assert self.cushion_level() == level, "the alert state is reloaded"
+            self.counts.daemon_restarts += 1
+        elif kind == "drop":
+            await gateway.drop_clients()
+            self.counts.drops += 1
+        elif kind == "restart":
+            await gateway.restart(episode["restart_down"])
+            self.counts.drops += 1
+        elif kind == "burst_1102":
+            gateway.send_error(1100)
+            await until(lambda: not self.service.connector.state.live, 5, "1100 is seen")
+            gateway.send_error(1102)
+            self.counts.error_bursts += 1
+        elif kind == "burst_1101":
+            gateway.send_error(1100)
+            await until(lambda: not self.service.connector.state.live, 5, "1100 is seen")
+            gateway.send_error(1101)
+            self.counts.error_bursts += 1
+            self.counts.resubscribes += 1
+        else:
+            garbage = episode["garbage_kind"]
+            assert await gateway.send_garbage(garbage) == 1
+            self.counts.garbage += 1
+            if garbage == "truncated":  # the frame is cut and the socket closed
+                reconnect = True
+                self.counts.drops += 1
+        if reconnect:
+            await gateway.wait_until(
+                lambda: gateway.connections_accepted > connections and bool(gateway.clients),
+                timeout=15,
+            )
+        mark = len(self.views)
+        link = self.service.connector.state
+        await until(
+            lambda: (
+                link.connected
+                and link.live
+                and any(
+                    f.rule == "cushion" and not f.data_missing
+                    for view in self.views[mark:]
+                    for f in view.findings
+                )
+            ),
+            15,
+            f"live data again after {kind}",
+        )
+
+    async def episode(self, episode: dict[str, Any], breaches: list[Severity]) -> None:
+        """Healthy -> (warning ->) critical, disruptions while breached -> recovered."""
+        await self.disrupt(episode["before"], episode)
+        if episode["endpoint_fails"]:
+            self.endpoint(True)
+        elif episode["flaky_requests"]:
+            self.receiver.fail_next(episode["flaky_requests"])
+            self.counts.flaky_requests += episode["flaky_requests"]
+        if episode["via_warning"]:
+            await self.reach(episode["warning_factor"], Severity.WARNING)
+        await self.reach(episode["critical_factor"], Severity.CRITICAL)
+        breaches.append(Severity.CRITICAL)
+        for number, kind in enumerate(episode["during"]):
+            await self.disrupt(kind, episode)
+            assert self.cushion_level() == Severity.CRITICAL, f"false recovery after {kind}"
+            if number == 0 and episode["endpoint_recovers"] == "mid-breach":
+                self.endpoint(False)
+        await self.reach(episode["recovery_factor"], Severity.OK)
+        if episode["endpoint_recovers"] == "after-recovery":
+            self.endpoint(False)
+        await self.disrupt(episode["after"], episode)
+        assert self.cushion_level() == Severity.OK
+
+
+@pytest.mark.slow
+def test_an_accelerated_day_loses_nothing_and_repeats_nothing(simulated_gateway, tmp_path, capsys):
+    """Every breach notified exactly once, every recovery notified, nothing lost, no id twice."""
+    plan = make_plan(random.Random(SEED), EPISODES)
+    (tmp_path / "soak_plan.json").write_text(json.dumps({"seed": SEED, "episodes": plan}, indent=2))
+    started = time.monotonic()
+
+    async def scenario() -> dict[str, Any]:
+        with Receiver() as receiver:
+            async with simulated_gateway("selloff") as gateway:
+                settings = soak_settings(tmp_path, gateway.port, receiver.url)
+                async with daemon(settings) as runner:
+                    await gateway.wait_for_clients(1, timeout=10)
+                    await until(lambda: bool(runner.views), 10, "the first evaluation")
+                    day = Day(gateway, receiver, runner)
+                    breaches: list[Severity] = []
+                    for episode in plan:
+                        await day.episode(episode, breaches)
+                    day.endpoint(False)
+                    service = day.service
+                    await until(lambda: service.store.pending_count() == 0, 30, "the outbox drains")
+                    await service.settle(timeout=10)
+                    far = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+                    return {
+                        "counts": day.counts,
+                        "breaches": len(breaches),
+                        "events": service.store.alert_events(None, *far),
+                        "outbox": service.store.outbox(),
+                        "failed_attempts": len(service.store.deliveries(outcome="failed")),
+                        "messages": receiver.messages,
+                        "rejected": receiver.rejected,
+                        "connections": gateway.connections_accepted,
+                        "orders": len(gateway.orders_received),
+                    }
+
+    result = asyncio.run(scenario())
+    counts: Counts = result["counts"]
+    events = result["events"]
+    cushion = [e for e in events if e["account"] == ACCOUNT and e["rule"] == "cushion"]
+    received = Counter(m.notification_id for m in result["messages"])
+    outbox_ids = {row.notification_id for row in result["outbox"]}
+    duplicates = sorted(i for i, n in received.items() if n > 1)
+    lost = sorted(
+        {row.notification_id for row in result["outbox"] if row.status != "sent"}
+        | (outbox_ids - set(received))
+    )
+    unexpected = sorted(set(received) - outbox_ids)
+    fired = [e for e in cushion if e["kind"] == "fired"]
+    resolved = [e for e in cushion if e["kind"] == "resolved"]
+    escalated = [e for e in cushion if e["kind"] == "escalated"]
+    via_warning = sum(1 for episode in plan if episode["via_warning"])
+
+    with capsys.disabled():
+        print(
+            f"\nsoak (seed {SEED}, {time.monotonic() - started:.1f} s): "
+            f"breaches={len(fired)} ({len(escalated)} escalated from a warning) "
+            f"recoveries={len(resolved)} drops survived={counts.drops} "
+            f"(connections {result['connections']}) daemon restarts={counts.daemon_restarts} "
+            f"error bursts={counts.error_bursts} "
+            f"resubscribes={counts.resubscribes} garbage frames={counts.garbage} "
+            f"endpoint failure stretches={counts.endpoint_stretches} "
+            f"flaky requests={counts.flaky_requests} retries={result['failed_attempts']} "
+            f"(HTTP 500s {result['rejected']}) notifications={len(received)} "
+            f"duplicates={len(duplicates)} lost={len(lost)}"
+        )
+
+    assert result["breaches"] == EPISODES
+    assert len(fired) == EPISODES, "every breach notified once"
+    assert len(resolved) == EPISODES, "every recovery notified"
+    assert len(escalated) == via_warning
+    assert [e["kind"] for e in cushion] == [
+        kind
+        for episode in plan
+        for kind in (["fired", "escalated"] if episode["via_warning"] else ["fired"]) + ["resolved"]
+    ]
+    for event in cushion:
+        assert received[event["notification_id"]] == 1, event
+    assert not duplicates
+    assert not lost
+    assert not unexpected
+    assert not [e for e in events if e["account"] == QUIET]
+    assert counts.drops >= 1 and counts.error_bursts >= 1 and counts.endpoint_stretches >= 1
+    assert result["failed_attempts"] >= 1, "the endpoint failures were retried"
+    assert counts.daemon_restarts >= 1
+    assert result["connections"] >= 1 + counts.drops + counts.resubscribes + counts.daemon_restarts
+    assert result["orders"] == 0
