@@ -2,27 +2,68 @@
 
 IB pushes ExcessLiquidity, requirements and Cushion only every 3 minutes (or on a position
 change), while each position's value streams about once a second (reqPnLSingle). The estimator
-keeps the last authoritative snapshot as a baseline, and between updates moves its figures by
-the change of each position's value:
+keeps the last authoritative snapshot as a baseline and, between updates, moves every figure
+from its authoritative value by the change of the position values since then:
 
-- NLV and ELV move by the change of the signed value,
-- GPV by the change of the absolute value,
-- the maintenance (and initial) requirement by that change times the position's rate.
+- NLV and ELV move by the change of the signed values,
+- GPV by the change of the absolute values,
+- each requirement (maintenance, initial, look-ahead, full) by the change of each position's
+  absolute value times that position's rate,
+- ExcessLiquidity and AvailableFunds (and their look-ahead and full versions) by the change of
+  ELV minus the change of their requirement; the cushion is the estimated EL / NLV.
 
-A position's rate comes from configuration, else the leveraged-ETF rule (Min(25% x factor,
-100%) long, Min(30% x factor, 100%) short), else the baseline's average rate over the rest of
-the book, so the estimate agrees with IB's own figure at the baseline. Standard library only.
+Every figure moves from its own authoritative value, so at the baseline the estimate equals
+IB's figures exactly, and a figure IB reports in a way these formulas would not reproduce (a
+commodities segment, a house adjustment) keeps IB's offset instead of jumping.
+
+A position's maintenance rate comes from configuration, else the leveraged-ETF rule
+(Min(25% x factor, 100%) long, Min(30% x factor, 100%) short), else the baseline's average
+rate over the rest of the book (what is left of IB's requirement after the known rates,
+divided by the rest of the gross value). The other requirements use the maintenance rate
+scaled by their ratio to maintenance at the baseline. A uniform move of the whole book is
+therefore exact even with unknown, differing rates; only moves that differ between positions
+of different unknown rates leave an error (configure ``[monitor] maintenance_rates`` to
+remove it).
+
+A change of quantity (a trade) is treated as cash-neutral at the baseline price: only the
+price change moves NLV, while the exposure it adds or removes moves GPV and the requirements.
+IB pushes account values at once after a trade, so this only bridges a moment.
+
+Standard library only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from math import isfinite
 
 from rules.figures import leveraged_maintenance
 from rules.model import AccountSnapshot, Position, is_number
 
 RateLookup = Callable[[Position], float | None]
+
+#: The average maintenance rate assumed when the baseline cannot tell (no requirement known).
+DEFAULT_RATE = 0.25
+
+#: Requirement figures moved with the positions (maintenance first: the others scale from it).
+REQUIREMENTS = (
+    "maint_margin_req",
+    "init_margin_req",
+    "look_ahead_maint_margin_req",
+    "look_ahead_init_margin_req",
+    "full_maint_margin_req",
+    "full_init_margin_req",
+)
+
+#: Figure = ELV minus a requirement: (figure, requirement).
+_LIQUIDITY = (
+    ("excess_liquidity", "maint_margin_req"),
+    ("available_funds", "init_margin_req"),
+    ("look_ahead_excess_liquidity", "look_ahead_maint_margin_req"),
+    ("look_ahead_available_funds", "look_ahead_init_margin_req"),
+    ("full_excess_liquidity", "full_maint_margin_req"),
+)
 
 
 def rate_lookup(overrides: Mapping[str, float], factors: Mapping[str, float]) -> RateLookup:
@@ -30,7 +71,7 @@ def rate_lookup(overrides: Mapping[str, float], factors: Mapping[str, float]) ->
 
     def lookup(position: Position) -> float | None:
         if position.symbol in overrides:
-            return overrides[position.symbol]
+            return _clamp(float(overrides[position.symbol]))
         factor = factors.get(position.symbol)
         if factor:
             return leveraged_maintenance(factor, long=position.is_long)
@@ -41,111 +82,193 @@ def rate_lookup(overrides: Mapping[str, float], factors: Mapping[str, float]) ->
 
 @dataclass(frozen=True, slots=True)
 class Baseline:
-    """The last authoritative snapshot and each position's rates derived from it."""
+    """The last authoritative snapshot and what the estimate needs from it.
+
+    ``values`` holds each valued position's base-currency value then, ``quantities`` every
+    position's quantity then (valued or not); ``unvalued`` the positions IB's figures include
+    but whose value was not known yet (streamed values arrive after the account values, e.g.
+    just after connecting); ``maintenance_rates`` the rate applied to each valued position;
+    ``rest_rate`` the average rate of the positions without a known rate (used for a position
+    opened later); ``ratios`` each other requirement's ratio to the maintenance requirement.
+    """
 
     snapshot: AccountSnapshot
     values: dict[int, float]
+    quantities: dict[int, float]
+    unvalued: frozenset[int]
     maintenance_rates: dict[int, float]
-    initial_rates: dict[int, float]
+    rest_rate: float
+    ratios: dict[str, float]
+    known_rate: RateLookup
+
+    def filled(self, current: AccountSnapshot) -> Baseline:
+        """This baseline with the first known values of its unvalued positions.
+
+        IB's account figures already include those positions, so their first streamed value
+        is taken as their value at the baseline (and the rates are split again): from then
+        on only their moves count. Returns ``self`` when nothing new is known.
+        """
+        if not self.unvalued:
+            return self
+        found = {
+            p.con_id: p
+            for p in current.positions
+            if p.con_id in self.unvalued
+            and is_number(p.market_value_base)
+            and p.quantity == self.quantities.get(p.con_id)
+        }
+        if not found:
+            return self
+        positions = tuple(found.get(p.con_id, p) for p in self.snapshot.positions)
+        return make_baseline(replace(self.snapshot, positions=positions), self.known_rate)
 
 
 def make_baseline(snapshot: AccountSnapshot, known_rate: RateLookup) -> Baseline:
-    """Split the authoritative requirements over the positions (known rates first)."""
-    values = {
-        p.con_id: p.market_value_base for p in snapshot.positions if p.market_value_base is not None
-    }
-    gross = sum(abs(value) for value in values.values())
+    """Split IB's requirement over the positions of ``snapshot`` (known rates first)."""
+    valued = [p for p in snapshot.positions if is_number(p.market_value_base)]
+    values = {p.con_id: float(p.market_value_base) for p in valued}  # type: ignore[arg-type]
+    quantities = {p.con_id: p.quantity for p in snapshot.positions}
+    unvalued = frozenset(p.con_id for p in snapshot.positions if p.con_id not in values)
     maintenance: dict[int, float] = {}
-    initial: dict[int, float] = {}
-    known_gross = known_maint = 0.0
-    for position in snapshot.positions:
-        if position.con_id not in values:
-            continue
+    known_gross = known_maint = rest_gross = 0.0
+    for position in valued:
+        size = abs(values[position.con_id])
         rate = known_rate(position)
-        if rate is not None:
-            maintenance[position.con_id] = rate
-            known_gross += abs(values[position.con_id])
-            known_maint += rate * abs(values[position.con_id])
-    rest_gross = gross - known_gross
+        if rate is None:
+            rest_gross += size
+            continue
+        maintenance[position.con_id] = rate
+        known_gross += size
+        known_maint += rate * size
     maint_total = snapshot.maint_margin_req if is_number(snapshot.maint_margin_req) else None
-    init_total = snapshot.init_margin_req if is_number(snapshot.init_margin_req) else None
-    rest_rate = (
-        _clamp((maint_total - known_maint) / rest_gross)
-        if maint_total is not None and rest_gross > 0
-        else 0.25
-    )
-    init_ratio = _clamp(init_total / maint_total) if init_total and maint_total else 1.0
+    if maint_total is not None and rest_gross > 0:
+        rest_rate = _clamp((maint_total - known_maint) / rest_gross)
+    elif maint_total is not None and known_gross > 0:
+        rest_rate = _clamp(maint_total / known_gross)  # every rate known: the book's average
+    else:
+        rest_rate = DEFAULT_RATE
     for con_id in values:
         maintenance.setdefault(con_id, rest_rate)
-        initial[con_id] = min(1.0, maintenance[con_id] * max(init_ratio, 1.0))
-    return Baseline(snapshot, values, maintenance, initial)
+    ratios: dict[str, float] = {}
+    for name in REQUIREMENTS[1:]:
+        total = getattr(snapshot, name)
+        if is_number(total) and maint_total:
+            ratios[name] = max(0.0, total / maint_total)
+        else:
+            ratios[name] = 1.0
+    return Baseline(
+        snapshot, values, quantities, unvalued, maintenance, rest_rate, ratios, known_rate
+    )
 
 
 def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
-    """The current positions applied to the baseline's figures, marked as estimated.
+    """The baseline's figures moved by the position values of ``current``, marked estimated.
 
-    ``current`` carries the latest position values; its account figures are the same
-    authoritative ones as the baseline's (IB has not pushed new ones yet).
+    ``current`` carries the latest position values; its account figures are ignored (IB has
+    not pushed new ones yet: they are the baseline's).
     """
     base = baseline.snapshot
-    d_signed = d_gross = d_maint = d_init = 0.0
+    values, quantities, rates = baseline.values, baseline.quantities, baseline.maintenance_rates
+    d_signed = d_gross = 0.0
+    by_rate: dict[float, float] = {}  # maintenance rate -> change of absolute value
+    seen: set[int] = set()
     for position in current.positions:
+        con_id = position.con_id
+        seen.add(con_id)
         value = position.market_value_base
-        before = baseline.values.get(position.con_id)
-        if value is None or before is None:
+        if value is None or not isfinite(value):
+            continue  # no value now: nothing known about its move
+        before = values.get(con_id)
+        if before is None and con_id in baseline.unvalued:
+            continue  # its value at the baseline is unknown, so is its move (see `filled`)
+        if before is None:  # opened since the baseline: a cash-neutral trade at today's price
+            known = baseline.known_rate(position)
+            rate = baseline.rest_rate if known is None else known
+            d_gross += abs(value)
+            by_rate[rate] = by_rate.get(rate, 0.0) + abs(value)
             continue
+        quantity_before = quantities[con_id]
+        if quantity_before and position.quantity != quantity_before:
+            # a trade: NLV moves only by the price change of the quantity held now
+            d_signed += value - before * (position.quantity / quantity_before)
+        else:
+            d_signed += value - before
         change_abs = abs(value) - abs(before)
-        d_signed += value - before
         d_gross += change_abs
-        d_maint += baseline.maintenance_rates[position.con_id] * change_abs
-        d_init += baseline.initial_rates[position.con_id] * change_abs
+        rate = rates[con_id]
+        by_rate[rate] = by_rate.get(rate, 0.0) + change_abs
+    if not seen.issuperset(values):
+        for con_id, before in values.items():
+            if con_id not in seen:  # closed since the baseline: its exposure is gone
+                d_gross -= abs(before)
+                rate = rates[con_id]
+                by_rate[rate] = by_rate.get(rate, 0.0) - abs(before)
+    d_req = [sum(rate * change for rate, change in by_rate.items())]
+    for name in REQUIREMENTS[1:]:
+        ratio = baseline.ratios.get(name, 1.0)
+        d_req.append(sum(min(1.0, rate * ratio) * change for rate, change in by_rate.items()))
 
     def moved(figure: float | None, delta: float) -> float | None:
-        return figure + delta if is_number(figure) else None
+        return figure + delta if is_number(figure) else None  # type: ignore[operator]
 
-    nlv = moved(base.net_liquidation, d_signed)
-    elv = moved(base.equity_with_loan, d_signed)
-    maint = moved(base.maint_margin_req, d_maint)
-    init = moved(base.init_margin_req, d_init)
-    excess = (
-        elv - maint
-        if elv is not None and maint is not None
-        else moved(base.excess_liquidity, d_signed - d_maint)
-    )
-    available = (
-        elv - init
-        if elv is not None and init is not None
-        else moved(base.available_funds, d_signed - d_init)
-    )
-    cushion = excess / nlv if excess is not None and nlv and nlv > 0 else None
+    changes: dict[str, float | None] = {
+        "net_liquidation": moved(base.net_liquidation, d_signed),
+        "equity_with_loan": moved(base.equity_with_loan, d_signed),
+        "gross_position_value": moved(base.gross_position_value, d_gross),
+    }
+    for name, delta in zip(REQUIREMENTS, d_req, strict=True):
+        changes[name] = moved(getattr(base, name), delta)
+    requirement_delta = dict(zip(REQUIREMENTS, d_req, strict=True))
+    base_excess = base.excess_liquidity
+    if not is_number(base_excess) and is_number(base.cushion) and is_number(base.net_liquidation):
+        base_excess = base.cushion * base.net_liquidation  # type: ignore[operator]
+    for name, requirement in _LIQUIDITY:
+        figure = base_excess if name == "excess_liquidity" else getattr(base, name)
+        changes[name] = moved(figure, d_signed - requirement_delta[requirement])
+    nlv, excess = changes["net_liquidation"], changes["excess_liquidity"]
+    cushion = excess / nlv if excess is not None and nlv is not None and nlv > 0 else None
     return replace(
         current,
-        as_of=current.as_of,
-        net_liquidation=nlv,
-        equity_with_loan=elv,
-        gross_position_value=moved(base.gross_position_value, d_gross),
-        maint_margin_req=maint,
-        init_margin_req=init,
-        excess_liquidity=excess,
-        available_funds=available,
+        **changes,
         cushion=cushion,
+        look_ahead_next_change=base.look_ahead_next_change,
+        sma=base.sma,
+        cash_balance=base.cash_balance,
+        accrued_cash=base.accrued_cash,
         estimated=True,
         authoritative_as_of=base.as_of,
     )
 
 
 def moved_since(baseline: Baseline, current: AccountSnapshot) -> bool:
-    """True when any position's value differs from the baseline (an estimate is worth making)."""
+    """True when a position's value or quantity differs from the baseline (worth estimating)."""
+    present = 0
     for position in current.positions:
         before = baseline.values.get(position.con_id)
         value = position.market_value_base
-        if (
-            value is not None
-            and before is not None
-            and abs(value - before) > 1e-9 * max(1.0, abs(before))
-        ):
+        if before is None:
+            if is_number(value) and position.con_id not in baseline.unvalued:
+                return True  # opened since the baseline
+            continue
+        present += 1
+        if position.quantity != baseline.quantities.get(position.con_id, position.quantity):
             return True
-    return False
+        if is_number(value) and abs(value - before) > 1e-9 * max(1.0, abs(before)):  # type: ignore[operator]
+            return True
+    return present < len(baseline.values)  # a position was closed
+
+
+def estimate_error(baseline: Baseline, truth: AccountSnapshot) -> float | None:
+    """(estimated - reported) ExcessLiquidity for IB's new values, as a fraction of IB's NLV.
+
+    The estimate is made from the previous baseline with the position values of ``truth``, so
+    both sides describe the same prices. ``None`` when either side lacks the figures.
+    """
+    guess = estimate(baseline, truth)
+    if not (is_number(guess.excess_liquidity) and is_number(truth.excess_liquidity)):
+        return None
+    scale = abs(truth.net_liquidation) if is_number(truth.net_liquidation) else 0.0  # type: ignore[arg-type]
+    return (guess.excess_liquidity - truth.excess_liquidity) / (scale or 1.0)  # type: ignore[operator]
 
 
 def _clamp(rate: float) -> float:
