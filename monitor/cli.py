@@ -126,10 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def register_secrets(settings: Settings) -> None:
+    """Tell the log redactor every secret: whole URLs and their token-like parts."""
+    from monitor.notifier import secret_fragments
+
+    for secret in settings.secrets():
+        redactor.register([secret, *secret_fragments(secret)])
+
+
 def prepare(args: argparse.Namespace, *, quiet: bool = False) -> Settings:
     """Load settings and set up logging (secrets registered with the redactor first)."""
     settings = load_settings(args.config)
-    redactor.register(settings.secrets())
+    register_secrets(settings)
     level = "WARNING" if quiet else settings.monitor.log_level
     configure_logging(level, settings.monitor.log_file, settings.monitor.log_format)
     warning = insecure_permissions_warning(args.config, settings)
@@ -288,7 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from monitor.daemon import run_demo
 
     settings = load_settings(args.config) if args.config else Settings()
-    redactor.register(settings.secrets())
+    register_secrets(settings)
     configure_logging("WARNING", None, "console")
     return asyncio.run(run_demo(settings, args.scenario, args.speed))
 

@@ -149,6 +149,7 @@ def configure_logging(
         "ib_async.ib",
         "apprise",
         "apscheduler",
+        "urllib3",
     ):
         logging.getLogger(name).setLevel(noisy_level)
     wrapper = logging.getLogger("ib_async.wrapper")

@@ -171,8 +171,10 @@ class Finding:
     ``clear_severity`` is the severity the same value would have against the clear levels
     (the triggers moved toward safety by the rule's hysteresis margin): the alert lifecycle
     keeps an alert firing until ``clear_severity`` drops below it. ``data_missing`` marks a
-    finding whose inputs were absent: it never resolves an alert. ``details`` holds extra
-    figures for the summary and JSON output.
+    finding whose inputs were absent: it never resolves an alert. A finding made on an
+    estimate has ``estimated`` set and ``authoritative_age``: the age in seconds of the IB
+    account values the estimate started from. ``details`` holds extra figures for the summary
+    and JSON output.
     """
 
     rule: str
@@ -185,6 +187,7 @@ class Finding:
     clear_severity: Severity | None = None
     data_missing: bool = False
     estimated: bool = False
+    authoritative_age: float | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -203,6 +206,7 @@ class Finding:
             "action": self.action,
             "data_missing": self.data_missing,
             "estimated": self.estimated,
+            "authoritative_age_seconds": self.authoritative_age,
             "details": dict(self.details),
         }
 

@@ -9,6 +9,7 @@ error text, so one bad rule never stops the others.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from rules import exposure, financing, health, margin
@@ -65,9 +66,9 @@ def run_rule(
         for keyword, section in _SHARED_SECTIONS.get(rule, {}).items()
     }
     try:
-        return function(snapshot, context, rule_config(config, rule), **shared)
+        finding = function(snapshot, context, rule_config(config, rule), **shared)
     except Exception as error:  # a broken rule must never stop the engine
-        return Finding(
+        finding = Finding(
             rule=rule,
             account=snapshot.account,
             severity=Severity.UNKNOWN,
@@ -78,6 +79,10 @@ def run_rule(
             estimated=snapshot.estimated,
             details={"error": type(error).__name__},
         )
+    if snapshot.estimated and snapshot.authoritative_as_of is not None:
+        age = (snapshot.as_of - snapshot.authoritative_as_of).total_seconds()
+        finding = replace(finding, authoritative_age=max(0.0, age))
+    return finding
 
 
 def evaluate(

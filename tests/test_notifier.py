@@ -457,6 +457,7 @@ def cushion(value: float, estimated: bool = False) -> Finding:
         action="Sell about USD 42,000 of long positions to restore a 20% cushion",
         clear_severity=clear,
         estimated=estimated,
+        authoritative_age=95.0 if estimated else None,
     )
 
 
@@ -473,7 +474,7 @@ def test_format_transition_titles_and_bodies():
     title, body = format_transition(fired, "USD")
     assert title == "[WARNING] DU123456 cushion"
     assert "Value: 15.00% (threshold 20.00%)" in body
-    assert "estimated" in body
+    assert "[estimated from streaming prices; IB's own figures are 95 s old]" in body
     assert "Action: Sell about USD 42,000" in body
 
     assert format_transition(escalated, "USD")[0] == (

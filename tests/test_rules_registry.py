@@ -205,3 +205,19 @@ def test_garbage_never_breaks_a_rule(snapshot, peak, year_ago):
         assert "failed" not in finding.message, finding.message
         if finding.severity in (Severity.WARNING, Severity.CRITICAL):
             assert finding.action, finding
+
+
+def test_findings_on_an_estimate_carry_the_age_of_ibs_values():
+    """Every finding made on an estimate says so and how old IB's own values are."""
+    from datetime import timedelta
+
+    snapshot = replace(
+        sample_snapshot(),
+        estimated=True,
+        authoritative_as_of=SAMPLE_TIME - timedelta(seconds=95),
+    )
+    findings = evaluate(replace(snapshot, as_of=SAMPLE_TIME), CONTEXT, RulesConfig())
+    assert all(f.estimated and f.authoritative_age == 95.0 for f in findings)
+    assert findings[0].to_dict()["authoritative_age_seconds"] == 95.0
+    plain = evaluate(sample_snapshot(), CONTEXT, RulesConfig())
+    assert all(not f.estimated and f.authoritative_age is None for f in plain)
