@@ -66,10 +66,9 @@ def leverage(
     if severity is Severity.OK:
         message = f"Gross leverage {times(value)} ({envelope})"
     else:
-        level = config.critical if severity is Severity.CRITICAL else config.warning
-        message = (
-            f"Gross leverage {times(value)} is above the {severity.value} level {times(level)}"  # type: ignore[arg-type]
-        )
+        level: float = config.critical if severity is Severity.CRITICAL else config.warning  # type: ignore[assignment]
+        shown = times(value) if times(value) != times(level) else f"{value:.5f}x"
+        message = f"Gross leverage {shown} is above the {severity.value} level {times(level)}"
     action = None
     target = config.warning if config.warning is not None else config.critical
     if severity is not Severity.OK and target is not None:

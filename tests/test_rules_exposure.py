@@ -62,6 +62,13 @@ def test_leverage(gpv, severity, clear, in_action):
     assert (finding.action is None) if in_action is None else (in_action in finding.action)
 
 
+def test_leverage_just_past_the_level_reads_past_it():
+    """1.6003x is not shown as "1.6x above 1.6x": enough decimals to see the breach."""
+    finding = leverage(sample_snapshot(gross_position_value=160_030.0), NOON, LeverageConfig())
+    assert finding.severity is WARNING
+    assert finding.message.startswith("Gross leverage 1.60030x is above the warning level 1.6x")
+
+
 def test_leverage_missing():
     """No GPV: unknown, naming the tag."""
     finding = leverage(sample_snapshot(gross_position_value=None), NOON, LeverageConfig())
