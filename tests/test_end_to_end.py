@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
+from support import make_settings
 
 from monitor.cli import main, run_check
 from monitor.daemon import run_daemon
 from monitor.receiver import ReceivedMessage, Receiver
-from monitor.settings import Settings, load_settings
+from monitor.settings import load_settings
 from rules import RULES
-
-
-def make_settings(tmp_path: Path, port: int, urls: list[str], **monitor: object) -> Settings:
-    """Settings for a monitor pointed at a local gateway, state under ``tmp_path``."""
-    config = tmp_path / "config.toml"
-    url_list = ", ".join(json.dumps(url) for url in urls)
-    extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in monitor.items())
-    config.write_text(
-        f"[ib]\nport = {port}\nclient_id = 7\ntimeout = 5\n"
-        f"[notify]\nurls = [{url_list}]\n"
-        f'[monitor]\nstate_dir = "{tmp_path / "state"}"\n{extra}'
-        "[summary]\nenabled = false\n"
-    )
-    config.chmod(0o600)
-    return load_settings(config)
 
 
 def cushion_messages(messages: list[ReceivedMessage], account: str) -> list[str]:

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from support import make_settings
 
 from monitor.daemon import run_daemon
 from monitor.estimate import (
@@ -35,7 +34,7 @@ from monitor.estimate import (
 )
 from monitor.receiver import ReceivedMessage, Receiver
 from monitor.service import AccountView, MonitorService
-from monitor.settings import Settings, load_settings
+from monitor.settings import Settings
 from monitor.simulator import SimulatedGateway
 from rules import leveraged_factors
 from rules.model import AccountSnapshot, Position
@@ -320,30 +319,6 @@ def scripted_scenario() -> dict[str, Any]:
     }
 
 
-def settings_for(tmp_path: Path, port: int, urls: list[str], **monitor: Any) -> Settings:
-    """Settings for a monitor on the local gateway; ``monitor`` adds ``[monitor]`` keys."""
-    config = tmp_path / "config.toml"
-    url_list = ", ".join(json.dumps(url) for url in urls)
-    extra = "".join(f"{key} = {to_toml(value)}\n" for key, value in monitor.items())
-    config.write_text(
-        f"[ib]\nport = {port}\nclient_id = 7\ntimeout = 5\n"
-        f"[notify]\nurls = [{url_list}]\n"
-        f'[monitor]\nstate_dir = "{tmp_path / "state"}"\n{extra}'
-        "[summary]\nenabled = false\n"
-    )
-    config.chmod(0o600)
-    return load_settings(config)
-
-
-def to_toml(value: Any) -> str:
-    """A TOML value for a bool, number, string or flat table."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {to_toml(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
 class Watched:
     """A daemon on the simulated gateway, with a way to wait for what it has evaluated."""
 
@@ -437,7 +412,9 @@ def test_estimate_tracks_the_simulators_excess_liquidity_over_a_day(simulated_ga
 
     async def run() -> tuple[list[float], list[float], float, Any]:
         async with simulated_gateway(scripted_scenario()) as gateway:
-            settings = settings_for(tmp_path, gateway.port, [], maintenance_rates=CONFIGURED_RATES)
+            settings = make_settings(
+                tmp_path, gateway.port, [], monitor={"maintenance_rates": CONFIGURED_RATES}
+            )
             async with Watched(gateway, settings) as watched:
                 stale = watched.views[MIXED].snapshot.excess_liquidity
                 mixed_errors, known_errors, stale_worst = [], [], 0.0
@@ -478,7 +455,9 @@ def test_estimate_errors_are_recorded_at_each_push_and_stay_small(simulated_gate
 
     async def run() -> list[float]:
         async with simulated_gateway(scripted_scenario()) as gateway:
-            settings = settings_for(tmp_path, gateway.port, [], maintenance_rates=CONFIGURED_RATES)
+            settings = make_settings(
+                tmp_path, gateway.port, [], monitor={"maintenance_rates": CONFIGURED_RATES}
+            )
             async with Watched(gateway, settings) as watched:
                 recorded = []
                 for index, moves in enumerate(day_of_moves(seed=7, steps=30), start=1):
@@ -517,7 +496,7 @@ def test_an_estimated_breach_fires_once_and_is_not_repeated_when_ib_confirms(
         with Receiver() as receiver:
             async with simulated_gateway("selloff", account_push_interval=3600) as gateway:
                 account = "DU1000001"
-                settings = settings_for(tmp_path, gateway.port, [receiver.url])
+                settings = make_settings(tmp_path, gateway.port, [receiver.url])
                 async with Watched(gateway, settings) as watched:
                     gateway.move_prices({"all": -0.30, "VTI": -0.05, "BND": 0.0})
                     await receiver.wait_until_async(
@@ -553,7 +532,7 @@ def test_an_estimate_ib_contradicts_is_corrected_and_its_error_recorded(
         with Receiver() as receiver:
             async with simulated_gateway("selloff", account_push_interval=3600) as gateway:
                 account = "DU1000001"
-                settings = settings_for(tmp_path, gateway.port, [receiver.url])
+                settings = make_settings(tmp_path, gateway.port, [receiver.url])
                 async with Watched(gateway, settings) as watched:
                     gateway.move_prices({"all": -0.30, "VTI": -0.05, "BND": 0.0})
                     await receiver.wait_until_async(
@@ -645,7 +624,7 @@ def test_values_streaming_in_after_connecting_raise_no_false_estimate(simulated_
 
     async def run() -> tuple[list[Any], list[float]]:
         async with simulated_gateway(wide_scenario()) as gateway:
-            settings = settings_for(tmp_path, gateway.port, [])
+            settings = make_settings(tmp_path, gateway.port, [])
             async with Watched(gateway, settings) as watched:
                 connector = watched.service.connector
                 loop = asyncio.get_running_loop()
@@ -680,7 +659,7 @@ def test_with_the_estimate_off_nothing_is_estimated(simulated_gateway, tmp_path)
     async def run() -> tuple[Any, Any, Any]:
         async with simulated_gateway("selloff", account_push_interval=3600) as gateway:
             account = "DU1000001"
-            settings = settings_for(tmp_path, gateway.port, [], estimate=False)
+            settings = make_settings(tmp_path, gateway.port, [], monitor={"estimate": False})
             async with Watched(gateway, settings) as watched:
                 before = watched.views[account].snapshot
                 gateway.move_prices({"all": -0.30})

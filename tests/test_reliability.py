@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sqlite3
@@ -23,20 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import CLIENT_ID, make_settings, until, write_config
 
 from monitor.daemon import run_daemon
 from monitor.gateway import GatewayConnector, GatewayError
 from monitor.notifier import Notification, Notifier, Target
 from monitor.receiver import ReceivedMessage, Receiver
 from monitor.service import AccountView, MonitorService, utc_now
-from monitor.settings import Settings, load_settings
+from monitor.settings import Settings
 from monitor.simulator import GARBAGE_KINDS, SimulatedGateway
 from monitor.store import Store
 from rules.model import Severity
 
 ACCOUNT = "DU1000001"  # the leveraged account of the built-in sell-off scenario
 QUIET = "DU1000002"  # its unleveraged neighbour (never alerts)
-CLIENT_ID = 7
 CRASH = {"all": -0.32, "VTI": 0.0, "BND": 0.0}  # DU1000001: cushion 30% -> about 5%
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,65 +58,6 @@ class SteppingClock:
     def advance(self, **delta: float) -> None:
         """Jump forward by ``timedelta(**delta)``."""
         self.offset += timedelta(**delta)
-
-
-def write_config(
-    tmp_path: Path,
-    port: int,
-    urls: list[str],
-    *,
-    name: str = "config.toml",
-    state_dir: Path | None = None,
-    **sections: dict[str, Any],
-) -> Path:
-    """A config file for a monitor on a local gateway, tuned for fast tests.
-
-    ``sections`` add or override keys: ``ib={...}``, ``notify={...}``, ``monitor={...}`` and
-    ``rules={"stale_data": {...}}``.
-    """
-    ib = {
-        "host": "127.0.0.1",
-        "port": port,
-        "client_id": CLIENT_ID,
-        "timeout": 5,
-        "reconnect_min_seconds": 0.05,
-        "reconnect_max_seconds": 0.5,
-        "probe_after_seconds": 5,
-        **sections.get("ib", {}),
-    }
-    notify = {"urls": urls, **sections.get("notify", {})}
-    monitor = {
-        "state_dir": str(state_dir or tmp_path / "state"),
-        "evaluate_every_seconds": 0.2,
-        **sections.get("monitor", {}),
-    }
-    lines = []
-    for title, table in (("ib", ib), ("notify", notify), ("monitor", monitor)):
-        lines.append(f"[{title}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
-    for rule, table in sections.get("rules", {}).items():
-        lines.append(f"[rules.{rule}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in table.items())
-    lines.append("[summary]\nenabled = false")
-    path = tmp_path / name
-    path.write_text("\n".join(lines) + "\n")
-    path.chmod(0o600)
-    return path
-
-
-def make_settings(tmp_path: Path, port: int, urls: list[str], **sections: Any) -> Settings:
-    """:func:`write_config` loaded."""
-    return load_settings(write_config(tmp_path, port, urls, **sections))
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it holds; fail the test with ``what`` after ``timeout`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        await asyncio.sleep(0.02)
 
 
 class Recorder:

@@ -22,18 +22,18 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support import make_settings, until
 
 from monitor.daemon import run_daemon
 from monitor.receiver import Receiver
 from monitor.service import AccountView, MonitorService
-from monitor.settings import Settings, load_settings
+from monitor.settings import Settings
 from monitor.simulator import GARBAGE_KINDS, SimulatedGateway
 from rules.model import Severity
 
@@ -81,30 +81,6 @@ def make_plan(rng: random.Random, episodes: int) -> list[dict[str, Any]]:
             }
         )
     return plan
-
-
-def soak_settings(tmp_path: Path, port: int, url: str) -> Settings:
-    """Fast reconnects and evaluations; state in ``tmp_path``."""
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f"[ib]\nport = {port}\nclient_id = 7\ntimeout = 5\nreconnect_min_seconds = 0.05\n"
-        "reconnect_max_seconds = 0.5\nprobe_after_seconds = 5\n"
-        f"[notify]\nurls = [{json.dumps(url)}]\n"
-        f'[monitor]\nstate_dir = "{tmp_path / "state"}"\nevaluate_every_seconds = 0.2\n'
-        "[summary]\nenabled = false\n"
-    )
-    config.chmod(0o600)
-    return load_settings(config)
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        await asyncio.sleep(0.02)
 
 
 class Daemon:
@@ -283,7 +259,7 @@ def test_an_accelerated_day_loses_nothing_and_repeats_nothing(simulated_gateway,
     async def scenario() -> dict[str, Any]:
         with Receiver() as receiver:
             async with simulated_gateway("selloff") as gateway:
-                settings = soak_settings(tmp_path, gateway.port, receiver.url)
+                settings = make_settings(tmp_path, gateway.port, [receiver.url])
                 async with daemon(settings) as runner:
                     await gateway.wait_for_clients(1, timeout=10)
                     await until(lambda: bool(runner.views), 10, "the first evaluation")

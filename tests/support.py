@@ -1,0 +1,85 @@
+"""Helpers shared by the integration tests: a config for a monitor on a local gateway, and a
+bounded wait on a condition (never a sleep for luck)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from monitor.settings import Settings, load_settings
+
+CLIENT_ID = 7
+
+
+def write_config(
+    tmp_path: Path,
+    port: int,
+    urls: list[str],
+    *,
+    name: str = "config.toml",
+    state_dir: Path | None = None,
+    **sections: dict[str, Any],
+) -> Path:
+    """A config file for a monitor on a local gateway, tuned for fast tests.
+
+    ``sections`` add or override keys: ``ib={...}``, ``notify={...}``, ``monitor={...}`` and
+    ``rules={"stale_data": {...}}``.
+    """
+    ib = {
+        "host": "127.0.0.1",
+        "port": port,
+        "client_id": CLIENT_ID,
+        "timeout": 5,
+        "reconnect_min_seconds": 0.05,
+        "reconnect_max_seconds": 0.5,
+        "probe_after_seconds": 5,
+        **sections.get("ib", {}),
+    }
+    notify = {"urls": urls, **sections.get("notify", {})}
+    monitor = {
+        "state_dir": str(state_dir or tmp_path / "state"),
+        "evaluate_every_seconds": 0.2,
+        **sections.get("monitor", {}),
+    }
+    lines = []
+    for title, table in (("ib", ib), ("notify", notify), ("monitor", monitor)):
+        lines.append(f"[{title}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
+    for rule, table in sections.get("rules", {}).items():
+        lines.append(f"[rules.{rule}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
+    lines.append("[summary]\nenabled = false")
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def make_settings(tmp_path: Path, port: int, urls: list[str], **sections: Any) -> Settings:
+    """:func:`write_config` loaded."""
+    return load_settings(write_config(tmp_path, port, urls, **sections))
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail the test with ``what`` after ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
+        await asyncio.sleep(0.02)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a bool, number, string, list or (inline) table."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        items = ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return json.dumps(value)
