@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time as monotonic_time
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
@@ -30,7 +31,7 @@ from monitor.settings import Settings, parse_window
 from monitor.store import Store
 from monitor.systemd import feed_watchdog
 from monitor.systemd import notify as sd_notify
-from rules import RULES, evaluate, leveraged_factors
+from rules import enabled_rules, evaluate, leveraged_factors, run_rule
 from rules.lifecycle import AlertState, LifecyclePolicy, Transition, step
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
 
@@ -132,7 +133,9 @@ class MonitorService:
         self.views: dict[str, AccountView] = {}
         self.known_accounts: set[str] = {account for account, _ in self.states}
         self.on_evaluated = on_evaluated
-        self.transitions: list[Transition] = []
+        # The latest transitions, for the demo's recap and tests (bounded: the daemon runs for
+        # months; the store keeps the full record).
+        self.transitions: deque[Transition] = deque(maxlen=10_000)
         self.evaluations = 0
         self.last_evaluation_seconds = 0.0
         self._dirty: set[str] = set()
@@ -343,24 +346,16 @@ class MonitorService:
         snapshot = self.connector.snapshot(account) if link.connected else None
         context = self.context(account, snapshot)
         config = self.settings.rules
-        if snapshot is None or not link.live or account not in self.connector.accounts():
-            reason = (
-                "gateway disconnected"
-                if not link.connected
-                else "gateway lost its IB connection (1100)"
-                if not link.live
-                else f"account {account} is not in the managed accounts list"
-                if account not in self.connector.accounts()
-                else "no account values received yet"
-            )
-            snapshot_for_health = snapshot or AccountSnapshot(account, "", context.now)
-            findings = [
-                missing_finding(account, rule, reason) for rule in RULES if _enabled(config, rule)
+        reason = self._missing_reason(account, snapshot)
+        if reason is not None:
+            # Every rule holds its alert; only the health rule judges the link itself.
+            health_input = snapshot or AccountSnapshot(account, "", context.now)
+            return snapshot, [
+                run_rule(rule, health_input, context, config)
+                if rule == HEALTH_RULE
+                else missing_finding(account, rule, reason)
+                for rule in enabled_rules(config)
             ]
-            if _enabled(config, HEALTH_RULE):
-                health = RULES[HEALTH_RULE](snapshot_for_health, context, config.stale_data)
-                findings = [health if f.rule == HEALTH_RULE else f for f in findings]
-            return snapshot, findings
         if self.settings.monitor.estimate:
             snapshot = self._estimate(account, snapshot)
         return snapshot, evaluate(snapshot, context, config)
@@ -415,6 +410,19 @@ class MonitorService:
             difference_of_nlv=round(error / scale, 6),
             seconds_since_previous=round((truth.as_of - baseline.snapshot.as_of).total_seconds()),
         )
+
+    def _missing_reason(self, account: str, snapshot: AccountSnapshot | None) -> str | None:
+        """Why the account's data cannot be judged now, or None when it can."""
+        link = self.connector.state
+        if not link.connected:
+            return "gateway disconnected"
+        if not link.live:
+            return "gateway lost its IB connection (1100)"
+        if account not in self.connector.accounts():
+            return f"account {account} is not in the managed accounts list"
+        if snapshot is None:
+            return "no account values received yet"
+        return None
 
     async def evaluate_account(self, account: str) -> list[Finding]:
         """Evaluate one account now: findings -> lifecycle -> store/notifier."""
@@ -472,11 +480,6 @@ class MonitorService:
             estimated=finding.estimated,
         )
         await self.notifier.submit(note)
-
-
-def _enabled(config: Any, rule: str) -> bool:
-    section = getattr(config, rule, None)
-    return section is not None and getattr(section, "enabled", True)
 
 
 def missing_finding(account: str, rule: str, reason: str) -> Finding:

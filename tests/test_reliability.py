@@ -825,7 +825,7 @@ def test_a_restart_during_a_breach_sends_nothing_new(simulated_gateway, tmp_path
     before, after, transitions, finding = asyncio.run(scenario())
     assert CRITICAL in [m.title for m in before]
     assert finding.severity == Severity.CRITICAL
-    assert transitions == []
+    assert list(transitions) == []
     assert after == before
 
 
