@@ -184,13 +184,20 @@ def build_snapshot(
         look_ahead_next_change=(
             datetime.fromtimestamp(next_change, UTC) if next_change and next_change > 0 else None
         ),
-        cash_balance=parsed.ledger_value("TotalCashBalance", base),
+        cash_balance=_first_number(
+            parsed.ledger_value("TotalCashBalance", base), parsed.ledger_value("CashBalance", base)
+        ),
         accrued_cash=parsed.ledger_value("AccruedCash", base),
         account_type=account_type,
         exchange_rates=rates,
         positions=converted,
         **figures,
     )
+
+
+def _first_number(*values: float | None) -> float | None:
+    """The first value that is not None (a tag's fallback value, e.g. CashBalance)."""
+    return next((value for value in values if value is not None), None)
 
 
 def _to_position(raw: RawPosition, rates: dict[str, float], stock_type: str | None) -> Position:

@@ -119,6 +119,12 @@ def test_securities_segment_is_the_fallback_and_duplicates_collapse():
     assert snapshot.cushion == pytest.approx(0.25)
 
 
+def test_cash_balance_falls_back_to_the_cashbalance_tag():
+    """A gateway that sends only CashBalance (no TotalCashBalance) still yields the loan."""
+    rows = [("NetLiquidation", "1000", "USD"), ("CashBalance", "-250", "BASE")]
+    assert build_snapshot("DU1", rows, [], NOW).margin_loan == 250
+
+
 def test_missing_values_stay_missing():
     """No rows for a tag means None, never zero."""
     snapshot = build_snapshot("DU1", [("AccountType", "INDIVIDUAL", "")], [], NOW)
