@@ -12,9 +12,7 @@ import contextlib
 import json
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -26,6 +24,21 @@ from rules.model import AccountSnapshot, Finding, Severity, worst
 
 log = structlog.get_logger("monitor.cli")
 
+# Snapshot figures in each account of ``check --json`` (None when IB sent no values).
+REPORTED_FIGURES = (
+    "base_currency",
+    "net_liquidation",
+    "excess_liquidity",
+    "cushion",
+    "gross_position_value",
+    "maint_margin_req",
+    "init_margin_req",
+    "equity_with_loan",
+    "available_funds",
+    "sma",
+    "margin_loan",
+    "leverage",
+)
 EXIT_CODES = {Severity.OK: 0, Severity.WARNING: 1, Severity.CRITICAL: 2, Severity.UNKNOWN: 3}
 FIGURES = (
     ("net_liquidation", "Net liquidation"),
@@ -182,6 +195,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 async def run_check(settings: Settings) -> dict[str, Any]:
     """Connect, snapshot every account, evaluate, disconnect; the ``check --json`` object."""
     from monitor.service import MonitorService
+    from monitor.store import Store
 
     ib = settings.ib
     connector = GatewayConnector(
@@ -197,7 +211,8 @@ async def run_check(settings: Settings) -> dict[str, Any]:
         service = MonitorService(
             settings,
             connector=connector,
-            store=None if state_file.exists() else _scratch_store(),
+            # the daemon's history (peak, a year-ago cost) when there is one; never create it
+            store=None if state_file.exists() else Store(":memory:"),
         )
         accounts = []
         for account in connector.accounts():
@@ -215,34 +230,15 @@ async def run_check(settings: Settings) -> dict[str, Any]:
     return {"status": worst(severities).value, "accounts": accounts}
 
 
-def _scratch_store() -> Any:
-    from monitor.store import Store
-
-    return Store(Path(tempfile.mkdtemp(prefix="margin-monitor-check-")) / "check.sqlite3")
-
-
 def account_report(
     account: str, snapshot: AccountSnapshot | None, findings: list[Finding]
 ) -> dict[str, Any]:
     """One account's entry in ``check --json``."""
-    entry: dict[str, Any] = {
-        "account": account,
-        "base_currency": snapshot.base_currency if snapshot else None,
-        "net_liquidation": snapshot.net_liquidation if snapshot else None,
-        "excess_liquidity": snapshot.excess_liquidity if snapshot else None,
-        "cushion": snapshot.cushion if snapshot else None,
-        "gross_position_value": snapshot.gross_position_value if snapshot else None,
-        "maint_margin_req": snapshot.maint_margin_req if snapshot else None,
-        "init_margin_req": snapshot.init_margin_req if snapshot else None,
-        "equity_with_loan": snapshot.equity_with_loan if snapshot else None,
-        "available_funds": snapshot.available_funds if snapshot else None,
-        "sma": snapshot.sma if snapshot else None,
-        "margin_loan": snapshot.margin_loan if snapshot else None,
-        "leverage": snapshot.leverage if snapshot else None,
-        "positions": len(snapshot.positions) if snapshot else 0,
-        "status": worst(f.severity for f in findings).value,
-        "findings": [finding.to_dict() for finding in findings],
-    }
+    entry: dict[str, Any] = {"account": account}
+    entry.update({name: getattr(snapshot, name, None) for name in REPORTED_FIGURES})
+    entry["positions"] = len(snapshot.positions) if snapshot else 0
+    entry["status"] = worst(f.severity for f in findings).value
+    entry["findings"] = [finding.to_dict() for finding in findings]
     return entry
 
 
