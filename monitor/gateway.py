@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from ib_async import IB, Contract, RequestError
 
-from rules.model import AccountSnapshot, Position
+from rules.model import IB_MARGIN_TAGS, AccountSnapshot, Position
 
 log = structlog.get_logger("monitor.gateway")
 
@@ -35,25 +35,6 @@ RESTORED_DATA_KEPT = 1102
 CLIENT_ID_IN_USE = 326
 SERVER_CONNECTIVITY_BROKEN = 2110
 FUNDAMENTALS_NOT_ALLOWED = 10358
-
-# snapshot field -> IB account tag (account total; the "-S" securities segment is the fallback)
-_MARGIN_TAGS = {
-    "net_liquidation": "NetLiquidation",
-    "equity_with_loan": "EquityWithLoanValue",
-    "gross_position_value": "GrossPositionValue",
-    "init_margin_req": "InitMarginReq",
-    "maint_margin_req": "MaintMarginReq",
-    "excess_liquidity": "ExcessLiquidity",
-    "available_funds": "AvailableFunds",
-    "sma": "SMA",
-    "look_ahead_init_margin_req": "LookAheadInitMarginReq",
-    "look_ahead_maint_margin_req": "LookAheadMaintMarginReq",
-    "look_ahead_available_funds": "LookAheadAvailableFunds",
-    "look_ahead_excess_liquidity": "LookAheadExcessLiquidity",
-    "full_init_margin_req": "FullInitMarginReq",
-    "full_maint_margin_req": "FullMaintMarginReq",
-    "full_excess_liquidity": "FullExcessLiquidity",
-}
 
 
 class GatewayError(Exception):
@@ -162,7 +143,7 @@ def build_snapshot(
     parsed = AccountValues.from_rows(rows)
     base = parsed.base_currency() or "USD"
     figures: dict[str, Any] = {
-        name: parsed.margin_value(tag, base) for name, tag in _MARGIN_TAGS.items()
+        name: parsed.margin_value(tag, base) for name, tag in IB_MARGIN_TAGS.items()
     }
     cushion = parsed.margin_value("Cushion", "")
     nlv, el = figures["net_liquidation"], figures["excess_liquidity"]

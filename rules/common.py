@@ -15,23 +15,10 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from rules.model import AccountSnapshot, Finding, Position, Severity, is_number
+from rules.model import IB_MARGIN_TAGS, AccountSnapshot, Finding, Position, Severity, is_number
 
 #: IB's tag names, used in "data missing" messages.
-TAGS = {
-    "net_liquidation": "NetLiquidation",
-    "equity_with_loan": "EquityWithLoanValue",
-    "gross_position_value": "GrossPositionValue",
-    "init_margin_req": "InitMarginReq",
-    "maint_margin_req": "MaintMarginReq",
-    "excess_liquidity": "ExcessLiquidity",
-    "cushion": "Cushion",
-    "available_funds": "AvailableFunds",
-    "sma": "SMA",
-    "look_ahead_excess_liquidity": "LookAheadExcessLiquidity",
-    "look_ahead_maint_margin_req": "LookAheadMaintMarginReq",
-    "cash_balance": "TotalCashBalance (BASE)",
-}
+TAGS = {**IB_MARGIN_TAGS, "cushion": "Cushion", "cash_balance": "TotalCashBalance (BASE)"}
 
 #: Below this, an NLV is treated as no equity at all (ratios to it would be meaningless).
 MIN_EQUITY = 0.01

@@ -14,6 +14,26 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+#: Snapshot field -> the IB account tag it is read from (in base currency; the connector falls
+#: back to the "-S" securities segment). Cushion and the BASE cash rows are read separately.
+IB_MARGIN_TAGS = {
+    "net_liquidation": "NetLiquidation",
+    "equity_with_loan": "EquityWithLoanValue",
+    "gross_position_value": "GrossPositionValue",
+    "init_margin_req": "InitMarginReq",
+    "maint_margin_req": "MaintMarginReq",
+    "excess_liquidity": "ExcessLiquidity",
+    "available_funds": "AvailableFunds",
+    "sma": "SMA",
+    "look_ahead_init_margin_req": "LookAheadInitMarginReq",
+    "look_ahead_maint_margin_req": "LookAheadMaintMarginReq",
+    "look_ahead_available_funds": "LookAheadAvailableFunds",
+    "look_ahead_excess_liquidity": "LookAheadExcessLiquidity",
+    "full_init_margin_req": "FullInitMarginReq",
+    "full_maint_margin_req": "FullMaintMarginReq",
+    "full_excess_liquidity": "FullExcessLiquidity",
+}
+
 
 class Severity(StrEnum):
     """How bad a finding is. ``unknown`` means the inputs were missing: nothing was computed."""
