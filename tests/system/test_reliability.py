@@ -38,7 +38,7 @@ ACCOUNT = "DU1000001"  # the leveraged account of the built-in sell-off scenario
 QUIET = "DU1000002"  # its unleveraged neighbour (never alerts)
 CRASH = {"all": -0.32, "VTI": 0.0, "BND": 0.0}  # DU1000001: cushion 30% -> about 5%
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from monitor.settings import Settings, load_settings
 from rules.config import RulesConfig
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
 
 def sections(text: str) -> dict[str, str]:

@@ -35,7 +35,7 @@ from monitor.service import MonitorService
 from monitor.settings import MetricsSettings, load_settings
 from monitor.simulator import SimulatedGateway, serve
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = sorted([*(ROOT / "monitor").rglob("*.py"), *(ROOT / "rules").rglob("*.py")])
 ORDER_METHODS = frozenset(
     {
