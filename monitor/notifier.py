@@ -43,7 +43,6 @@ from datetime import UTC, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
-from zoneinfo import ZoneInfo
 
 import apprise
 import structlog
@@ -51,8 +50,11 @@ from apprise import NotifyFormat, NotifyType
 
 from monitor.logs import redactor
 from monitor.store import OutboxItem, Store, scrub_error
+from rules.catalog import unit_of
+from rules.clock import parse_hhmm, zone
 from rules.lifecycle import RESOLVED, Transition
 from rules.model import Severity
+from rules.text import format_value
 
 log = structlog.get_logger("monitor.notifier")
 
@@ -184,49 +186,6 @@ def _console_plugin(body: str, title: str, *args: Any, **kwargs: Any) -> bool:
 
 # -- formatting --------------------------------------------------------------------------------
 
-# Units of the rules' measured values (a finding may override with details["unit"]).
-_PERCENT_RULES = frozenset(
-    {
-        "cushion",
-        "margin_utilization",
-        "drawdown",
-        "concentration",
-        "leveraged_etf",
-        "shares_outstanding",
-        "allocation_drift",
-        "distance_to_liquidation",
-    }
-)
-_MULTIPLE_RULES = frozenset({"leverage"})
-_MONEY_RULES = frozenset({"cash_reserve", "financing_cost", "sma", "pm_equity_floor", "min_equity"})
-
-
-def format_value(
-    value: float | None, rule: str, base_currency: str, unit: str | None = None
-) -> str:
-    """A measured value or threshold as a person reads it (``8.12%``, ``1.85x``, ``USD 1,234``)."""
-    if value is None:
-        return "n/a"
-    unit = unit or (
-        "percent"
-        if rule in _PERCENT_RULES
-        else "x"
-        if rule in _MULTIPLE_RULES
-        else "money"
-        if rule in _MONEY_RULES
-        else None
-    )
-    if unit in ("percent", "ratio"):
-        return f"{value * 100:.2f}%"
-    if unit == "x":
-        return f"{value:.2f}x"
-    if unit == "money":
-        return f"{base_currency} {value:,.2f}".strip()
-    if abs(value) >= 1000:
-        return f"{value:,.2f}"
-    return f"{value:.4g}"
-
-
 def _when(moment: datetime | None) -> str:
     if moment is None:
         return "?"
@@ -256,11 +215,8 @@ def format_transition(transition: Transition, base_currency: str) -> tuple[str, 
     else:
         title = f"[{new.value.upper()}] {who}"
 
-    unit = finding.details.get("unit") if finding.details else None
-    unit = unit if isinstance(unit, str) else None
-
     def shown(number: float | None) -> str:
-        return format_value(number, finding.rule, base_currency, unit)
+        return format_value(number, unit_of(finding.rule), base_currency)
 
     lines = []
     if finding.data_missing:
@@ -321,11 +277,6 @@ def with_id(body: str, notification_id: str) -> str:
 # -- quiet hours -------------------------------------------------------------------------------
 
 
-def _parse_clock(text: str) -> time:
-    hours, minutes = text.strip().split(":")
-    return time(int(hours), int(minutes))
-
-
 @dataclass(frozen=True, slots=True)
 class QuietHours:
     """A daily window (may wrap midnight) during which only ``critical`` is sent at once."""
@@ -340,7 +291,7 @@ class QuietHours:
         start, end, *rest = spec
         zone_name = rest[0] if rest else None
         return cls(
-            _parse_clock(start), _parse_clock(end), ZoneInfo(zone_name) if zone_name else None
+            parse_hhmm(start), parse_hhmm(end), zone(zone_name) if zone_name else None
         )
 
     def until(self, now: datetime) -> datetime | None:

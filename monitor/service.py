@@ -15,7 +15,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,33 +27,24 @@ from monitor.gateway import GatewayConnector, LinkState
 from monitor.logs import redactor
 from monitor.metrics import Metrics, describe, serve_metrics
 from monitor.notifier import Notifier, Target, notification_for, secret_fragments
-from monitor.settings import Settings, parse_window
+from monitor.settings import Settings
 from monitor.store import Store
 from monitor.systemd import feed_watchdog
 from monitor.systemd import notify as sd_notify
 from rules import enabled_rules, evaluate, leveraged_factors, run_rule
+from rules.catalog import HEALTH_RULE, history_figures_of
+from rules.clock import in_window, parse_window
 from rules.lifecycle import AlertState, LifecyclePolicy, Transition, step
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
 
 log = structlog.get_logger("monitor.service")
 
 Clock = Callable[[], datetime]
-HEALTH_RULE = "stale_data"
 
 
 def utc_now() -> datetime:
     """The wall clock, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-def in_window(now: datetime, window: tuple[time, time], zone: ZoneInfo | None) -> bool:
-    """True when ``now`` falls inside a daily ``start-end`` window (which may wrap midnight)."""
-    local = now.astimezone(zone) if zone else now.astimezone()
-    start, end = window
-    current = local.time().replace(tzinfo=None)
-    if start <= end:
-        return start <= current < end
-    return current >= start or current < end
 
 
 def build_targets(settings: Settings) -> list[Target]:
@@ -497,9 +488,7 @@ def missing_finding(account: str, rule: str, reason: str) -> Finding:
 
 def history_figures(snapshot: AccountSnapshot, findings: list[Finding]) -> dict[str, Any]:
     """The per-minute history row for an evaluation (the daily summary reads these)."""
-    by_rule = {finding.rule: finding for finding in findings}
-    financing = by_rule.get("financing_cost")
-    sleeve = by_rule.get("leveraged_etf")
+    from_rules = history_figures_of(findings)
     nlv = snapshot.net_liquidation or 0.0
     largest = sorted(
         (p for p in snapshot.positions if p.market_value_base is not None),
@@ -514,15 +503,11 @@ def history_figures(snapshot: AccountSnapshot, findings: list[Finding]) -> dict[
         "maint_margin_req": snapshot.maint_margin_req,
         "leverage": snapshot.leverage,
         "margin_loan": snapshot.margin_loan,
-        "annual_financing_cost": financing.details.get("annual_cost") if financing else None,
+        "annual_financing_cost": from_rules.pop("annual_financing_cost", None),
         "estimated": snapshot.estimated,
         "extra": {
             "base_currency": snapshot.base_currency,
-            "leveraged_etf_share": (
-                sleeve.details.get("sleeve_share", sleeve.value)
-                if sleeve and not sleeve.data_missing
-                else None
-            ),
+            **from_rules,
             "largest_positions": [
                 {
                     "symbol": p.symbol,

@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import stat
 import tomllib
-from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,25 +32,16 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from rules.clock import parse_hhmm, parse_window
 from rules.config import RulesConfig
 
 ENV_PREFIX = "MARGIN_MONITOR_"
 CONFIG_ENV = "MARGIN_MONITOR_CONFIG"
 NOTIFY_SEVERITIES = ("info", "warning", "critical")
-_WINDOW = re.compile(r"^\s*([01]\d|2[0-3]):([0-5]\d)\s*-\s*([01]\d|2[0-3]):([0-5]\d)\s*$")
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says which key and what to fix."""
-
-
-def parse_window(text: str) -> tuple[time, time]:
-    """Parse ``"HH:MM-HH:MM"`` into two times (the window may wrap past midnight)."""
-    match = _WINDOW.match(text)
-    if not match:
-        raise ValueError(f"expected 'HH:MM-HH:MM' (24-hour clock), got {text!r}")
-    h1, m1, h2, m2 = (int(group) for group in match.groups())
-    return time(h1, m1), time(h2, m2)
 
 
 class _Section(BaseModel):
@@ -147,7 +136,7 @@ class SummarySettings(_Section):
     @field_validator("time")
     @classmethod
     def _check_time(cls, value: str) -> str:
-        parse_window(f"{value}-{value}")
+        parse_hhmm(value)
         return value
 
 

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from rules.clock import as_utc, iso_utc, parse_iso
 from rules.lifecycle import AlertState, Transition
 from rules.model import Severity
 
@@ -299,9 +300,9 @@ class Store:
                 account=row["account"],
                 rule=row["rule"],
                 severity=Severity(row["severity"]),
-                episode_started=_parse(row["episode_started"]),
+                episode_started=parse_iso(row["episode_started"]),
                 episode_peak=Severity(row["episode_peak"]),
-                last_notified=_parse(row["last_notified"]),
+                last_notified=parse_iso(row["last_notified"]),
                 last_value=row["last_value"],
                 sequence=int(row["sequence"]),
             )
@@ -319,12 +320,12 @@ class Store:
                     state.account,
                     state.rule,
                     state.severity.value,
-                    _ts(state.episode_started),
+                    iso_utc(state.episode_started),
                     state.episode_peak.value,
-                    _ts(state.last_notified),
+                    iso_utc(state.last_notified),
                     _finite(state.last_value),
                     state.sequence,
-                    _ts(datetime.now(UTC)),
+                    iso_utc(datetime.now(UTC)),
                 ),
             )
 
@@ -347,8 +348,8 @@ class Store:
         """
         names = dict(target_keys) if isinstance(target_keys, Mapping) else None
         keys = list(names) if names is not None else list(target_keys)
-        created = _ts(notification.created_at)
-        start = _ts(not_before or now or notification.created_at)
+        created = iso_utc(notification.created_at)
+        start = iso_utc(not_before or now or notification.created_at)
         attachments = json.dumps([str(path) for path in notification.attachments])
         inserted = 0
         with self.transaction():
@@ -379,7 +380,7 @@ class Store:
 
     def due(self, now: datetime, *, ids: Iterable[str] | None = None) -> list[OutboxItem]:
         """Pending rows whose time has come (not held back, not leased), oldest first."""
-        stamp = _ts(now)
+        stamp = iso_utc(now)
         sql = (
             "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
             " AND not_before <= ? AND (lease_until IS NULL OR lease_until <= ?)"
@@ -400,7 +401,7 @@ class Store:
             "SELECT MIN(MAX(next_attempt_at, not_before, COALESCE(lease_until, ''))) AS at"
             " FROM outbox WHERE status = 'pending'"
         )
-        return _parse(rows[0]["at"]) if rows else None
+        return parse_iso(rows[0]["at"]) if rows else None
 
     def claim(self, notification_id: str, target: str, now: datetime, until: datetime) -> bool:
         """Lease a pending row for one delivery attempt; False when another worker holds it.
@@ -412,7 +413,7 @@ class Store:
             cursor = self._db.execute(
                 "UPDATE outbox SET lease_until = ? WHERE notification_id = ? AND target = ?"
                 " AND status = 'pending' AND (lease_until IS NULL OR lease_until <= ?)",
-                (_ts(until), notification_id, target, _ts(now)),
+                (iso_utc(until), notification_id, target, iso_utc(now)),
             )
             return cursor.rowcount == 1
 
@@ -432,7 +433,7 @@ class Store:
                 "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1,"
                 " lease_until = NULL, last_error = NULL"
                 " WHERE notification_id = ? AND target = ?",
-                (_ts(now), notification_id, target),
+                (iso_utc(now), notification_id, target),
             )
             self._log(notification_id, target, now, "sent", None)
 
@@ -450,7 +451,7 @@ class Store:
             self._db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
                 " lease_until = NULL WHERE notification_id = ? AND target = ?",
-                (safe, _ts(next_attempt_at), notification_id, target),
+                (safe, iso_utc(next_attempt_at), notification_id, target),
             )
             self._log(notification_id, target, now, "failed", safe)
 
@@ -460,12 +461,12 @@ class Store:
             self._db.execute(
                 "UPDATE outbox SET next_attempt_at = MAX(next_attempt_at, ?)"
                 " WHERE notification_id = ? AND target = ? AND status = 'pending'",
-                (_ts(next_attempt_at), notification_id, target),
+                (iso_utc(next_attempt_at), notification_id, target),
             )
 
     def expire(self, now: datetime, max_age: timedelta) -> list[OutboxItem]:
         """Give up on pending rows created more than ``max_age`` ago; returns them."""
-        cutoff = _ts(now - max_age)
+        cutoff = iso_utc(now - max_age)
         with self.transaction():
             rows = self._query(
                 "SELECT * FROM outbox WHERE status = 'pending' AND created_at < ?", (cutoff,)
@@ -498,7 +499,7 @@ class Store:
             " outcome, attempt, error)"
             " SELECT ?, notification_id, target, target_name, severity, kind, ?, attempts, ?"
             " FROM outbox WHERE notification_id = ? AND target = ?",
-            (_ts(now), outcome, error, notification_id, target),
+            (iso_utc(now), outcome, error, notification_id, target),
         )
 
     def outbox(self, status: str | None = None) -> list[OutboxItem]:
@@ -528,16 +529,16 @@ class Store:
         parameters: list[Any] = []
         if start is not None:
             sql += " AND at >= ?"
-            parameters.append(_ts(start))
+            parameters.append(iso_utc(start))
         if end is not None:
             sql += " AND at < ?"
-            parameters.append(_ts(end))
+            parameters.append(iso_utc(end))
         if outcome is not None:
             sql += " AND outcome = ?"
             parameters.append(outcome)
         sql += " ORDER BY id"
         rows = self._query(sql, parameters)
-        return [{**dict(row), "at": _parse(row["at"])} for row in rows]
+        return [{**dict(row), "at": parse_iso(row["at"])} for row in rows]
 
     # -- history ---------------------------------------------------------------------------
 
@@ -547,7 +548,7 @@ class Store:
         ``figures`` holds the :data:`SAMPLE_COLUMNS`, ``estimated`` and optionally ``extra``
         (a JSON-able dict); any other key is kept inside ``extra``.
         """
-        moment = _utc(now)
+        moment = as_utc(now)
         minute = int(moment.timestamp() // 60)
         extra = dict(figures.get("extra") or {})
         for key, value in figures.items():
@@ -565,7 +566,7 @@ class Store:
                 (
                     account,
                     minute,
-                    _ts(moment),
+                    iso_utc(moment),
                     *values,
                     1 if figures.get("estimated") else 0,
                     json.dumps(extra, default=str) if extra else None,
@@ -582,7 +583,7 @@ class Store:
         rows = self._query(
             "SELECT * FROM samples WHERE account = ? AND minute BETWEEN ? AND ?"
             " AND at >= ? AND at < ? ORDER BY minute",
-            (account, low, high, _ts(start), _ts(end)),
+            (account, low, high, iso_utc(start), iso_utc(end)),
         )
         return [_sample(row) for row in rows]
 
@@ -592,7 +593,7 @@ class Store:
         rows = self._query(
             "SELECT DISTINCT account FROM samples WHERE minute BETWEEN ? AND ?"
             " AND at >= ? AND at < ? ORDER BY account",
-            (low, high, _ts(start), _ts(end)),
+            (low, high, iso_utc(start), iso_utc(end)),
         )
         return [row["account"] for row in rows]
 
@@ -600,7 +601,7 @@ class Store:
         self, account: str, when: datetime, tolerance: timedelta
     ) -> float | None:
         """The stored annual financing cost closest to ``when`` within ``tolerance``, if any."""
-        centre = int(_utc(when).timestamp() // 60)
+        centre = int(as_utc(when).timestamp() // 60)
         spread = int(tolerance.total_seconds() // 60)
         rows = self._query(
             "SELECT annual_financing_cost FROM samples WHERE account = ?"
@@ -613,8 +614,8 @@ class Store:
     def prune(self, older_than: datetime) -> int:
         """Delete history older than ``older_than`` (samples, events, gaps, delivery log and
         finished outbox rows); alert states and peaks are kept. Returns rows deleted."""
-        stamp = _ts(older_than)
-        minute = int(_utc(older_than).timestamp() // 60)
+        stamp = iso_utc(older_than)
+        minute = int(as_utc(older_than).timestamp() // 60)
         deleted = 0
         with self.transaction():
             for sql, parameter in (
@@ -647,7 +648,7 @@ class Store:
                 "INSERT INTO peaks (account, peak, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (account) DO UPDATE SET peak = excluded.peak,"
                 " updated_at = excluded.updated_at WHERE excluded.peak > peaks.peak",
-                (account, value, _ts(datetime.now(UTC))),
+                (account, value, iso_utc(datetime.now(UTC))),
             )
         return self.peak(account)
 
@@ -659,7 +660,7 @@ class Store:
             else:
                 self._db.execute(
                     "INSERT OR REPLACE INTO peaks (account, peak, updated_at) VALUES (?, ?, ?)",
-                    (account, float(value), _ts(datetime.now(UTC))),
+                    (account, float(value), iso_utc(datetime.now(UTC))),
                 )
 
     # -- alert events and gaps -------------------------------------------------------------
@@ -674,7 +675,7 @@ class Store:
                 " severity, value, threshold, message, action, estimated, notification_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    _ts(transition.now),
+                    iso_utc(transition.now),
                     finding.account,
                     finding.rule,
                     transition.kind,
@@ -694,7 +695,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Transitions with ``start <= at < end`` (of one account, or all when ``None``)."""
         sql = "SELECT * FROM alert_events WHERE at >= ? AND at < ?"
-        parameters: list[Any] = [_ts(start), _ts(end)]
+        parameters: list[Any] = [iso_utc(start), iso_utc(end)]
         if account is not None:
             sql += " AND account = ?"
             parameters.append(account)
@@ -703,7 +704,7 @@ class Store:
         for row in rows:
             event = dict(row)
             event.pop("id", None)
-            event["at"] = _parse(row["at"])
+            event["at"] = parse_iso(row["at"])
             event["estimated"] = bool(row["estimated"])
             events.append(event)
         return events
@@ -713,7 +714,7 @@ class Store:
         with self.transaction():
             self._db.execute(
                 'INSERT INTO gaps (start, "end", reason) VALUES (?, ?, ?)',
-                (_ts(start), _ts(end), reason),
+                (iso_utc(start), iso_utc(end), reason),
             )
 
     def gaps(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -721,35 +722,19 @@ class Store:
         rows = self._query(
             'SELECT start, "end", reason FROM gaps WHERE start < ?'
             ' AND ("end" IS NULL OR "end" > ?) ORDER BY start, id',
-            (_ts(end), _ts(start)),
+            (iso_utc(end), iso_utc(start)),
         )
         return [
-            {"start": _parse(row["start"]), "end": _parse(row["end"]), "reason": row["reason"]}
+            {
+                "start": parse_iso(row["start"]),
+                "end": parse_iso(row["end"]),
+                "reason": row["reason"],
+            }
             for row in rows
         ]
 
 
 # -- conversions -------------------------------------------------------------------------------
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _ts(moment: datetime | None) -> str | None:
-    """Fixed-width UTC ISO text, so string order is time order."""
-    if moment is None:
-        return None
-    return _utc(moment).isoformat(timespec="microseconds")
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _finite(value: Any) -> float | None:
@@ -763,7 +748,7 @@ def _finite(value: Any) -> float | None:
 
 
 def _minute_bounds(start: datetime, end: datetime) -> tuple[int, int]:
-    return int(_utc(start).timestamp() // 60), int(_utc(end).timestamp() // 60)
+    return int(as_utc(start).timestamp() // 60), int(as_utc(end).timestamp() // 60)
 
 
 def _item(row: sqlite3.Row) -> OutboxItem:
@@ -778,18 +763,18 @@ def _item(row: sqlite3.Row) -> OutboxItem:
         title=row["title"],
         body=row["body"],
         attachments=tuple(json.loads(row["attachments"] or "[]")),
-        created_at=_parse(row["created_at"]),  # type: ignore[arg-type]
-        not_before=_parse(row["not_before"]),  # type: ignore[arg-type]
+        created_at=parse_iso(row["created_at"]),  # type: ignore[arg-type]
+        not_before=parse_iso(row["not_before"]),  # type: ignore[arg-type]
         attempts=int(row["attempts"]),
-        next_attempt_at=_parse(row["next_attempt_at"]),  # type: ignore[arg-type]
+        next_attempt_at=parse_iso(row["next_attempt_at"]),  # type: ignore[arg-type]
         last_error=row["last_error"],
         status=row["status"],
-        sent_at=_parse(row["sent_at"]),
+        sent_at=parse_iso(row["sent_at"]),
     )
 
 
 def _sample(row: sqlite3.Row) -> dict[str, Any]:
-    sample: dict[str, Any] = {"account": row["account"], "at": _parse(row["at"])}
+    sample: dict[str, Any] = {"account": row["account"], "at": parse_iso(row["at"])}
     for column in SAMPLE_COLUMNS:
         sample[column] = row[column]
     sample["estimated"] = bool(row["estimated"])

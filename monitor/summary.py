@@ -24,6 +24,7 @@ import structlog
 
 from rules import figures
 from rules.config import RulesConfig
+from rules.text import format_value
 
 if TYPE_CHECKING:
     from monitor.notifier import Notification
@@ -190,15 +191,15 @@ def _finite(value: float | None) -> bool:
 
 
 def _money(value: float | None, currency: str) -> str:
-    return "n/a" if value is None else f"{currency} {value:,.2f}".strip()
+    return format_value(value, "money", currency)
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value * 100:.{digits}f}%"
+    return format_value(value, "percent", digits=digits)
 
 
 def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+    return format_value(value, "multiple")
 
 
 def _clock(value: datetime | None, zone: ZoneInfo) -> str:

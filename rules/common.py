@@ -10,10 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from rules.model import IB_MARGIN_TAGS, AccountSnapshot, Finding, Position, Severity, is_number
 
@@ -32,77 +29,6 @@ NON_NEGATIVE = frozenset(
 EQUITY_TYPES = frozenset({"STK", "ETF"})
 #: Contract-details stockType values that mark an ETF.
 ETF_STOCK_TYPES = frozenset({"ETF", "etf", "Etf"})
-
-
-# -- wording ----------------------------------------------------------------------------------
-
-
-def money(amount: float, currency: str) -> str:
-    """``EUR 48,000.00``: an amount rounded to the cent with its currency."""
-    return f"{currency} {amount:,.2f}".strip()
-
-
-def pct(fraction: float, digits: int = 1) -> str:
-    """``20%``, ``27.3%``: a fraction as a percentage without trailing zeros."""
-    text = f"{fraction * 100:.{digits}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    if text == "-0":
-        text = "0"
-    return f"{text}%"
-
-
-def times(multiple: float) -> str:
-    """``1.6x``, ``1.603x``: up to three decimals, so a value just past a level reads past it."""
-    return f"{multiple:.3f}".rstrip("0").rstrip(".") + "x"
-
-
-def names(symbols: Iterable[str], limit: int = 10) -> str:
-    """``A, B, C and 4 more``: a readable list of at most ``limit`` names."""
-    items = list(symbols)
-    shown = ", ".join(items[:limit])
-    rest = len(items) - limit
-    return f"{shown} and {rest} more" if rest > 0 else shown
-
-
-@lru_cache(maxsize=32)
-def zone(name: str) -> ZoneInfo:
-    """A cached :class:`ZoneInfo`."""
-    return ZoneInfo(name)
-
-
-def local_time(moment: datetime, timezone: str) -> str:
-    """``2026-05-11 15:00 EDT``: a moment on the clock of ``timezone``."""
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(zone(timezone)).strftime("%Y-%m-%d %H:%M %Z")
-
-
-def parse_hhmm(text: str) -> time:
-    """``"15:30"`` -> ``time(15, 30)``."""
-    hours, minutes = text.split(":")
-    return time(int(hours), int(minutes))
-
-
-def in_window(
-    now: datetime, start: str, end: str, timezone: str, *, weekdays_only: bool = True
-) -> bool:
-    """True when ``now`` is inside the daily ``start``-``end`` window on ``timezone``'s clock.
-
-    ``start`` is inclusive, ``end`` exclusive; a window may wrap past midnight. With
-    ``weekdays_only`` the window exists Monday to Friday (by the day it starts on).
-    """
-    aware = now if now.tzinfo else now.replace(tzinfo=UTC)
-    local = aware.astimezone(zone(timezone))
-    begin, finish = parse_hhmm(start), parse_hhmm(end)
-    current = local.time().replace(tzinfo=None)
-    weekday = local.weekday()
-    if begin <= finish:
-        inside = begin <= current < finish
-    else:
-        inside = current >= begin or current < finish
-        if inside and current < finish:
-            weekday = (weekday - 1) % 7  # the window started the day before
-    return inside and (not weekdays_only or weekday < 5)
 
 
 # -- findings ---------------------------------------------------------------------------------

@@ -12,18 +12,8 @@ import math
 from typing import Any
 
 from rules import figures
-from rules.common import (
-    absent,
-    book,
-    in_window,
-    make,
-    missing,
-    money,
-    names,
-    not_applicable,
-    pct,
-    times,
-)
+from rules.clock import in_window, window_of, zone
+from rules.common import absent, book, make, missing, not_applicable
 from rules.config import (
     AllocationDriftConfig,
     ConcentrationConfig,
@@ -43,6 +33,7 @@ from rules.model import (
     grade_below,
     worst,
 )
+from rules.text import money, names, pct, times
 
 
 def leverage(
@@ -265,6 +256,7 @@ def leveraged_etf(
             "No leveraged or inverse ETFs held",
             value=0.0,
             threshold=config.sleeve_cap,
+            details={"sleeve_share": 0.0},
         )
     unpriced = [symbol for symbol, _ in held if symbol in positions.unpriced]
     lacking = absent(snapshot, "excess_liquidity")
@@ -301,7 +293,12 @@ def leveraged_etf(
     critical_level = (
         config.projected_critical if config.projected_critical is not None else levels.critical
     )
-    window = in_window(context.now, config.window_start, config.window_end, config.timezone)
+    window = in_window(
+        context.now,
+        window_of(config.window_start, config.window_end),
+        zone(config.timezone),
+        weekdays_only=True,
+    )
     sleeve_sev, sleeve_clear = grade_above(share, config.sleeve_cap, None, config.clear_margin)
     proj_sev, proj_clear = grade_below(projected, None, critical_level, config.clear_margin)
     if not window:

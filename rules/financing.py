@@ -7,7 +7,7 @@ cost a year ago) comes from ``context``; with none, the rules say so instead of 
 from __future__ import annotations
 
 from rules import figures
-from rules.common import absent, book, make, missing, money, names, not_applicable, pct
+from rules.common import absent, book, make, missing, not_applicable
 from rules.config import CashReserveConfig, DrawdownConfig, FinancingCostConfig
 from rules.model import (
     AccountSnapshot,
@@ -18,6 +18,7 @@ from rules.model import (
     grade_below,
     is_number,
 )
+from rules.text import money, names, pct
 
 _NO_BENCHMARK = (
     "cost not computed: the tiers are spreads over a benchmark and no benchmark_rate is "

@@ -6,23 +6,16 @@ works on an empty snapshot while the gateway is down.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
+from rules.clock import as_utc, utc_minute
 from rules.common import make
 from rules.config import StaleDataConfig
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _minutes(later: datetime, earlier: datetime) -> float:
-    return max(0.0, (_aware(later) - _aware(earlier)).total_seconds() / 60)
-
-
-def _clock(moment: datetime) -> str:
-    return _aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return max(0.0, (as_utc(later) - as_utc(earlier)).total_seconds() / 60)
 
 
 def stale_data(
@@ -53,7 +46,7 @@ def stale_data(
                 estimated=snapshot.estimated,
             )
         down = _minutes(now, since)
-        details = {"connected": False, "disconnected_since": _aware(since).isoformat()}
+        details = {"connected": False, "disconnected_since": as_utc(since).isoformat()}
         length = f"{down:.0f} min"
         if down >= config.blind_minutes and not context.in_restart_window:
             return make(
@@ -63,7 +56,7 @@ def stale_data(
                 down,
                 config.blind_minutes,
                 f"Monitor blind: the gateway has been disconnected for {length} (since "
-                f"{_clock(since)}); margin is not being watched",
+                f"{utc_minute(since)}); margin is not being watched",
                 action=(
                     "Check TWS / IB Gateway and its API connection (is it running, logged in, "
                     f"API enabled?): no account data for {length}"
@@ -100,7 +93,7 @@ def stale_data(
             estimated=snapshot.estimated,
         )
     age = _minutes(now, context.last_update)
-    details = {"connected": True, "last_update": _aware(context.last_update).isoformat()}
+    details = {"connected": True, "last_update": as_utc(context.last_update).isoformat()}
     if age > config.stale_minutes:
         return make(
             rule,
@@ -112,7 +105,7 @@ def stale_data(
             f"3 min; stale after {config.stale_minutes:g} min)",
             action=(
                 "Check the gateway's connection to IB (error 1100?) and the account "
-                f"subscription: last values at {_clock(context.last_update)}"
+                f"subscription: last values at {utc_minute(context.last_update)}"
             ),
             details=details,
         )

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from typing import Literal
 
+from rules.clock import iso_utc
 from rules.model import Finding, Severity
 
 TransitionKind = Literal["fired", "escalated", "de-escalated", "resolved", "reminder"]
@@ -88,33 +89,6 @@ class AlertState:
     def key(self) -> tuple[str, str]:
         """The (account, rule) this state belongs to."""
         return (self.account, self.rule)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (datetimes as ISO strings); see :meth:`from_dict`."""
-        return {
-            "account": self.account,
-            "rule": self.rule,
-            "severity": self.severity.value,
-            "episode_started": _iso(self.episode_started),
-            "episode_peak": self.episode_peak.value,
-            "last_notified": _iso(self.last_notified),
-            "last_value": self.last_value,
-            "sequence": self.sequence,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AlertState:
-        """Rebuild a state saved with :meth:`to_dict`."""
-        return cls(
-            account=data["account"],
-            rule=data["rule"],
-            severity=Severity(data.get("severity", "ok")),
-            episode_started=_parse(data.get("episode_started")),
-            episode_peak=Severity(data.get("episode_peak", "ok")),
-            last_notified=_parse(data.get("last_notified")),
-            last_value=data.get("last_value"),
-            sequence=int(data.get("sequence", 0)),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,23 +263,6 @@ def _better(a: Severity, b: Severity) -> Severity:
     return a if _LEVEL.get(a, 0) <= _LEVEL.get(b, 0) else b
 
 
-def _utc(moment: datetime) -> datetime:
-    """The same instant in UTC (a naive datetime is taken to be UTC already)."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _canonical(moment: datetime | None) -> str:
     """An instant as text that does not depend on the time zone it was expressed in."""
-    if moment is None:
-        return "-"
-    return _utc(moment).isoformat(timespec="microseconds")
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return _utc(moment).isoformat(timespec="microseconds") if moment is not None else None
-
-
-def _parse(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
+    return iso_utc(moment) or "-"

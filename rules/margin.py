@@ -8,18 +8,8 @@ every evaluation (``ok`` when fine), ``unknown`` with ``data_missing`` when its 
 from __future__ import annotations
 
 from rules import figures
-from rules.common import (
-    MIN_EQUITY,
-    absent,
-    book,
-    in_window,
-    local_time,
-    make,
-    missing,
-    money,
-    not_applicable,
-    pct,
-)
+from rules.clock import in_window, local_time, window_of, zone
+from rules.common import MIN_EQUITY, absent, book, make, missing, not_applicable
 from rules.config import (
     CushionConfig,
     DistanceToLiquidationConfig,
@@ -36,6 +26,7 @@ from rules.model import (
     grade_below,
     is_number,
 )
+from rules.text import money, pct
 
 
 def _restore_action(
@@ -264,7 +255,12 @@ def sma(snapshot: AccountSnapshot, context: EvaluationContext, config: SmaConfig
     if lacking:
         return missing(rule, snapshot, lacking)
     value: float = snapshot.sma  # type: ignore[assignment]
-    window = in_window(context.now, config.window_start, config.window_end, config.timezone)
+    window = in_window(
+        context.now,
+        window_of(config.window_start, config.window_end),
+        zone(config.timezone),
+        weekdays_only=True,
+    )
     severity, clear = grade_below(value, 0.0, None, config.clear_margin)
     if window:
         severity = Severity.CRITICAL if severity is Severity.WARNING else severity

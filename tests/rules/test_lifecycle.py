@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.store import Store
 from rules.lifecycle import AlertState, LifecyclePolicy, Transition, notification_id, step
 from rules.model import Finding, Severity, grade_below
 
@@ -300,15 +300,17 @@ def test_escalation_is_immediate_and_easing_needs_the_clear_level(raw, policy):
 @settings(max_examples=200, deadline=None)
 @given(steps, policies, st.lists(st.booleans(), min_size=60, max_size=60))
 def test_ids_are_stable_across_a_reload_of_the_state(raw, policy, reloads):
-    """A run that saves and reloads its state (a restart) yields exactly the same ids,
-    and every id of a run is unique."""
+    """A run that saves its state to the SQLite store and reloads it (a restart) yields exactly
+    the same ids, and every id of a run is unique."""
     findings = to_findings(raw)
     _, straight = run(findings, policy)
     state: AlertState | None = None
     reloaded = []
+    store = Store(":memory:")
     for (finding, now), reload in zip(findings, reloads, strict=False):
         if reload and state is not None:
-            state = AlertState.from_dict(json.loads(json.dumps(state.to_dict())))
+            store.save_alert_state(state)
+            state = store.load_alert_states()[state.key]
         state, transition = step(state, finding, now, policy)
         if transition is not None:
             reloaded.append(transition)

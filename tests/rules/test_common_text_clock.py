@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rules.common import book, in_window, money, pct
+from rules.clock import in_window, window_of, zone
+from rules.common import book
 from rules.model import Position
 from rules.samples import sample_snapshot, stock
+from rules.text import money, pct
 
 
 @pytest.mark.parametrize(
@@ -26,7 +28,8 @@ from rules.samples import sample_snapshot, stock
 )
 def test_in_window(moment, start, end, expected):
     """Windows are on New York's clock, weekdays only, and may wrap past midnight."""
-    assert in_window(moment, start, end, "America/New_York") is expected
+    window = window_of(start, end)
+    assert in_window(moment, window, zone("America/New_York"), weekdays_only=True) is expected
 
 
 @pytest.mark.parametrize(
