@@ -1,7 +1,7 @@
 """The Prometheus endpoint and /healthz, scraped over 127.0.0.1 with urllib.
 
-The service is real (``MonitorService`` on a SQLite file in tmp_path, its notifier posting to a
-local ``Receiver``) but not run: the account's last evaluation is set by hand as an
+The service is real (built by ``monitor.app`` on a SQLite file in tmp_path, its notifier posting
+to a local ``Receiver``) but not run: the account's last evaluation is set by hand as an
 ``AccountView``, the gateway link is described through the connector's state, and time is an
 injected clock, so "stale" is reached by moving the clock, not by waiting.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.metrics import serve_metrics
+from monitor.app import build_service
+from monitor.metrics import MetricsServer
 from monitor.notifier import Notification
 from monitor.receiver import Receiver
 from monitor.service import AccountView, MonitorService
@@ -73,7 +74,7 @@ def make_service(tmp_path: Path, receiver: Receiver, clock: Clock) -> MonitorSer
         encoding="utf-8",
     )
     config.chmod(0o600)
-    return MonitorService(load_settings(config), clock=clock)
+    return build_service(load_settings(config), clock=clock)
 
 
 def link_up(service: MonitorService, last_values: datetime) -> None:
@@ -108,11 +109,14 @@ def value(scrape: dict, name: str, **labels: str) -> float:
     return scrape[(name, frozenset(labels.items()))]
 
 
-async def serving(service: MonitorService, host: str) -> tuple[asyncio.Event, asyncio.Task]:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve_metrics(service, host, 0, stop, ready))
-    await asyncio.wait_for(ready.wait(), 5)
-    return stop, task
+async def serving(
+    service: MonitorService, host: str
+) -> tuple[MetricsServer, asyncio.Event, asyncio.Task]:
+    """The service's endpoint bound to a free port of ``host``, served until the event is set."""
+    server = MetricsServer(service.metrics, service.healthy, host, 0)
+    await server.start()
+    stop = asyncio.Event()
+    return server, stop, asyncio.create_task(server.serve(stop))
 
 
 def test_the_endpoint_binds_loopback_by_default():
@@ -130,7 +134,7 @@ def test_metrics_and_health_over_loopback(tmp_path):
         try:
             asyncio.run(scenario(service, receiver, clock))
         finally:
-            service.close()
+            service.store.close()
 
 
 async def scenario(service: MonitorService, receiver: Receiver, clock: Clock) -> None:
@@ -149,8 +153,8 @@ async def scenario(service: MonitorService, receiver: Receiver, clock: Clock) ->
     )
 
     host = service.settings.metrics.host
-    stop, task = await serving(service, host)
-    base = f"http://127.0.0.1:{service.metrics_port}"
+    server, stop, task = await serving(service, host)
+    base = f"http://127.0.0.1:{server.port}"
     try:
         status, text = await asyncio.to_thread(get, base + "/metrics")
         assert status == 200
@@ -212,12 +216,12 @@ def test_a_malformed_client_does_not_stop_the_endpoint(tmp_path):
         try:
             asyncio.run(malformed(service))
         finally:
-            service.close()
+            service.store.close()
 
 
 async def malformed(service: MonitorService) -> None:
-    stop, task = await serving(service, "127.0.0.1")
-    port = service.metrics_port
+    server, stop, task = await serving(service, "127.0.0.1")
+    port = server.port
     try:
 
         def abuse() -> bytes:
