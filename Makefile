@@ -18,6 +18,7 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m ruff check monitor rules tests bench
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest
 
 bench: venv
@@ -27,4 +28,4 @@ bench: venv
 	$(BIN)/python bench/soak_memory.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache
