@@ -299,7 +299,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Serve the simulated gateway until interrupted."""
-    from monitor.simulator import serve
+    from monitor.sim.server import serve
 
     configure_logging("INFO", None, "console")
     if args.host not in ("127.0.0.1", "localhost", "::1"):

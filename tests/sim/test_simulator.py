@@ -21,15 +21,9 @@ import pytest
 from ib_async import IB, Contract, Stock
 from ib_async.wrapper import RequestError
 
-from monitor.sim_protocol import frame, split_fields
-from monitor.simulator import (
-    GARBAGE_KINDS,
-    ScenarioError,
-    SimulatedGateway,
-    builtin_scenarios,
-    load_scenario,
-    serve,
-)
+from monitor.sim.protocol import frame, split_fields
+from monitor.sim.scenarios import ScenarioError, builtin_scenarios, load_scenario
+from monitor.sim.server import GARBAGE_KINDS, SimulatedGateway, serve
 
 HOST = "127.0.0.1"
 
@@ -1012,7 +1006,7 @@ def test_rule_coverage_scenarios_have_their_conditions():
     conc = SimulatedGateway("concentrated")
     zeni = conc.state.instruments["ZENI"]
     assert share(conc, "DU4000001", {"ZENI"}) > 0.20
-    assert zeni.stock_type == "COMMON" and conc.scenario.fundamentals_entitled
+    assert zeni.stock_type == "COMMON" and conc.scenario.gateway.fundamentals_entitled
     assert 40_000 / zeni.shares_outstanding > 0.01
 
     drift = SimulatedGateway("three_fund")
@@ -1035,7 +1029,7 @@ def test_rule_coverage_scenarios_have_their_conditions():
     ("broken", "message"),
     [
         ({"accounts": []}, "at least one"),
-        ({"accounts": [{"id": "DU1", "bogus": 1}]}, "unknown key 'bogus'"),
+        ({"accounts": [{"id": "DU1", "bogus": 1}]}, r"accounts\[0\]\.bogus: unknown key"),
         (
             {"accounts": [{"id": "DU1", "positions": [{"symbol": "X", "quantity": 1}]}]},
             "needs a price",
