@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ import structlog
 from monitor.gateway import GatewayConnector, GatewayError
 from monitor.logs import configure_logging, redactor
 from monitor.settings import ConfigError, Settings, insecure_permissions_warning, load_settings
+from monitor.sim.scenarios import ScenarioError, load_scenario, scenario_json_schema
+from monitor.sim.server import DEFAULT_SCENARIO, serve
 from rules.model import AccountSnapshot, Finding, Severity, worst
 
 log = structlog.get_logger("monitor.cli")
@@ -66,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"margin-monitor: {redactor.clean(str(error))}", file=sys.stderr)
         return 3 if args.command == "check" else 2
+    except ScenarioError as error:  # demo and simulate-gateway: a bad --scenario
+        print(f"margin-monitor: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
@@ -98,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="run the monitor against the built-in simulated gateway"
     )
     demo.add_argument("--scenario", default="selloff", help="built-in name or TOML file")
-    demo.add_argument("--speed", type=float, default=None, help="scenario time per second")
+    demo.add_argument(
+        "--speed", type=positive_number, default=None, help="scenario time per second"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     sim = commands.add_parser(
@@ -108,13 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=7497)
     sim.add_argument("--scenario", default=None, help="built-in name or TOML file")
     sim.add_argument(
-        "--speed", type=float, default=None, help="scenario seconds per second (default: its own)"
+        "--speed",
+        type=positive_number,
+        default=None,
+        help="scenario seconds per second (default: its own)",
     )
     sim.add_argument(
         "--cadence",
-        type=float,
+        type=positive_number,
         default=None,
         help="push account values only every N seconds (IB's real cadence is 180)",
+    )
+    sim.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema of a scenario file and exit"
     )
     sim.set_defaults(handler=cmd_simulate)
 
@@ -137,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     summary.add_command(commands, common)
     return parser
+
+
+def positive_number(text: str) -> float:
+    """argparse type of --speed and --cadence: a finite number above zero."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above zero, got {text}")
+    return number
 
 
 def register_secrets(settings: Settings) -> None:
@@ -298,9 +323,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Serve the simulated gateway until interrupted."""
-    from monitor.simulator import serve
-
+    """Serve the simulated gateway until interrupted (or print the scenario JSON Schema)."""
+    if args.schema:
+        print(json.dumps(scenario_json_schema(), indent=2))
+        return 0
+    scenario = load_scenario(args.scenario or DEFAULT_SCENARIO)
     configure_logging("INFO", None, "console")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
@@ -309,13 +336,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     print(
         f"simulated IB Gateway on {args.host}:{args.port} "
-        f"(scenario: {args.scenario or 'default'}); Ctrl-C to stop",
+        f"(scenario: {scenario.name}); Ctrl-C to stop",
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             serve(
-                args.scenario,
+                scenario,
                 host=args.host,
                 port=args.port,
                 speed=args.speed,

@@ -117,7 +117,8 @@ async def run_demo(
     accelerated alike, starting at 09:30 New York time, so alerts, history and the daily summary
     printed at the end carry session times.
     """
-    from monitor.simulator import SimulatedGateway, load_scenario
+    from monitor.sim.scenarios import load_scenario
+    from monitor.sim.server import SimulatedGateway
 
     loaded = load_scenario(scenario)
     options = {} if speed is None else {"speed": speed}

@@ -35,9 +35,9 @@ import pytest
 
 from monitor.cli import main
 from monitor.daemon import summary_trigger
-from monitor.receiver import Receiver
 from monitor.service import MonitorService
 from monitor.settings import load_settings
+from monitor.sim.receiver import Receiver
 from monitor.store import Store
 from monitor.summary import (
     CHART_SIZE,

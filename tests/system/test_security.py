@@ -30,10 +30,10 @@ from ib_async import IB
 from monitor.cli import build_parser, prepare
 from monitor.daemon import run_daemon
 from monitor.metrics import serve_metrics
-from monitor.receiver import Receiver
 from monitor.service import MonitorService
 from monitor.settings import MetricsSettings, load_settings
-from monitor.simulator import SimulatedGateway, serve
+from monitor.sim.receiver import Receiver
+from monitor.sim.server import SimulatedGateway, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = sorted([*(ROOT / "monitor").rglob("*.py"), *(ROOT / "rules").rglob("*.py")])

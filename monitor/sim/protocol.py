@@ -26,6 +26,8 @@ MIN_CLIENT_VERSION = 100
 """Below this the client predates length-prefixed messages; the connection is refused."""
 MAX_FRAME = 0xFFFFFF
 """Largest frame accepted from a client (16 MB, TWS's own limit)."""
+Message = list[object]
+"""The fields of one message, in order (``frame`` turns them into bytes)."""
 UNSET_DOUBLE = 1.7976931348623157e308
 UNSET_TEXT = "1.7976931348623157E308"
 
@@ -230,45 +232,45 @@ def as_bool(text: str) -> bool:
 # -- server -> client messages ---------------------------------------------------------------
 
 
-def error(server_version: int, req_id: int, code: int, message: str | None = None) -> list:
+def error(server_version: int, req_id: int, code: int, message: str | None = None) -> Message:
     """``4|2|reqId|code|message[|advancedOrderRejectJson]`` (last field from v166)."""
-    fields: list = [Out.ERR_MSG, 2, req_id, code, message or ERROR_TEXTS.get(code, "")]
+    fields: Message = [Out.ERR_MSG, 2, req_id, code, message or ERROR_TEXTS.get(code, "")]
     if server_version >= V_ADVANCED_ORDER_REJECT:
         fields.append("")
     return fields
 
 
-def managed_accounts(accounts: Sequence[str]) -> list:
+def managed_accounts(accounts: Sequence[str]) -> Message:
     """``15|1|DU111,DU222``."""
     return [Out.MANAGED_ACCTS, 1, ",".join(accounts)]
 
 
-def next_valid_id(order_id: int) -> list:
+def next_valid_id(order_id: int) -> Message:
     """``9|1|id``."""
     return [Out.NEXT_VALID_ID, 1, order_id]
 
 
-def current_time(epoch: int) -> list:
+def current_time(epoch: int) -> Message:
     """``49|1|epochSeconds``."""
     return [Out.CURRENT_TIME, 1, epoch]
 
 
-def account_value(tag: str, value: str, currency: str, account: str) -> list:
+def account_value(tag: str, value: str, currency: str, account: str) -> Message:
     """``6|2|tag|value|currency|account``."""
     return [Out.ACCT_VALUE, 2, tag, value, currency, account]
 
 
-def account_time(hhmm: str) -> list:
+def account_time(hhmm: str) -> Message:
     """``8|1|HH:MM``."""
     return [Out.ACCT_UPDATE_TIME, 1, hhmm]
 
 
-def account_download_end(account: str) -> list:
+def account_download_end(account: str) -> Message:
     """``54|1|account``."""
     return [Out.ACCT_DOWNLOAD_END, 1, account]
 
 
-def _contract_head(con_id: int, symbol: str, sec_type: str, multiplier: float) -> list:
+def _contract_head(con_id: int, symbol: str, sec_type: str, multiplier: float) -> Message:
     """conId|symbol|secType|lastTradeDate|strike|right|multiplier (stocks: no expiry)."""
     mult = "" if multiplier == 1 else fmt_number(multiplier)
     return [con_id, symbol, sec_type, "", "0", "", mult]
@@ -289,7 +291,7 @@ def portfolio_value(
     average_cost: float,
     unrealized_pnl: float,
     realized_pnl: float,
-) -> list:
+) -> Message:
     """``7|8|conId|symbol|...|account``: exactly 20 fields."""
     return [
         Out.PORTFOLIO_VALUE,
@@ -320,7 +322,7 @@ def position(
     currency: str,
     quantity: float,
     average_cost: float,
-) -> list:
+) -> Message:
     """``61|3|account|conId|...|position|avgCost``: exactly 16 fields."""
     return [
         Out.POSITION_DATA,
@@ -336,7 +338,7 @@ def position(
     ]
 
 
-def position_end() -> list:
+def position_end() -> Message:
     """``62|1``."""
     return [Out.POSITION_END, 1]
 
@@ -354,7 +356,7 @@ def position_multi(
     quantity: float,
     average_cost: float,
     model_code: str = "",
-) -> list:
+) -> Message:
     """``71|1|reqId|account|conId|...|position|avgCost|modelCode``: 18 fields."""
     return [
         Out.POSITION_MULTI,
@@ -372,41 +374,41 @@ def position_multi(
     ]
 
 
-def position_multi_end(req_id: int) -> list:
+def position_multi_end(req_id: int) -> Message:
     """``72|1|reqId``."""
     return [Out.POSITION_MULTI_END, 1, req_id]
 
 
-def account_summary(req_id: int, account: str, tag: str, value: str, currency: str) -> list:
+def account_summary(req_id: int, account: str, tag: str, value: str, currency: str) -> Message:
     """``63|1|reqId|account|tag|value|currency``."""
     return [Out.ACCOUNT_SUMMARY, 1, req_id, account, tag, value, currency]
 
 
-def account_summary_end(req_id: int) -> list:
+def account_summary_end(req_id: int) -> Message:
     """``64|1|reqId``."""
     return [Out.ACCOUNT_SUMMARY_END, 1, req_id]
 
 
 def account_update_multi(
     req_id: int, account: str, model_code: str, tag: str, value: str, currency: str
-) -> list:
+) -> Message:
     """``73|1|reqId|account|modelCode|tag|value|currency``."""
     return [Out.ACCOUNT_UPDATE_MULTI, 1, req_id, account, model_code, tag, value, currency]
 
 
-def account_update_multi_end(req_id: int) -> list:
+def account_update_multi_end(req_id: int) -> Message:
     """``74|1|reqId``."""
     return [Out.ACCOUNT_UPDATE_MULTI_END, 1, req_id]
 
 
-def pnl(req_id: int, daily: float, unrealized: float, realized: float) -> list:
+def pnl(req_id: int, daily: float, unrealized: float, realized: float) -> Message:
     """``94|reqId|dailyPnL|unrealizedPnL|realizedPnL`` (no version field)."""
     return [Out.PNL, req_id, fmt_money(daily), fmt_money(unrealized), fmt_money(realized)]
 
 
 def pnl_single(
     req_id: int, quantity: float, daily: float, unrealized: float, realized: float, value: float
-) -> list:
+) -> Message:
     """``95|reqId|position|dailyPnL|unrealizedPnL|realizedPnL|value`` (no version field)."""
     return [
         Out.PNL_SINGLE,
@@ -419,42 +421,42 @@ def pnl_single(
     ]
 
 
-def open_order_end() -> list:
+def open_order_end() -> Message:
     """``53|1``."""
     return [Out.OPEN_ORDER_END, 1]
 
 
-def completed_orders_end() -> list:
+def completed_orders_end() -> Message:
     """``102`` (no version field)."""
     return [Out.COMPLETED_ORDERS_END]
 
 
-def exec_details_end(req_id: int) -> list:
+def exec_details_end(req_id: int) -> Message:
     """``55|1|reqId``."""
     return [Out.EXECUTION_DATA_END, 1, req_id]
 
 
-def tick_price(req_id: int, tick_type: int, price: float, size: float, attrib: int = 0) -> list:
+def tick_price(req_id: int, tick_type: int, price: float, size: float, attrib: int = 0) -> Message:
     """``1|6|reqId|tickType|price|size|attribMask``: exactly 7 fields."""
     return [Out.TICK_PRICE, 6, req_id, tick_type, fmt_number(price), fmt_number(size), attrib]
 
 
-def tick_size(req_id: int, tick_type: int, size: float) -> list:
+def tick_size(req_id: int, tick_type: int, size: float) -> Message:
     """``2|6|reqId|tickType|size``."""
     return [Out.TICK_SIZE, 6, req_id, tick_type, fmt_number(size)]
 
 
-def market_data_type(req_id: int, kind: int) -> list:
+def market_data_type(req_id: int, kind: int) -> Message:
     """``58|1|reqId|type`` (1 live, 2 frozen, 3 delayed, 4 delayed frozen)."""
     return [Out.MARKET_DATA_TYPE, 1, req_id, kind]
 
 
-def tick_snapshot_end(req_id: int) -> list:
+def tick_snapshot_end(req_id: int) -> Message:
     """``57|1|reqId``."""
     return [Out.TICK_SNAPSHOT_END, 1, req_id]
 
 
-def fundamental_data(req_id: int, data: str) -> list:
+def fundamental_data(req_id: int, data: str) -> Message:
     """``51|1|reqId|xml``."""
     return [Out.FUNDAMENTAL_DATA, 1, req_id, data.replace("\0", "")]
 
@@ -475,13 +477,13 @@ def contract_details(
     industry: str = "",
     category: str = "",
     min_tick: float = 0.01,
-) -> list:
+) -> Message:
     """contractDetails (10) at ``server_version``.
 
     Before v164 the message carries a version field (8) and the obsolete mdSizeMultiplier;
     from v164 neither, and minSize, sizeIncrement and suggestedSizeIncrement follow stockType.
     """
-    fields: list = [Out.CONTRACT_DATA]
+    fields: Message = [Out.CONTRACT_DATA]
     if server_version < V_SIZE_RULES:
         fields.append(8)
     fields += [
@@ -534,7 +536,7 @@ def contract_details(
     return fields
 
 
-def contract_details_end(req_id: int) -> list:
+def contract_details_end(req_id: int) -> Message:
     """``52|1|reqId``."""
     return [Out.CONTRACT_DATA_END, 1, req_id]
 

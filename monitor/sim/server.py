@@ -2,7 +2,7 @@
 
 The unmodified ib_async client (and the official ``ibapi`` client) connect to it as to TWS or
 IB Gateway. It serves several managed accounts with consistent, recomputed figures (see
-:mod:`monitor.sim_state`), plays a scripted timeline of price moves, value overrides,
+:mod:`monitor.sim.state`), plays a scripted timeline of price moves, value overrides,
 connectivity errors, disconnects and restarts, and records (never executes) any order message
 a client sends, in :attr:`SimulatedGateway.orders_received`. Used by ``margin-monitor demo``,
 ``margin-monitor simulate-gateway``, the tests and the benchmarks. It binds 127.0.0.1 by
@@ -30,78 +30,12 @@ Behaviour worth knowing
   data. Unknown message ids are logged and ignored. A broken client is logged and dropped;
   the server carries on.
 
-Scenario files (TOML)
----------------------
-Built-in ones live in ``monitor/scenarios/`` and load by bare name (``"selloff"``)::
-
-    name = "selloff"            # default: the file name
-    description = "..."
-    speed = 1.0                 # scenario seconds per wall-clock second (default 1)
-    loop = false                # serve(): replay the timeline (from the initial state) at its end
-    end_at = 30                 # scenario second the timeline ends (default: the last step)
-
-    [gateway]                   # all optional
-    account_push_interval = 0   # seconds; 0 = push account values at once; IB's real cadence: 180
-    pnl_interval = 1.0          # seconds between PnL/tick re-sends (0 = only on changes)
-    fundamentals_entitled = false
-    server_version = 176        # highest version offered (157..176)
-    next_order_id = 1
-    farm_notices = true
-
-    [instruments.SPY]           # optional: instruments may also be defined inline in positions
-    con_id = 756733             # default: a stable id derived from the symbol
-    price = 450.0               # required (here or inline)
-    close = 452.0               # previous close, base of daily PnL (default: price)
-    sec_type = "STK"
-    currency = "USD"
-    exchange = "ARCA"           # primary exchange (default ARCA for ETFs, NYSE otherwise)
-    stock_type = "ETF"          # contract details stockType: "ETF" or "COMMON" (default)
-    multiplier = 1
-    maint_rate = 0.25           # maintenance requirement as a fraction of |value| (default 0.25)
-    init_rate = 0.25            # initial requirement (default 0.25)
-    look_ahead_maint_rate = 0.5 # the rates after the next margin change (default: current)
-    look_ahead_init_rate = 0.5
-    regt_rate = 0.5             # Reg T end-of-day initial, for RegTMargin and the default SMA
-    shares_outstanding = 9.2e8  # served as <SharesOut> by reqFundamentalData when entitled
-    long_name = "SPDR S&P 500 ETF TRUST"
-
-    [[accounts]]
-    id = "DU1000001"            # required; managed accounts are listed in file order
-    base_currency = "USD"
-    account_type = "INDIVIDUAL"
-    cash = { USD = -60000.0 }   # per currency; negative = margin loan
-    fx = { EUR = 1.08 }         # base units per unit of each other currency (required for each)
-    sma = -2500.0               # fixed SMA; default: Reg T excess equity (floored at 10% of
-                                #   equity), rising with the market and never falling by a move
-    accrued_cash = -120.0
-    look_ahead_next_change_in = 5400   # seconds after start (or look_ahead_next_change = unix s)
-    values = { LookAheadNextChange = "0" }   # initial overrides, see set_values
-
-    [[accounts.positions]]
-    symbol = "SPY"
-    quantity = 500              # negative = short
-    average_cost = 410.0        # default: the starting price
-    maint_rate = 0.30           # per-position rates override the instrument's
-    # any instrument key (price, currency, stock_type, ...) may be given here instead
-
-    [[steps]]                   # the timeline; each step has `at` and exactly one action
-    at = 5                      # scenario seconds from the start
-    note = "free text, logged"
-    moves = { all = -0.04, BND = 0.0 }   # relative moves; "all" = every symbol not named
-    # prices = { SPY = 400.0 }           # absolute prices
-    # set_values = { SMA = "-1500.00", Cushion = "" }  # overrides (tag or "TAG:CCY" -> text;
-    #                     "" and "1.7976931348623157E308" allowed; "X" also covers "X-S");
-    #                     they stick until cleared and win over computed values
-    # clear_values = true | ["SMA"]      # drop all or the named overrides
-    # set_quantity = { SPY = 300 }       # a trade at the current price (cash moves) unless
-    #                                    #   adjust_cash = false; pushed at once
-    # set_cash = { USD = -5000.0 }       # deposit / withdrawal
-    # set_fx = { USD = 0.95 }            # exchange-rate move
-    # error = 1100                       # sent with reqId -1 (req_id = N, message = "..." optional)
-    # disconnect = true                  # drop every client socket
-    # restart = 10                       # close listener and clients, listen again after 10 s
-    account = "DU1000001"       # for set_values/clear_values/set_fx: default every account;
-                                #   set_quantity/set_cash need it when there are several
+Scenarios
+---------
+A scenario (accounts, instruments, gateway options and a timeline) is a TOML file parsed by
+the pydantic models of :mod:`monitor.sim.scenarios`, where its schema is documented; built-in
+ones live in ``monitor/sim/scenarios/`` and load by bare name (``"selloff"``). Each timeline
+step applies itself to the gateway (:meth:`SimulatedGateway.apply_step`).
 
 Python API
 ----------
@@ -116,8 +50,7 @@ an advisor login). :func:`serve` runs one until cancelled, starting the timeline
 first client connects. Call everything from the event loop the gateway runs in.
 
 Protocol layouts follow server versions 157 to 176 (ib_async, ibapi 9.81 and 10.x); the
-message builders live in :mod:`monitor.sim_protocol`, scenarios and figures in
-:mod:`monitor.sim_state`.
+message builders live in :mod:`monitor.sim.protocol`, the figures in :mod:`monitor.sim.state`.
 """
 
 from __future__ import annotations
@@ -127,37 +60,17 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor import sim_protocol as P
-from monitor.sim_protocol import In, Tick, as_bool, as_int
-from monitor.sim_state import (
-    SUMMARY_TAGS,
-    Holding,
-    Instrument,
-    Scenario,
-    ScenarioError,
-    SimState,
-    Step,
-    builtin_scenarios,
-    load_scenario,
-)
+from monitor.sim import protocol as P
+from monitor.sim.protocol import In, Tick, as_bool, as_int
+from monitor.sim.scenarios import Instrument, Scenario, Step, load_scenario
+from monitor.sim.state import LEDGER_TAGS, SUMMARY_TAGS, Holding, SimState
 
-__all__ = [
-    "DEFAULT_SCENARIO",
-    "GARBAGE_KINDS",
-    "Scenario",
-    "ScenarioError",
-    "SimulatedGateway",
-    "builtin_scenarios",
-    "load_scenario",
-    "serve",
-]
-
-log = logging.getLogger("monitor.simulator")
+log = logging.getLogger("monitor.sim.server")
 
 DEFAULT_SCENARIO = "selloff"
 GARBAGE_KINDS = ("wrong_field_count", "non_numeric", "truncated", "unknown_id")
@@ -165,18 +78,8 @@ GARBAGE_KINDS = ("wrong_field_count", "non_numeric", "truncated", "unknown_id")
 followed by a close, and an unknown message id."""
 MAX_WRITE_BUFFER = 32 * 1024 * 1024
 """A client that lets this much pile up unread is dropped."""
-_LEDGER_AND_NLV = {
-    "CashBalance",
-    "Currency",
-    "ExchangeRate",
-    "NetLiquidationByCurrency",
-    "RealizedPnL",
-    "StockMarketValue",
-    "TotalCashBalance",
-    "UnrealizedPnL",
-    "NetLiquidation",
-    "NetLiquidation-S",
-}
+_LEDGER_AND_NLV = {*LEDGER_TAGS, "NetLiquidation", "NetLiquidation-S"}
+"""What a reqAccountUpdatesMulti subscriber with ledgerAndNLV = true receives."""
 
 
 @dataclass
@@ -213,7 +116,7 @@ class _Client:
         self._flush_scheduled = False
         self.account_updates: str | None = None
         self.account_updates_sent: dict[tuple[str, str], str] = {}
-        self.portfolio_sent: dict[int, list] = {}
+        self.portfolio_sent: dict[int, P.Message] = {}
         self.account_multi: dict[int, _MultiSub] = {}
         self.summaries: dict[int, _SummarySub] = {}
         self.positions = False
@@ -229,7 +132,7 @@ class _Client:
             return f"connection {self.peer}"
         return f"client {self.client_id} ({self.peer})"
 
-    def send(self, fields: list) -> None:
+    def send(self, fields: P.Message) -> None:
         """Queue one message; everything queued in one loop iteration goes out in one write."""
         if self.closed:
             return
@@ -323,14 +226,16 @@ class SimulatedGateway:
         if not (math.isfinite(self.speed) and self.speed > 0):
             raise ValueError(f"speed must be a positive number, got {speed!r}")
         self.account_push_interval = (
-            self.scenario.account_push_interval
+            self.scenario.gateway.account_push_interval
             if account_push_interval is None
             else max(0.0, float(account_push_interval))
         )
         self.pnl_interval = (
-            self.scenario.pnl_interval if pnl_interval is None else max(0.0, float(pnl_interval))
+            self.scenario.gateway.pnl_interval
+            if pnl_interval is None
+            else max(0.0, float(pnl_interval))
         )
-        self.max_server_version = server_version or self.scenario.server_version
+        self.max_server_version = server_version or self.scenario.gateway.server_version
         self.orders_received: list[list[str]] = []
         self.timeline_done = asyncio.Event()
         self.steps_applied = 0
@@ -340,7 +245,7 @@ class SimulatedGateway:
         self.connections_accepted = 0
         self.link_up = True
         self.listening = False
-        self._next_order_id = self.scenario.next_order_id
+        self._next_order_id = self.scenario.gateway.next_order_id
         self._managed: list[str] = list(self.scenario.account_ids)
         self._clients: set[_Client] = set()
         self._by_client_id: dict[int, _Client] = {}
@@ -437,7 +342,7 @@ class SimulatedGateway:
         for client in list(self._clients):
             client.close()
 
-    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[Any]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
         task.set_name(f"simulator-{name}")
         self._background.add(task)
@@ -730,30 +635,13 @@ class SimulatedGateway:
             _short(step.value),
             f" ({step.note})" if step.note else "",
         )
-        action, value = step.action, step.value
-        if action == "prices":
-            self.set_prices(value)
-        elif action == "moves":
-            self.move_prices(value)
-        elif action == "set_values":
-            self.set_values(step.account, value)
-        elif action == "clear_values":
-            self.clear_values(step.account, value)
-        elif action == "set_quantity":
-            for symbol, quantity in value.items():
-                self.set_quantity(step.account, symbol, quantity, adjust_cash=step.adjust_cash)
-        elif action == "set_cash":
-            self.set_cash(step.account, value)
-        elif action == "set_fx":
-            self.set_fx(step.account, value)
-        elif action == "error":
-            self.send_error(value, step.message, step.req_id)
-        elif action == "disconnect":
-            await self.drop_clients()
-        elif action == "restart":
-            self._spawn(self.restart(value / self.speed), "restart")
+        await step.apply(self)
         self.steps_applied += 1
         self._notify()
+
+    def restart_in_background(self, down_seconds: float) -> None:
+        """Start :meth:`restart` without waiting for it (a timeline step goes on meanwhile)."""
+        self._spawn(self.restart(down_seconds), "restart")
 
     # -- pushing ------------------------------------------------------------------------------
 
@@ -853,9 +741,9 @@ class SimulatedGateway:
             if account is not None and wanted(account):
                 changed = False
                 for tag, text, ccy in rows(account):
-                    key = (tag, ccy)
-                    if client.account_updates_sent.get(key) != text:
-                        client.account_updates_sent[key] = text
+                    row = (tag, ccy)
+                    if client.account_updates_sent.get(row) != text:
+                        client.account_updates_sent[row] = text
                         client.send(P.account_value(tag, text, ccy, account))
                         changed = True
                 for holding in self.state.holdings(account, include_flat=True):
@@ -901,7 +789,7 @@ class SimulatedGateway:
 
     # -- message builders from state -----------------------------------------------------------
 
-    def _portfolio_fields(self, account: str, holding: Holding) -> list:
+    def _portfolio_fields(self, account: str, holding: Holding) -> P.Message:
         instrument = holding.instrument
         values = self.state.value(holding)
         return P.portfolio_value(
@@ -920,7 +808,7 @@ class SimulatedGateway:
             realized_pnl=0.0,
         )
 
-    def _position_fields(self, account: str, holding: Holding) -> list:
+    def _position_fields(self, account: str, holding: Holding) -> P.Message:
         instrument = holding.instrument
         return P.position(
             account=account,
@@ -934,7 +822,7 @@ class SimulatedGateway:
             average_cost=holding.average_cost * instrument.multiplier,
         )
 
-    def _position_multi_fields(self, req_id: int, account: str, holding: Holding) -> list:
+    def _position_multi_fields(self, req_id: int, account: str, holding: Holding) -> P.Message:
         instrument = holding.instrument
         return P.position_multi(
             req_id=req_id,
@@ -949,13 +837,13 @@ class SimulatedGateway:
             average_cost=holding.average_cost * instrument.multiplier,
         )
 
-    def _pnl_fields(self, req_id: int, account: str) -> list:
+    def _pnl_fields(self, req_id: int, account: str) -> P.Message:
         if not self._served(account):
             return P.pnl(req_id, 0.0, 0.0, 0.0)
         figures = self.state.compute(account)
         return P.pnl(req_id, figures.daily_pnl, figures.unrealized_pnl, 0.0)
 
-    def _pnl_single_fields(self, req_id: int, account: str, con_id: int) -> list:
+    def _pnl_single_fields(self, req_id: int, account: str, con_id: int) -> P.Message:
         state = self.state.accounts.get(account)
         holding = state.by_con_id.get(con_id) if state is not None else None
         if holding is None or holding.quantity == 0:
@@ -1108,7 +996,7 @@ class SimulatedGateway:
         self._by_client_id[client_id] = client
         client.send(P.managed_accounts(self._managed))
         client.send(P.next_valid_id(self._next_order_id))
-        if self.scenario.farm_notices:
+        if self.scenario.gateway.farm_notices:
             for code in P.FARM_NOTICES:
                 client.send(P.error(client.server_version, -1, code))
         log.info("%s started the API (server version %d)", client.label, client.server_version)
@@ -1398,7 +1286,7 @@ class SimulatedGateway:
             currency=fields[8].strip() if len(fields) > 8 else "",
         )
         report = fields[10].strip() if len(fields) > 10 else ""
-        if not self.scenario.fundamentals_entitled:
+        if not self.scenario.gateway.fundamentals_entitled:
             self._error(client, req_id, 10358)
             return
         instrument = self._find(query)
@@ -1428,7 +1316,7 @@ def _short(value: Any, limit: int = 120) -> str:
 
 
 async def serve(
-    scenario_path: str | None,
+    scenario: Scenario | str | None,
     host: str = "127.0.0.1",
     port: int = 7497,
     speed: float | None = 1.0,
@@ -1441,7 +1329,7 @@ async def serve(
     ``loop = true``); afterwards the gateway keeps serving the final state. ``speed=None``
     uses the scenario's own speed.
     """
-    scenario = load_scenario(scenario_path or DEFAULT_SCENARIO)
+    scenario = load_scenario(scenario or DEFAULT_SCENARIO)
     gateway = SimulatedGateway(
         scenario, host, port, speed=speed, account_push_interval=account_push_interval
     )
