@@ -1,4 +1,5 @@
-"""Helpers the rule modules share: input checks, per-snapshot sums, windows and wording.
+"""What every rule module declares and uses: its spec, its settings' base, findings, input
+checks and the per-snapshot sums.
 
 Standard library only. The per-snapshot sums (:func:`book`) are computed once per snapshot and
 reused by every rule that walks the positions, so the whole catalog stays linear in the number
@@ -8,11 +9,13 @@ of positions.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from rules.model import IB_MARGIN_TAGS, AccountSnapshot, Finding, Position, Severity, is_number
+from rules.text import Unit
+from rules.validation import FORBID_EXTRA
 
 #: IB's tag names, used in "data missing" messages.
 TAGS = {**IB_MARGIN_TAGS, "cushion": "Cushion", "cash_balance": "TotalCashBalance (BASE)"}
@@ -29,6 +32,48 @@ NON_NEGATIVE = frozenset(
 EQUITY_TYPES = frozenset({"STK", "ETF"})
 #: Contract-details stockType values that mark an ETF.
 ETF_STOCK_TYPES = frozenset({"ETF", "etf", "Etf"})
+
+
+# -- declaring a rule ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """The settings every rule has (``enabled``); each rule subclasses it with its own.
+
+    A subclass is a frozen dataclass whose ``__post_init__`` checks its values; pydantic
+    validates it from the ``[rules.<id>]`` TOML section and, through ``__pydantic_config__``,
+    rejects unknown keys.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = FORBID_EXTRA
+
+    enabled: bool = True
+
+
+#: ``(snapshot, context, config, **shared) -> Finding``.
+RuleFunction = Callable[..., Finding]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """Everything about one rule that is not its arithmetic, declared beside its function.
+
+    ``id`` is stable (the ``rule`` of ``check --json`` and the ``[rules.<id>]`` section);
+    ``unit`` is how its measured value reads; ``reads`` names the snapshot fields it uses.
+    ``shares`` maps a keyword argument of ``check`` to the id of another rule whose section it
+    also receives (the leveraged-ETF rule reads the cushion levels). ``history`` maps a key of
+    the per-minute history row to the key of the finding's ``details`` it is copied from.
+    """
+
+    id: str
+    check: RuleFunction
+    config: type[RuleConfig]
+    unit: Unit
+    summary: str
+    reads: tuple[str, ...] = ()
+    shares: Mapping[str, str] = field(default_factory=dict)
+    history: Mapping[str, str] = field(default_factory=dict)
 
 
 # -- findings ---------------------------------------------------------------------------------

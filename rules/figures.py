@@ -22,10 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rules.config import FinancingCostConfig, InterestTier
+from typing import Protocol
 
 #: Reg T end-of-day initial requirement base, long or short.
 REG_T_BASE = 0.50
@@ -36,6 +33,30 @@ MAINTENANCE_SHORT_BASE = 0.30
 
 
 # -- financing cost ---------------------------------------------------------------------------
+
+
+class InterestTier(Protocol):
+    """One tier of a tiered rate (``rules.checks.financing_cost.InterestTier`` is one)."""
+
+    @property
+    def up_to(self) -> float | None: ...
+    @property
+    def rate(self) -> float | None: ...
+    @property
+    def spread(self) -> float | None: ...
+
+
+class FinancingTerms(Protocol):
+    """How a loan is charged (the ``[rules.financing_cost]`` settings are such terms)."""
+
+    @property
+    def tiers(self) -> Sequence[InterestTier]: ...
+    @property
+    def benchmark_rate(self) -> float | None: ...
+    @property
+    def day_count(self) -> int: ...
+    @property
+    def rate_rise(self) -> float: ...
 
 
 def tier_rates(
@@ -117,7 +138,7 @@ class FinancingCost:
     day_count: int
 
 
-def financing_cost(balance: float, config: FinancingCostConfig) -> FinancingCost | None:
+def financing_cost(balance: float, config: FinancingTerms) -> FinancingCost | None:
     """The cost of ``balance`` under ``config``'s tiers.
 
     ``None`` when a spread tier applies and no ``benchmark_rate`` is configured: the cost is

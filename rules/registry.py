@@ -1,4 +1,4 @@
-"""The catalog of rules and the engine that runs it.
+"""The engine that runs the catalog.
 
 ``RULES`` maps each stable rule id (the ``rule`` field of ``check --json``) to its function, in
 the order of :data:`rules.catalog.CATALOG`, from which everything here derives.
@@ -11,23 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
 
-from rules.catalog import CATALOG, RuleFunction, spec
+from rules.catalog import CATALOG, spec
+from rules.common import RuleConfig, RuleFunction
 from rules.config import RulesConfig
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, worst
 
 RULES: dict[str, RuleFunction] = {entry.id: entry.check for entry in CATALOG}
 
 
-def rule_config(config: RulesConfig, rule: str) -> Any:
+def _section(config: RulesConfig, rule: str) -> RuleConfig:
     """The ``[rules.<rule>]`` section of ``config``."""
-    return getattr(config, rule)
+    section: RuleConfig = getattr(config, rule)
+    return section
 
 
 def enabled_rules(config: RulesConfig) -> list[str]:
     """The ids of the enabled rules, in catalog order."""
-    return [rule for rule in RULES if rule_config(config, rule).enabled]
+    return [rule for rule in RULES if _section(config, rule).enabled]
 
 
 def run_rule(
@@ -36,9 +37,9 @@ def run_rule(
     """Run one rule with its section (and any shared sections); an exception becomes ``unknown``."""
     entry = spec(rule)
     function = entry.check
-    shared = {keyword: rule_config(config, section) for keyword, section in entry.shares.items()}
+    shared = {keyword: _section(config, section) for keyword, section in entry.shares.items()}
     try:
-        finding = function(snapshot, context, rule_config(config, rule), **shared)
+        finding = function(snapshot, context, _section(config, rule), **shared)
     except Exception as error:  # a broken rule must never stop the engine
         finding = Finding(
             rule=rule,

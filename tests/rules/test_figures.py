@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules import figures
-from rules.config import FinancingCostConfig, InterestTier
+from rules.checks.financing_cost import FinancingCostConfig, InterestTier
 
 SEED_TIERS = (InterestTier(up_to=150_000, rate=0.03), InterestTier(rate=0.04))
 

@@ -10,13 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rules import RULES, RulesConfig, evaluate, overall_status
-from rules.config import (
-    AllocationDriftConfig,
-    CushionConfig,
-    FinancingCostConfig,
-    LeverageConfig,
-    SharesOutstandingConfig,
-)
+from rules.checks.allocation_drift import AllocationDriftConfig
+from rules.checks.cushion import CushionConfig
+from rules.checks.financing_cost import FinancingCostConfig
+from rules.checks.leverage import LeverageConfig
+from rules.checks.shares_outstanding import SharesOutstandingConfig
 from rules.model import EvaluationContext, Finding, Severity, grade_above, grade_below
 from rules.samples import SAMPLE_TIME, sample_snapshot, stock, synthetic_snapshot
 
