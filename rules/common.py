@@ -193,13 +193,13 @@ def base_value(position: Position, snapshot: AccountSnapshot) -> float | None:
     return None
 
 
-_LAST: list[tuple[Any, Any]] = [(None, None)]
+_LAST: list[tuple[AccountSnapshot | None, Book | None]] = [(None, None)]
 
 
 def book(snapshot: AccountSnapshot) -> Book:
     """The per-symbol sums of ``snapshot``'s equity positions (cached for the last snapshot)."""
     cached_snapshot, cached_book = _LAST[0]
-    if cached_snapshot is snapshot:
+    if cached_snapshot is snapshot and cached_book is not None:
         return cached_book
     values: dict[str, float] = {}
     quantities: dict[str, float] = {}

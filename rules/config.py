@@ -21,14 +21,14 @@ from rules.catalog import CATALOG
 from rules.common import RuleConfig
 from rules.validation import FORBID_EXTRA
 
-_Class = TypeVar("_Class", bound=type)
+_Class = TypeVar("_Class")
 _Section = TypeVar("_Section", bound=RuleConfig)
 
 #: Settings class -> the id of its rule (the field that holds it).
 _FIELD_OF: dict[type[RuleConfig], str] = {entry.config: entry.id for entry in CATALOG}
 
 
-def _one_section_per_rule(cls: _Class) -> _Class:
+def _one_section_per_rule(cls: type[_Class]) -> type[_Class]:
     """Give ``cls`` a field per catalog entry, in order, each defaulting to the rule's own
     defaults; then make it a frozen dataclass."""
     for entry in CATALOG:

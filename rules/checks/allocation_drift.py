@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from rules import figures
 from rules.common import RuleConfig, RuleSpec, book, make, missing, not_applicable
@@ -72,7 +73,7 @@ def allocation_drift(
             threshold=config.band,
         )
     trades = figures.rebalancing_trades(values, config.targets, total)
-    rows = []
+    rows: list[dict[str, Any]] = []
     drift_max = 0.0
     driver = ""
     for symbol, target in config.targets.items():

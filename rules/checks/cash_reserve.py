@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from rules import figures
 from rules.checks.financing_cost import NO_BENCHMARK, FinancingCostConfig
 from rules.common import RuleConfig, RuleSpec, absent, book, make, missing, not_applicable
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_below
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Severity,
+    grade_below,
+    is_number,
+)
 from rules.text import money, names
 from rules.validation import fraction, positive, set_field, symbol_list
 
@@ -47,7 +54,8 @@ def cash_reserve(
         lacking += absent(snapshot, "excess_liquidity")
     if lacking:
         return missing(rule, snapshot, lacking)
-    loan: float = snapshot.margin_loan  # type: ignore[assignment]
+    loan = snapshot.margin_loan
+    assert loan is not None  # absent() vouched for the cash balance
     ccy = snapshot.base_currency
     if loan <= 0:
         return not_applicable(rule, snapshot, "No margin loan: no financing cost to reserve for")
@@ -59,11 +67,12 @@ def cash_reserve(
         unpriced = [s for s in config.reserve_symbols if s in positions.unpriced]
         if unpriced:
             return missing(rule, snapshot, [f"market value of {names(unpriced)}"])
-        reserve = sum(positions.values.get(s, 0.0) for s in config.reserve_symbols)
+        reserve: float = sum(positions.values.get(s, 0.0) for s in config.reserve_symbols)
         source = f"reserve holdings ({names(config.reserve_symbols)})"
     else:
-        reserve = snapshot.excess_liquidity  # type: ignore[assignment]
-        source = "ExcessLiquidity"
+        excess = snapshot.excess_liquidity
+        assert is_number(excess)  # absent() vouched for it
+        reserve, source = excess, "ExcessLiquidity"
     quarterly = cost.annual / 4
     needed = config.quarters * quarterly
     severity, clear = grade_below(reserve, needed, None, needed * config.clear_margin)

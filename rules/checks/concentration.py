@@ -12,7 +12,7 @@ from typing import Any
 
 from rules.checks.leveraged_etf import LeveragedEtfConfig, leveraged_factors
 from rules.common import RuleConfig, RuleSpec, absent, book, make, missing, not_applicable
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
+from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, is_number
 from rules.text import money, names, pct
 from rules.validation import fraction, positive, set_field, symbol_map
 
@@ -65,7 +65,8 @@ def concentration(
     lacking = absent(snapshot, "net_liquidation")
     if lacking:
         return missing(rule, snapshot, lacking)
-    nlv: float = snapshot.net_liquidation  # type: ignore[assignment]
+    nlv = snapshot.net_liquidation
+    assert is_number(nlv)  # absent() vouched for it
     ccy = snapshot.base_currency
     positions = book(snapshot)
     if not positions.quantities:

@@ -89,13 +89,15 @@ def cushion(
     rule = "cushion"
     lacking = absent(snapshot, "net_liquidation")
     nlv = snapshot.net_liquidation
-    excess = snapshot.excess_liquidity if is_number(snapshot.excess_liquidity) else None
-    value = snapshot.cushion if is_number(snapshot.cushion) else None
-    if not lacking:
+    excess: float | None = (
+        snapshot.excess_liquidity if is_number(snapshot.excess_liquidity) else None
+    )
+    value: float | None = snapshot.cushion if is_number(snapshot.cushion) else None
+    if not lacking and is_number(nlv):
         if value is None and excess is not None:
-            value = excess / nlv  # type: ignore[operator]
+            value = excess / nlv
         if excess is None and value is not None:
-            excess = value * nlv  # type: ignore[operator]
+            excess = value * nlv
         if value is None:
             lacking = ["ExcessLiquidity", "Cushion"]
     if lacking:

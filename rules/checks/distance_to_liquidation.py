@@ -15,7 +15,14 @@ from rules.common import (
     missing,
     not_applicable,
 )
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_below
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Severity,
+    grade_below,
+    is_number,
+)
 from rules.text import money, pct
 from rules.validation import fraction, ordered_below, set_field
 
@@ -52,13 +59,14 @@ def distance_to_liquidation(
     )
     if lacking:
         return missing(rule, snapshot, lacking)
-    nlv: float = snapshot.net_liquidation  # type: ignore[assignment]
-    excess: float = snapshot.excess_liquidity  # type: ignore[assignment]
-    gross: float = snapshot.gross_position_value  # type: ignore[assignment]
+    nlv, excess = snapshot.net_liquidation, snapshot.excess_liquidity
+    gross = snapshot.gross_position_value
+    assert is_number(nlv) and is_number(excess) and is_number(gross)  # absent() vouched for them
     ccy = snapshot.base_currency
     if gross < MIN_EQUITY:
         return not_applicable(rule, snapshot, "No positions: no fall can liquidate the account")
-    rate: float = snapshot.maintenance_rate  # type: ignore[assignment]
+    rate = snapshot.maintenance_rate
+    assert rate is not None  # GPV is positive and MaintMarginReq a number
     distance = figures.distance_to_liquidation(excess, gross, rate)
     if distance is None:
         return not_applicable(

@@ -48,11 +48,12 @@ def drawdown(
     lacking = absent(snapshot, "net_liquidation")
     if lacking:
         return missing(rule, snapshot, lacking)
-    nlv: float = snapshot.net_liquidation  # type: ignore[assignment]
+    nlv = snapshot.net_liquidation
+    assert is_number(nlv)  # absent() vouched for it
     ccy = snapshot.base_currency
     threshold = config.warning if config.warning is not None else config.critical
     stored = context.peak_net_liquidation
-    if not (is_number(stored) and stored > 0):  # type: ignore[operator]
+    if not (is_number(stored) and stored > 0):
         return not_applicable(
             rule,
             snapshot,
@@ -62,7 +63,8 @@ def drawdown(
             details={"peak": nlv},
         )
     peak = max(stored, nlv)
-    value: float = figures.drawdown(nlv, peak)  # type: ignore[assignment]
+    value = figures.drawdown(nlv, peak)
+    assert value is not None  # the peak is a positive number
     severity, clear = grade_above(value, config.warning, config.critical, config.clear_margin)
     loan = snapshot.margin_loan
     details = {"peak": peak, "net_liquidation": nlv, "below_peak": peak - nlv, "margin_loan": loan}

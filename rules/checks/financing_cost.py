@@ -145,7 +145,8 @@ def financing_cost(
     lacking = absent(snapshot, "cash_balance")
     if lacking:
         return missing(rule, snapshot, lacking)
-    loan: float = snapshot.margin_loan  # type: ignore[assignment]
+    loan = snapshot.margin_loan
+    assert loan is not None  # absent() vouched for the cash balance
     ccy = snapshot.base_currency
     if loan <= 0:
         return not_applicable(rule, snapshot, "No margin loan: no financing cost", value=0.0)
@@ -167,7 +168,7 @@ def financing_cost(
     }
     base = f"Margin loan {money(loan, ccy)} {_cost_text(cost, ccy)}"
     year_ago = context.financing_cost_year_ago
-    if not (is_number(year_ago) and year_ago > 0):  # type: ignore[operator]
+    if not (is_number(year_ago) and year_ago > 0):
         return not_applicable(
             rule,
             snapshot,

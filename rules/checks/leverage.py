@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rules.common import RuleConfig, RuleSpec, absent, make, missing
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_above
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Severity,
+    grade_above,
+    is_number,
+)
 from rules.text import money, times
 from rules.validation import ordered_above, positive
 
@@ -35,8 +42,8 @@ def leverage(
     lacking = absent(snapshot, "net_liquidation", "gross_position_value")
     if lacking:
         return missing(rule, snapshot, lacking)
-    nlv: float = snapshot.net_liquidation  # type: ignore[assignment]
-    gross: float = snapshot.gross_position_value  # type: ignore[assignment]
+    nlv, gross = snapshot.net_liquidation, snapshot.gross_position_value
+    assert is_number(nlv) and is_number(gross)  # absent() vouched for them
     value = gross / nlv
     severity, clear = grade_above(value, config.warning, config.critical, config.clear_margin)
     envelope = ", ".join(
@@ -48,7 +55,8 @@ def leverage(
     if severity is Severity.OK:
         message = f"Gross leverage {times(value)} ({envelope})"
     else:
-        level: float = config.critical if severity is Severity.CRITICAL else config.warning  # type: ignore[assignment]
+        level = config.critical if severity is Severity.CRITICAL else config.warning
+        assert level is not None  # a level was breached
         shown = times(value) if times(value) != times(level) else f"{value:.5f}x"
         message = f"Gross leverage {shown} is above the {severity.value} level {times(level)}"
     action = None

@@ -19,6 +19,7 @@ from rules.model import (
     Severity,
     grade_above,
     grade_below,
+    is_number,
     worst,
 )
 from rules.text import money, names, pct
@@ -167,7 +168,8 @@ def leveraged_etf(
     lacking = absent(snapshot, "net_liquidation")
     if lacking:
         return missing(rule, snapshot, lacking)
-    nlv: float = snapshot.net_liquidation  # type: ignore[assignment]
+    nlv = snapshot.net_liquidation
+    assert is_number(nlv)  # absent() vouched for it
     ccy = snapshot.base_currency
     factors = leveraged_factors(config)
     positions = book(snapshot)
@@ -188,8 +190,9 @@ def leveraged_etf(
         lacking.append(f"market value of {names(unpriced)}")
     if lacking:
         return missing(rule, snapshot, lacking)
-    excess: float = snapshot.excess_liquidity  # type: ignore[assignment]
-    rows = []
+    excess = snapshot.excess_liquidity
+    assert is_number(excess)  # absent() vouched for it
+    rows: list[dict[str, Any]] = []
     sleeve = increase = required = 0.0
     for symbol, factor in held:
         value = positions.values.get(symbol, 0.0)

@@ -50,8 +50,8 @@ def look_ahead(
     lacking = absent(snapshot, "net_liquidation", "look_ahead_excess_liquidity")
     if lacking:
         return missing(rule, snapshot, lacking)
-    nlv: float = snapshot.net_liquidation  # type: ignore[assignment]
-    ahead: float = snapshot.look_ahead_excess_liquidity  # type: ignore[assignment]
+    nlv, ahead = snapshot.net_liquidation, snapshot.look_ahead_excess_liquidity
+    assert is_number(nlv) and is_number(ahead)  # absent() vouched for them
     warning = config.warning
     if warning is None:
         warning = (cushion or CushionConfig()).warning
@@ -59,7 +59,7 @@ def look_ahead(
     severity, clear = grade_below(value, warning, 0.0, config.clear_margin)
     current = snapshot.excess_liquidity
     # A look-ahead cushion no lower than today's adds nothing the cushion rule does not say.
-    adds_nothing = is_number(current) and ahead >= current - 0.005 * abs(nlv)  # type: ignore[operator]
+    adds_nothing = is_number(current) and ahead >= current - 0.005 * abs(nlv)
     if adds_nothing and severity is Severity.WARNING:
         severity = Severity.OK
     if adds_nothing and clear is Severity.WARNING:
@@ -96,8 +96,8 @@ def look_ahead(
     if severity is not Severity.OK:
         rate = None
         gross = snapshot.gross_position_value
-        if is_number(snapshot.look_ahead_maint_margin_req) and is_number(gross) and gross > 0:  # type: ignore[operator]
-            rate = snapshot.look_ahead_maint_margin_req / gross  # type: ignore[operator]
+        if is_number(snapshot.look_ahead_maint_margin_req) and is_number(gross) and gross > 0:
+            rate = snapshot.look_ahead_maint_margin_req / gross
         rate = rate or snapshot.maintenance_rate
         before = when.removeprefix("at ") if change is not None else "the next margin change"
         action = restore_action(

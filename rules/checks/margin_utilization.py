@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rules.common import RuleConfig, RuleSpec, absent, make, missing, not_applicable
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_above
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Severity,
+    grade_above,
+    is_number,
+)
 from rules.text import money, pct
 from rules.validation import fraction, ordered_above, positive
 
@@ -35,8 +42,8 @@ def margin_utilization(
     lacking = absent(snapshot, "net_liquidation", "cash_balance")
     if lacking:
         return missing(rule, snapshot, lacking)
-    nlv: float = snapshot.net_liquidation  # type: ignore[assignment]
-    loan: float = snapshot.margin_loan  # type: ignore[assignment]
+    nlv, loan = snapshot.net_liquidation, snapshot.margin_loan
+    assert is_number(nlv) and loan is not None  # absent() vouched for them
     ccy = snapshot.base_currency
     cap = config.warning if config.warning is not None else config.critical
     if loan <= 0:
@@ -50,7 +57,8 @@ def margin_utilization(
         message = f"The {share}" + (f" (cap {pct(cap)})" if cap is not None else "")
     else:
         level = config.critical if severity is Severity.CRITICAL else config.warning
-        message = f"The {share}, above the {pct(level)} cap"  # type: ignore[arg-type]
+        assert level is not None  # a level was breached
+        message = f"The {share}, above the {pct(level)} cap"
     action = None
     if severity is not Severity.OK and cap is not None:
         repay = loan - cap * nlv

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rules.common import RuleConfig, RuleSpec, absent, make, missing
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_below
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Severity,
+    grade_below,
+    is_number,
+)
 from rules.text import money
 from rules.validation import ordered_below, positive
 
@@ -32,9 +39,10 @@ def usd_equity(snapshot: AccountSnapshot) -> tuple[float | None, float | None, l
     rate = snapshot.rate_to_base("USD")
     if rate is None:
         lacking.append(f"USD exchange rate for base currency {snapshot.base_currency}")
-    if lacking:
+    nlv = snapshot.net_liquidation
+    if lacking or rate is None or not is_number(nlv):
         return None, rate, lacking
-    return snapshot.net_liquidation / rate, rate, []  # type: ignore[operator]
+    return nlv / rate, rate, []
 
 
 def deposit_text(snapshot: AccountSnapshot, usd: float, rate: float) -> str:

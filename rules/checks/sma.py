@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 from rules.clock import in_window, window_of, zone
 from rules.common import RuleConfig, RuleSpec, absent, make, missing
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_below
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Severity,
+    grade_below,
+    is_number,
+)
 from rules.text import money, pct
 from rules.validation import fraction, positive, window_fields
 
@@ -37,7 +44,8 @@ def sma(snapshot: AccountSnapshot, context: EvaluationContext, config: SmaConfig
     lacking = absent(snapshot, "sma")
     if lacking:
         return missing(rule, snapshot, lacking)
-    value: float = snapshot.sma  # type: ignore[assignment]
+    value = snapshot.sma
+    assert is_number(value)  # absent() vouched for it
     window = in_window(
         context.now,
         window_of(config.window_start, config.window_end),
