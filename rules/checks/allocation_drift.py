@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules import figures
-from rules.common import RuleConfig, RuleSpec, book, make, missing, not_applicable
+from rules.common import Book, RuleConfig, RuleSpec, make, missing, not_applicable
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_above
 from rules.text import money, names, pct
 from rules.validation import finite, fraction, ordered_above, set_field, symbol_map
@@ -51,14 +51,18 @@ class AllocationDriftConfig(RuleConfig):
 
 
 def allocation_drift(
-    snapshot: AccountSnapshot, context: EvaluationContext, config: AllocationDriftConfig
+    snapshot: AccountSnapshot,
+    context: EvaluationContext,
+    config: AllocationDriftConfig,
+    *,
+    book: Book | None = None,
 ) -> Finding:
     """Weights of the target symbols (value over their combined value) against the targets;
     the action lists the buys and sells, in base currency, that restore them."""
     rule = "allocation_drift"
     if not config.targets:
         return not_applicable(rule, snapshot, "No allocation targets configured")
-    positions = book(snapshot)
+    positions = Book.of(snapshot) if book is None else book
     unpriced = [symbol for symbol in config.targets if symbol in positions.unpriced]
     if unpriced:
         return missing(rule, snapshot, [f"market value of {names(unpriced)}"])

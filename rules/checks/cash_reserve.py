@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from rules import figures
 from rules.checks.financing_cost import NO_BENCHMARK, FinancingCostConfig
-from rules.common import RuleConfig, RuleSpec, absent, book, make, missing, not_applicable
+from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
 from rules.model import (
     AccountSnapshot,
     EvaluationContext,
@@ -44,6 +44,7 @@ def cash_reserve(
     config: CashReserveConfig,
     *,
     financing: FinancingCostConfig | None = None,
+    book: Book | None = None,
 ) -> Finding:
     """The reserve (ExcessLiquidity, or the value of the listed reserve holdings) against
     ``quarters`` quarters of the projected financing cost (from ``[rules.financing_cost]``)."""
@@ -63,7 +64,7 @@ def cash_reserve(
     if cost is None:
         return not_applicable(rule, snapshot, f"Reserve not checked; {NO_BENCHMARK}")
     if config.reserve_symbols:
-        positions = book(snapshot)
+        positions = Book.of(snapshot) if book is None else book
         unpriced = [s for s in config.reserve_symbols if s in positions.unpriced]
         if unpriced:
             return missing(rule, snapshot, [f"market value of {names(unpriced)}"])

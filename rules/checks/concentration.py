@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.checks.leveraged_etf import LeveragedEtfConfig, leveraged_factors
-from rules.common import RuleConfig, RuleSpec, absent, book, make, missing, not_applicable
+from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, is_number
 from rules.text import money, names, pct
 from rules.validation import fraction, positive, set_field, symbol_map
@@ -57,6 +57,7 @@ def concentration(
     config: ConcentrationConfig,
     *,
     leveraged: LeveragedEtfConfig | None = None,
+    book: Book | None = None,
 ) -> Finding:
     """Each holding's absolute value as a share of NLV: single stocks against ``stock_cap``,
     ETFs (stockType ETF, or a leveraged ETF of the factor table) against ``etf_cap``,
@@ -68,7 +69,7 @@ def concentration(
     nlv = snapshot.net_liquidation
     assert is_number(nlv)  # absent() vouched for it
     ccy = snapshot.base_currency
-    positions = book(snapshot)
+    positions = Book.of(snapshot) if book is None else book
     if not positions.quantities:
         return not_applicable(rule, snapshot, "No stock or ETF positions", value=0.0)
     factors = leveraged_factors(leveraged)

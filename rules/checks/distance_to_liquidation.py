@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from rules import figures
 from rules.common import (
     MIN_EQUITY,
+    Book,
     RuleConfig,
     RuleSpec,
     absent,
-    book,
     make,
     missing,
     not_applicable,
@@ -49,7 +49,11 @@ class DistanceToLiquidationConfig(RuleConfig):
 
 
 def distance_to_liquidation(
-    snapshot: AccountSnapshot, context: EvaluationContext, config: DistanceToLiquidationConfig
+    snapshot: AccountSnapshot,
+    context: EvaluationContext,
+    config: DistanceToLiquidationConfig,
+    *,
+    book: Book | None = None,
 ) -> Finding:
     """The uniform fall d* = EL / ((1 - m) x GPV) that empties ExcessLiquidity, with the cushion
     after each configured fall (EL' = EL - (1 - m) d GPV, NLV' = NLV - d x long value)."""
@@ -74,7 +78,7 @@ def distance_to_liquidation(
             snapshot,
             f"Maintenance is {pct(rate)} of positions: a uniform fall cannot empty ExcessLiquidity",
         )
-    positions = book(snapshot)
+    positions = Book.of(snapshot) if book is None else book
     long_value = positions.long_value if snapshot.positions and positions.all_priced else gross
     falls = {
         f"-{pct(fall)}": figures.cushion_after_fall(nlv, excess, gross, rate, fall, long_value)

@@ -11,7 +11,7 @@ from typing import Any
 from rules import figures
 from rules.checks.cushion import CushionConfig
 from rules.clock import in_window, window_of, zone
-from rules.common import RuleConfig, RuleSpec, absent, book, make, missing, not_applicable
+from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
 from rules.model import (
     AccountSnapshot,
     EvaluationContext,
@@ -154,6 +154,7 @@ def leveraged_etf(
     config: LeveragedEtfConfig,
     *,
     cushion: CushionConfig | None = None,
+    book: Book | None = None,
 ) -> Finding:
     """Leveraged and inverse ETFs: the sleeve's share of NLV, each one's Reg T requirement
     Min(50% x |factor|, 100%), and the cushion if those requirements applied now.
@@ -172,7 +173,7 @@ def leveraged_etf(
     assert is_number(nlv)  # absent() vouched for it
     ccy = snapshot.base_currency
     factors = leveraged_factors(config)
-    positions = book(snapshot)
+    positions = Book.of(snapshot) if book is None else book
     quantities = positions.quantities
     held = [(symbol, factor) for symbol, factor in factors.items() if symbol in quantities]
     if not held:

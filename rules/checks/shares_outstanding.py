@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules.common import RuleConfig, RuleSpec, book, make, not_applicable
+from rules.common import Book, RuleConfig, RuleSpec, make, not_applicable
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
 from rules.text import money, names, pct
 from rules.validation import fraction, ordered_above, positive, set_field, symbol_map
@@ -38,13 +38,17 @@ class SharesOutstandingConfig(RuleConfig):
 
 
 def shares_outstanding(
-    snapshot: AccountSnapshot, context: EvaluationContext, config: SharesOutstandingConfig
+    snapshot: AccountSnapshot,
+    context: EvaluationContext,
+    config: SharesOutstandingConfig,
+    *,
+    book: Book | None = None,
 ) -> Finding:
     """Holding / shares outstanding: above 1% a warning (IBKR raises the margin), at 5% or
     more critical (100% margin). Counts from config win over IB fundamental data; symbols with
     neither are named, the rest are graded."""
     rule = "shares_outstanding"
-    positions = book(snapshot)
+    positions = Book.of(snapshot) if book is None else book
     if not positions.quantities:
         return not_applicable(rule, snapshot, "No stock positions")
     known = context.shares_outstanding

@@ -40,6 +40,13 @@ def test_shared_sections_are_keywords_of_the_rule(entry):
         assert spec(other).id == other
 
 
+@pytest.mark.parametrize("entry", CATALOG, ids=[entry.id for entry in CATALOG])
+def test_rules_reading_positions_take_the_engines_sums(entry):
+    """A rule declares "positions" in ``reads`` exactly when it accepts the sums as ``book=``."""
+    parameters = inspect.signature(entry.check).parameters
+    assert ("book" in parameters) == ("positions" in entry.reads)
+
+
 def test_spec_and_unit_lookups():
     """Ids resolve to their spec and unit; an unknown id names the known ones."""
     assert spec("cushion").unit == unit_of("cushion") == "percent"
