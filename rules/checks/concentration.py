@@ -38,13 +38,6 @@ class ConcentrationConfig(RuleConfig):
         fraction("clear_margin", self.clear_margin)
         set_field(self, "overrides", symbol_map("overrides", self.overrides, positive))
 
-    def cap_for(self, symbol: str, is_etf: bool) -> float:
-        """The cap that applies to ``symbol``."""
-        override = self.overrides.get(symbol)
-        if override is not None:
-            return override
-        return self.etf_cap if is_etf else self.stock_cap
-
 
 def _sell_or_cover(symbol: str, value: float, amount: float, ccy: str) -> str:
     verb = "Sell" if value >= 0 else "Buy back"

@@ -111,11 +111,6 @@ class FinancingCostConfig(RuleConfig):
         fraction("loan_cut", self.loan_cut, allow_zero=False)
         fraction("clear_margin", self.clear_margin)
 
-    @property
-    def needs_benchmark(self) -> bool:
-        """True when some tier is a spread over the benchmark."""
-        return any(tier.spread is not None for tier in self.tiers)
-
 
 NO_BENCHMARK = (
     "cost not computed: the tiers are spreads over a benchmark and no benchmark_rate is "
