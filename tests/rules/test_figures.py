@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from rules import figures
 from rules.checks.financing_cost import FinancingCostConfig, InterestTier
+from rules.samples import SEED_FINANCING
 
-SEED_TIERS = (InterestTier(up_to=150_000, rate=0.03), InterestTier(rate=0.04))
+SEED_TIERS = SEED_FINANCING.tiers
 
 
 # -- tiered interest (001 seed) ---------------------------------------------------------------

@@ -6,19 +6,12 @@ from __future__ import annotations
 import pytest
 
 from rules.checks.cash_reserve import CashReserveConfig, cash_reserve
-from rules.checks.financing_cost import FinancingCostConfig, InterestTier
 from rules.model import EvaluationContext, Severity
-from rules.samples import SAMPLE_TIME, sample_snapshot, stock
+from rules.samples import SAMPLE_TIME, SEED_FINANCING, sample_snapshot, stock
 
 OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICAL, Severity.UNKNOWN
-SEED = FinancingCostConfig(tiers=(InterestTier(up_to=150_000, rate=0.03), InterestTier(rate=0.04)))
 LOAN_250K = {"cash_balance": -250_000.0}
-
-
-def history(year_ago: float | None = None, peak: float | None = None) -> EvaluationContext:
-    return EvaluationContext(
-        now=SAMPLE_TIME, financing_cost_year_ago=year_ago, peak_net_liquidation=peak
-    )
+NOON = EvaluationContext(now=SAMPLE_TIME)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +44,7 @@ def history(year_ago: float | None = None, peak: float | None = None) -> Evaluat
 def test_cash_reserve(values, config, severity, in_action):
     """$8,500 a year = $2,125 a quarter: the reserve must cover two quarters, $4,250."""
     finding = cash_reserve(
-        sample_snapshot(**LOAN_250K, **values), history(), config, financing=SEED
+        sample_snapshot(**LOAN_250K, **values), NOON, config, financing=SEED_FINANCING
     )
     assert finding.severity is severity
     assert (finding.action is None) if in_action is None else (in_action in finding.action)
@@ -60,12 +53,12 @@ def test_cash_reserve(values, config, severity, in_action):
 def test_cash_reserve_not_applicable_and_missing():
     """No loan or no benchmark: ok. No ExcessLiquidity: unknown."""
     no_loan = cash_reserve(
-        sample_snapshot(cash_balance=1.0), history(), CashReserveConfig(), financing=SEED
+        sample_snapshot(cash_balance=1.0), NOON, CashReserveConfig(), financing=SEED_FINANCING
     )
     assert no_loan.severity is OK and "No margin loan" in no_loan.message
-    no_benchmark = cash_reserve(sample_snapshot(), history(), CashReserveConfig())
+    no_benchmark = cash_reserve(sample_snapshot(), NOON, CashReserveConfig())
     assert no_benchmark.severity is OK and "benchmark_rate" in no_benchmark.message
     gap = cash_reserve(
-        sample_snapshot(excess_liquidity=None), history(), CashReserveConfig(), financing=SEED
+        sample_snapshot(excess_liquidity=None), NOON, CashReserveConfig(), financing=SEED_FINANCING
     )
     assert gap.severity is UNKNOWN and gap.data_missing

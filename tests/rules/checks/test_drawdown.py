@@ -11,10 +11,9 @@ from rules.samples import SAMPLE_TIME, sample_snapshot
 OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICAL, Severity.UNKNOWN
 
 
-def history(year_ago: float | None = None, peak: float | None = None) -> EvaluationContext:
-    return EvaluationContext(
-        now=SAMPLE_TIME, financing_cost_year_ago=year_ago, peak_net_liquidation=peak
-    )
+def history(peak: float | None = None) -> EvaluationContext:
+    """The context with the recorded NLV peak, when there is one."""
+    return EvaluationContext(now=SAMPLE_TIME, peak_net_liquidation=peak)
 
 
 @pytest.mark.parametrize(

@@ -7,22 +7,20 @@ import pytest
 
 from rules.checks.financing_cost import FinancingCostConfig, InterestTier, financing_cost
 from rules.model import EvaluationContext, Severity
-from rules.samples import SAMPLE_TIME, sample_snapshot
+from rules.samples import SAMPLE_TIME, SEED_FINANCING, sample_snapshot
 
 OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICAL, Severity.UNKNOWN
-SEED = FinancingCostConfig(tiers=(InterestTier(up_to=150_000, rate=0.03), InterestTier(rate=0.04)))
 LOAN_250K = {"cash_balance": -250_000.0}
 
 
-def history(year_ago: float | None = None, peak: float | None = None) -> EvaluationContext:
-    return EvaluationContext(
-        now=SAMPLE_TIME, financing_cost_year_ago=year_ago, peak_net_liquidation=peak
-    )
+def history(year_ago: float | None = None) -> EvaluationContext:
+    """The context with last year's financing cost, when there is one."""
+    return EvaluationContext(now=SAMPLE_TIME, financing_cost_year_ago=year_ago)
 
 
 def test_financing_cost_reports_the_seed_figures_without_history():
     """$250,000: $8,500 a year, 3.4%, $23.61 a day, +$1,250 for +0.5 pp; no history, no guess."""
-    finding = financing_cost(sample_snapshot(**LOAN_250K), history(), SEED)
+    finding = financing_cost(sample_snapshot(**LOAN_250K), history(), SEED_FINANCING)
     assert finding.severity is OK and not finding.data_missing
     assert round(finding.value, 2) == 8_500.00
     for text in (
@@ -55,7 +53,7 @@ def test_financing_cost_reports_the_seed_figures_without_history():
 )
 def test_financing_cost_year_over_year(year_ago, severity, clear, in_text):
     """Warning when the annual cost is more than 15% above a year ago."""
-    finding = financing_cost(sample_snapshot(**LOAN_250K), history(year_ago), SEED)
+    finding = financing_cost(sample_snapshot(**LOAN_250K), history(year_ago), SEED_FINANCING)
     assert finding.severity is severity
     assert finding.clear_severity is clear
     assert finding.threshold == pytest.approx(year_ago * 1.15)
@@ -64,7 +62,7 @@ def test_financing_cost_year_over_year(year_ago, severity, clear, in_text):
 
 def test_financing_cost_not_applicable_cases():
     """No loan, or spread tiers without a benchmark: ok with a message, not missing data."""
-    no_loan = financing_cost(sample_snapshot(cash_balance=5_000.0), history(), SEED)
+    no_loan = financing_cost(sample_snapshot(cash_balance=5_000.0), history(), SEED_FINANCING)
     assert no_loan.severity is OK and no_loan.value == 0.0
     assert "No margin loan" in no_loan.message
     unpriced = financing_cost(sample_snapshot(), history(), FinancingCostConfig())
@@ -76,7 +74,7 @@ def test_financing_cost_not_applicable_cases():
 
 def test_financing_cost_missing_cash():
     """No cash balance: unknown."""
-    finding = financing_cost(sample_snapshot(cash_balance=None), history(), SEED)
+    finding = financing_cost(sample_snapshot(cash_balance=None), history(), SEED_FINANCING)
     assert finding.severity is UNKNOWN and "TotalCashBalance (BASE)" in finding.message
 
 
