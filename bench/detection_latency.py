@@ -52,7 +52,7 @@ from monitor.settings import Settings, load_settings
 from monitor.sim.receiver import ReceivedMessage, Receiver
 from monitor.sim.scenarios import MovesStep, Scenario, Step, load_scenario
 from monitor.sim.server import SimulatedGateway
-from rules.config import CushionConfig
+from rules.checks.cushion import CushionConfig
 
 TARGET_MEDIAN_SECONDS = 1.0
 TARGET_RATIO = 100.0

@@ -51,7 +51,7 @@ from monitor.summary import (
     send_daily_summary,
     summarize,
 )
-from rules.config import LeverageConfig
+from rules.checks.leverage import LeverageConfig
 from rules.lifecycle import step
 from rules.model import Finding, Severity, grade_above
 

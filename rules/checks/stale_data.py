@@ -1,17 +1,33 @@
-"""The monitor's own health: is the data it judges by still flowing?
+"""The ``stale_data`` rule: is the data the monitor judges by still flowing?
 
-``stale_data`` reads only ``context`` (the link state and when values last arrived), so it also
-works on an empty snapshot while the gateway is down.
+It reads only ``context`` (the link state and when values last arrived), so it also works on
+an empty snapshot while the gateway is down.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from rules.clock import as_utc, utc_minute
-from rules.common import make
-from rules.config import StaleDataConfig
+from rules.common import RuleConfig, RuleSpec, make
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
+from rules.validation import positive
+
+
+@dataclass(frozen=True)
+class StaleDataConfig(RuleConfig):
+    """``stale_data``: values older than ``stale_minutes`` while connected is a warning;
+    disconnected for ``blind_minutes`` is critical ("monitor blind"), except inside the daily
+    restart window (until the disconnect outlasts it).
+    """
+
+    stale_minutes: float = 10.0
+    blind_minutes: float = 5.0
+
+    def __post_init__(self) -> None:
+        positive("stale_minutes", self.stale_minutes)
+        positive("blind_minutes", self.blind_minutes)
 
 
 def _minutes(later: datetime, earlier: datetime) -> float:
@@ -118,3 +134,8 @@ def stale_data(
         f"Account values {age:.1f} min old (stale after {config.stale_minutes:g} min)",
         details=details,
     )
+
+
+SPEC = RuleSpec(
+    "stale_data", stale_data, StaleDataConfig, "minutes", "age of IB's values; time disconnected"
+)

@@ -1,4 +1,4 @@
-"""The stale_data rule: stale values while connected, a blind monitor while disconnected."""
+"""The ``stale_data`` rule: stale values while connected, a blind monitor while disconnected."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from rules.config import StaleDataConfig
-from rules.health import stale_data
+from rules.checks.stale_data import StaleDataConfig, stale_data
 from rules.model import AccountSnapshot, EvaluationContext, Severity
 from rules.samples import SAMPLE_TIME, sample_snapshot
 
