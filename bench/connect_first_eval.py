@@ -35,7 +35,7 @@ from _common import machine, median, percentile, verdict
 from monitor.app import build_service
 from monitor.logs import configure_logging
 from monitor.settings import Settings, load_settings
-from monitor.simulator import SimulatedGateway
+from monitor.sim.server import SimulatedGateway
 
 TARGET_SECONDS = 1.0
 OVERALL_TIMEOUT = 120.0

@@ -47,11 +47,11 @@ from _common import machine, median, percentile, verdict
 
 from monitor.app import build_service, run_daemon
 from monitor.logs import configure_logging
-from monitor.receiver import ReceivedMessage, Receiver
 from monitor.settings import Settings, load_settings
-from monitor.sim_state import Scenario, Step
-from monitor.simulator import SimulatedGateway, load_scenario
-from rules.config import CushionConfig
+from monitor.sim.receiver import ReceivedMessage, Receiver
+from monitor.sim.scenarios import MovesStep, Scenario, Step, load_scenario
+from monitor.sim.server import SimulatedGateway
+from rules.checks.cushion import CushionConfig
 
 TARGET_MEDIAN_SECONDS = 1.0
 TARGET_RATIO = 100.0
@@ -153,7 +153,7 @@ async def make_plan(
         raise ValueError(f"{chosen}: no uniform gap-down breaches its cushion")
     base = SimulatedGateway(scenario)
     before = base.figures(chosen).get("Cushion")
-    shock = Step(at=0.0, action="moves", value={"all": -fall}, note="gap-down")
+    shock = MovesStep(at=0.0, moves={"all": -fall}, note="gap-down")
     base.move_prices({"all": -fall})
     after = base.figures(chosen).get("Cushion")
     description = (

@@ -24,7 +24,8 @@ from _common import machine, median, percentile, verdict
 
 from monitor.estimate import estimate, make_baseline, rate_lookup
 from rules import RULES, RulesConfig, evaluate, leveraged_factors
-from rules.config import AllocationDriftConfig, FinancingCostConfig
+from rules.checks.allocation_drift import AllocationDriftConfig
+from rules.checks.financing_cost import FinancingCostConfig
 from rules.model import AccountSnapshot, EvaluationContext
 from rules.samples import SAMPLE_TIME, synthetic_snapshot
 

@@ -80,7 +80,7 @@ def soak_scenario(accounts: int, positions: int, cadence: float) -> dict[str, An
 
 async def child_main(args: argparse.Namespace) -> None:
     """Serve the gateway; on ``run TICKS PER_TICK RATE SEED`` move prices, print ``done``."""
-    from monitor.simulator import SimulatedGateway
+    from monitor.sim.server import SimulatedGateway
 
     gateway = SimulatedGateway(soak_scenario(args.accounts, args.positions, args.cadence))
     await gateway.start()
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("ib_async").setLevel(logging.CRITICAL)
     if args.child:
-        logging.getLogger("monitor.simulator").setLevel(logging.WARNING)
+        logging.getLogger("monitor.sim").setLevel(logging.WARNING)
         asyncio.run(child_main(args))
         return 0
     if args.per_tick > args.accounts * args.positions:

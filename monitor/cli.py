@@ -2,9 +2,9 @@
 
 Every command takes ``--config PATH`` (or ``$MARGIN_MONITOR_CONFIG``). A configuration problem
 prints one message naming the key and exits non-zero without a traceback. Commands build what
-they run with the builders of :mod:`monitor.app`; those (and the demo, the simulator and the
-summary, which bring ib_async, Apprise, APScheduler or matplotlib) are imported inside the
-command that needs them, so ``--help`` starts without them.
+they run with the builders of :mod:`monitor.app`; those (and the demo and the summary, which
+bring ib_async, Apprise, APScheduler or matplotlib) are imported inside the command that needs
+them, so ``--help`` starts without them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -24,6 +25,8 @@ import structlog
 from monitor.logs import configure_logging, redactor
 from monitor.report import EXIT_CODES, account_report, report, unknown
 from monitor.settings import ConfigError, Settings, insecure_permissions_warning, load_settings
+from monitor.sim.scenarios import ScenarioError, load_scenario, scenario_json_schema
+from monitor.sim.server import DEFAULT_SCENARIO, serve
 from rules.catalog import unit_of
 from rules.clock import zone
 from rules.model import Severity
@@ -57,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"margin-monitor: {redactor.clean(str(error))}", file=sys.stderr)
         return 3 if args.command == "check" else 2
+    except ScenarioError as error:  # demo and simulate-gateway: a bad --scenario
+        print(f"margin-monitor: {error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
@@ -89,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="run the monitor against the built-in simulated gateway"
     )
     demo.add_argument("--scenario", default="selloff", help="built-in name or TOML file")
-    demo.add_argument("--speed", type=float, default=None, help="scenario time per second")
+    demo.add_argument(
+        "--speed", type=positive_number, default=None, help="scenario time per second"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     sim = commands.add_parser(
@@ -99,13 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=7497)
     sim.add_argument("--scenario", default=None, help="built-in name or TOML file")
     sim.add_argument(
-        "--speed", type=float, default=None, help="scenario seconds per second (default: its own)"
+        "--speed",
+        type=positive_number,
+        default=None,
+        help="scenario seconds per second (default: its own)",
     )
     sim.add_argument(
         "--cadence",
-        type=float,
+        type=positive_number,
         default=None,
         help="push account values only every N seconds (IB's real cadence is 180)",
+    )
+    sim.add_argument(
+        "--schema", action="store_true", help="print the JSON Schema of a scenario file and exit"
     )
     sim.set_defaults(handler=cmd_simulate)
 
@@ -141,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summary.set_defaults(handler=cmd_summary)
     return parser
+
+
+def positive_number(text: str) -> float:
+    """argparse type of --speed and --cadence: a finite number above zero."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above zero, got {text}")
+    return number
 
 
 def register_secrets(settings: Settings) -> None:
@@ -262,9 +287,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    """Serve the simulated gateway until interrupted."""
-    from monitor.simulator import serve
-
+    """Serve the simulated gateway until interrupted (or print the scenario JSON Schema)."""
+    if args.schema:
+        print(json.dumps(scenario_json_schema(), indent=2))
+        return 0
+    scenario = load_scenario(args.scenario or DEFAULT_SCENARIO)
     configure_logging("INFO", None, "console")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
@@ -273,13 +300,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
     print(
         f"simulated IB Gateway on {args.host}:{args.port} "
-        f"(scenario: {args.scenario or 'default'}); Ctrl-C to stop",
+        f"(scenario: {scenario.name}); Ctrl-C to stop",
         flush=True,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             serve(
-                args.scenario,
+                scenario,
                 host=args.host,
                 port=args.port,
                 speed=args.speed,

@@ -21,7 +21,8 @@ from monitor.app import build_daemon, build_service
 from monitor.clock import Clock, utc_now
 from monitor.daemon import daily_summary
 from monitor.settings import Settings
-from monitor.simulator import SimulatedGateway, load_scenario
+from monitor.sim.scenarios import load_scenario
+from monitor.sim.server import SimulatedGateway
 from rules import RulesConfig
 from rules.clock import zone
 

@@ -1,18 +1,19 @@
-"""Helpers the rule modules share: input checks, per-snapshot sums, windows and wording.
+"""What every rule module declares and uses: its spec, its settings' base, findings, input
+checks and the per-snapshot sums (:class:`Book`).
 
-Standard library only. The per-snapshot sums (:func:`book`) are computed once per snapshot and
-reused by every rule that walks the positions, so the whole catalog stays linear in the number
-of positions.
+Standard library only, and no state: everything here is a value or a pure function.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from rules.model import IB_MARGIN_TAGS, AccountSnapshot, Finding, Position, Severity, is_number
+from rules.text import Unit
+from rules.validation import FORBID_EXTRA
 
 #: IB's tag names, used in "data missing" messages.
 TAGS = {**IB_MARGIN_TAGS, "cushion": "Cushion", "cash_balance": "TotalCashBalance (BASE)"}
@@ -29,6 +30,48 @@ NON_NEGATIVE = frozenset(
 EQUITY_TYPES = frozenset({"STK", "ETF"})
 #: Contract-details stockType values that mark an ETF.
 ETF_STOCK_TYPES = frozenset({"ETF", "etf", "Etf"})
+
+
+# -- declaring a rule ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """The settings every rule has (``enabled``); each rule subclasses it with its own.
+
+    A subclass is a frozen dataclass whose ``__post_init__`` checks its values; pydantic
+    validates it from the ``[rules.<id>]`` TOML section and, through ``__pydantic_config__``,
+    rejects unknown keys.
+    """
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = FORBID_EXTRA
+
+    enabled: bool = True
+
+
+#: ``(snapshot, context, config, **shared) -> Finding``.
+RuleFunction = Callable[..., Finding]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """Everything about one rule that is not its arithmetic, declared beside its function.
+
+    ``id`` is stable (the ``rule`` of ``check --json`` and the ``[rules.<id>]`` section);
+    ``unit`` is how its measured value reads; ``reads`` names the snapshot fields it uses.
+    ``shares`` maps a keyword argument of ``check`` to the id of another rule whose section it
+    also receives (the leveraged-ETF rule reads the cushion levels). ``history`` maps a key of
+    the per-minute history row to the key of the finding's ``details`` it is copied from.
+    """
+
+    id: str
+    check: RuleFunction
+    config: type[RuleConfig]
+    unit: Unit
+    summary: str
+    reads: tuple[str, ...] = ()
+    shares: Mapping[str, str] = field(default_factory=dict)
+    history: Mapping[str, str] = field(default_factory=dict)
 
 
 # -- findings ---------------------------------------------------------------------------------
@@ -111,9 +154,11 @@ def absent(snapshot: AccountSnapshot, *fields: str) -> list[str]:
 # -- per-snapshot sums ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Book:
-    """Sums over one snapshot's positions, computed once and shared by the rules.
+    """Sums over one snapshot's positions: the engine builds them once per evaluation
+    (:meth:`of`) and hands them to every rule that reads positions, so the whole catalog stays
+    linear in the number of positions.
 
     Equity positions (secType STK) are summed per upper-cased symbol: ``quantities`` has every
     symbol held, ``values`` the base-currency market value of the priced positions, ``etfs``
@@ -130,9 +175,40 @@ class Book:
     short_value: float = 0.0
     all_priced: bool = True
 
-    def priced(self, symbol: str) -> bool:
-        """True when every position of ``symbol`` has a value in base currency."""
-        return symbol not in self.unpriced
+    @classmethod
+    def of(cls, snapshot: AccountSnapshot) -> Book:
+        """The sums of ``snapshot``'s positions, in one pass."""
+        values: dict[str, float] = {}
+        quantities: dict[str, float] = {}
+        etfs: set[str] = set()
+        unpriced: dict[str, None] = {}  # an ordered set
+        value_of, quantity_of = values.get, quantities.get
+        long_value = short_value = 0.0
+        all_priced = True
+        equity_types = EQUITY_TYPES
+        for position in snapshot.positions:
+            value = position.market_value_base
+            if value is None or value - value != 0:  # missing or not finite: try to convert
+                value = base_value(position, snapshot)
+            if value is None:
+                all_priced = False
+            elif value > 0:
+                long_value += value
+            else:
+                short_value -= value
+            if position.sec_type not in equity_types:
+                continue
+            symbol = position.symbol.upper()
+            quantities[symbol] = quantity_of(symbol, 0.0) + position.quantity * (
+                position.multiplier or 1.0
+            )
+            if value is None:
+                unpriced[symbol] = None
+            else:
+                values[symbol] = value_of(symbol, 0.0) + value
+            if position.stock_type in ETF_STOCK_TYPES:
+                etfs.add(symbol)
+        return cls(values, quantities, etfs, unpriced, long_value, short_value, all_priced)
 
 
 def base_value(position: Position, snapshot: AccountSnapshot) -> float | None:
@@ -146,46 +222,3 @@ def base_value(position: Position, snapshot: AccountSnapshot) -> float | None:
         if rate is not None:
             return local * rate
     return None
-
-
-_LAST: list[tuple[Any, Any]] = [(None, None)]
-
-
-def book(snapshot: AccountSnapshot) -> Book:
-    """The per-symbol sums of ``snapshot``'s equity positions (cached for the last snapshot)."""
-    cached_snapshot, cached_book = _LAST[0]
-    if cached_snapshot is snapshot:
-        return cached_book
-    values: dict[str, float] = {}
-    quantities: dict[str, float] = {}
-    etfs: set[str] = set()
-    unpriced: dict[str, None] = {}  # an ordered set
-    value_of, quantity_of = values.get, quantities.get
-    long_value = short_value = 0.0
-    all_priced = True
-    equity_types = EQUITY_TYPES
-    for position in snapshot.positions:
-        value = position.market_value_base
-        if value is None or value - value != 0:  # missing or not finite: try to convert
-            value = base_value(position, snapshot)
-        if value is None:
-            all_priced = False
-        elif value > 0:
-            long_value += value
-        else:
-            short_value -= value
-        if position.sec_type not in equity_types:
-            continue
-        symbol = position.symbol.upper()
-        quantities[symbol] = quantity_of(symbol, 0.0) + position.quantity * (
-            position.multiplier or 1.0
-        )
-        if value is None:
-            unpriced[symbol] = None
-        else:
-            values[symbol] = value_of(symbol, 0.0) + value
-        if position.stock_type in ETF_STOCK_TYPES:
-            etfs.add(symbol)
-    result = Book(values, quantities, etfs, unpriced, long_value, short_value, all_priced)
-    _LAST[0] = (snapshot, result)  # one store: safe if two threads evaluate at once
-    return result

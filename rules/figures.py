@@ -22,10 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from rules.config import FinancingCostConfig, InterestTier
+from typing import Protocol
 
 #: Reg T end-of-day initial requirement base, long or short.
 REG_T_BASE = 0.50
@@ -36,6 +33,30 @@ MAINTENANCE_SHORT_BASE = 0.30
 
 
 # -- financing cost ---------------------------------------------------------------------------
+
+
+class InterestTier(Protocol):
+    """One tier of a tiered rate (``rules.checks.financing_cost.InterestTier`` is one)."""
+
+    @property
+    def up_to(self) -> float | None: ...
+    @property
+    def rate(self) -> float | None: ...
+    @property
+    def spread(self) -> float | None: ...
+
+
+class FinancingTerms(Protocol):
+    """How a loan is charged (the ``[rules.financing_cost]`` settings are such terms)."""
+
+    @property
+    def tiers(self) -> Sequence[InterestTier]: ...
+    @property
+    def benchmark_rate(self) -> float | None: ...
+    @property
+    def day_count(self) -> int: ...
+    @property
+    def rate_rise(self) -> float: ...
 
 
 def tier_rates(
@@ -117,7 +138,7 @@ class FinancingCost:
     day_count: int
 
 
-def financing_cost(balance: float, config: FinancingCostConfig) -> FinancingCost | None:
+def financing_cost(balance: float, config: FinancingTerms) -> FinancingCost | None:
     """The cost of ``balance`` under ``config``'s tiers.
 
     ``None`` when a spread tier applies and no ``benchmark_rate`` is configured: the cost is
@@ -152,43 +173,6 @@ def leveraged_maintenance(factor: float, *, long: bool) -> float:
     return leveraged_requirement(factor, MAINTENANCE_LONG_BASE if long else MAINTENANCE_SHORT_BASE)
 
 
-@dataclass(frozen=True, slots=True)
-class MarginFigures:
-    """Account figures of a simple margin account (one requirement rate for all positions)."""
-
-    net_liquidation: float
-    equity_with_loan: float
-    gross_position_value: float
-    init_margin_req: float
-    maint_margin_req: float
-    available_funds: float
-    excess_liquidity: float
-    cushion: float | None
-
-
-def margin_account(
-    cash: float, market_value: float, initial_rate: float, maintenance_rate: float
-) -> MarginFigures:
-    """The figures of an account holding ``cash`` (negative = loan) and long stock.
-
-    ELV = cash + MV; IM = initial_rate x MV; AF = ELV - IM; EL = ELV - MM; cushion = EL / NLV.
-    """
-    elv = cash + market_value
-    initial = initial_rate * abs(market_value)
-    maintenance = maintenance_rate * abs(market_value)
-    excess = elv - maintenance
-    return MarginFigures(
-        net_liquidation=elv,
-        equity_with_loan=elv,
-        gross_position_value=abs(market_value),
-        init_margin_req=initial,
-        maint_margin_req=maintenance,
-        available_funds=elv - initial,
-        excess_liquidity=excess,
-        cushion=excess / elv if elv > 0 else None,
-    )
-
-
 # -- falls, liquidation, restoring trades -----------------------------------------------------
 
 
@@ -212,6 +196,11 @@ def excess_after_fall(
     return excess_liquidity - (1 - maintenance_rate) * fall * gross_position_value
 
 
+def equity_after_fall(net_liquidation: float, fall: float, long_value: float) -> float:
+    """NLV after a uniform fall: NLV' = NLV - fall x long value (a rise is a negative fall)."""
+    return net_liquidation - fall * long_value
+
+
 def cushion_after_fall(
     net_liquidation: float,
     excess_liquidity: float,
@@ -226,7 +215,7 @@ def cushion_after_fall(
     defaults to GPV: an all-long book). ``None`` when NLV' <= 0 (the equity is gone).
     """
     longs = gross_position_value if long_value is None else long_value
-    nlv_after = net_liquidation - fall * longs
+    nlv_after = equity_after_fall(net_liquidation, fall, longs)
     if nlv_after <= 0:
         return None
     return excess_after_fall(excess_liquidity, gross_position_value, maintenance_rate, fall) / (
@@ -297,32 +286,3 @@ def drawdown(net_liquidation: float, peak: float | None) -> float | None:
 def loan_cut(margin_loan: float, fraction: float = 0.20) -> float:
     """The repayment that cuts a margin loan by ``fraction`` (20% by default)."""
     return max(margin_loan, 0.0) * fraction
-
-
-# -- the 000 seed's arithmetic ----------------------------------------------------------------
-
-
-def freed_collateral(portfolio_value: float, from_rate: float, to_rate: float) -> float:
-    """Collateral freed when the requirement drops from ``from_rate`` to ``to_rate``."""
-    return portfolio_value * (from_rate - to_rate)
-
-
-@dataclass(frozen=True, slots=True)
-class Carry:
-    """Yearly gross return, borrowing cost and net gain on borrowed money."""
-
-    gross: float
-    cost: float
-    net: float
-
-
-def carry(amount: float, gross_return: float, borrow_rate: float) -> Carry:
-    """Gross return minus the cost of borrowing ``amount`` for a year."""
-    gross = amount * gross_return
-    cost = amount * borrow_rate
-    return Carry(gross, cost, gross - cost)
-
-
-def levered_loss(fall: float, exposure: float) -> float:
-    """The share of equity lost when the market falls ``fall`` at ``exposure`` x equity."""
-    return fall * exposure

@@ -81,11 +81,6 @@ class AlertState:
     sequence: int = 0
 
     @property
-    def firing(self) -> bool:
-        """True while an alert is open for this key."""
-        return self.severity != Severity.OK
-
-    @property
     def key(self) -> tuple[str, str]:
         """The (account, rule) this state belongs to."""
         return (self.account, self.rule)

@@ -8,11 +8,23 @@ or as its "unset" sentinel) is ``None``, never ``0``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # typing.TypeIs from Python 3.13; never imported at run time
+    from typing_extensions import TypeIs
+
+    class Finite(float):
+        """A float :func:`is_number` has checked: finite, never NaN or an infinity.
+
+        A name for the type checker only (no value is ever of this class): narrowing to a
+        subclass of float, rather than to float, keeps ``float | None`` as it is after
+        ``not is_number(x)``, since a NaN is a float that is no number to compute with.
+        """
+
 
 #: Snapshot field -> the IB account tag it is read from (in base currency; the connector falls
 #: back to the "-S" securities segment). Cushion and the BASE cash rows are read separately.
@@ -52,7 +64,7 @@ class Severity(StrEnum):
 _RANK = {Severity.OK: 0, Severity.UNKNOWN: 1, Severity.WARNING: 2, Severity.CRITICAL: 3}
 
 
-def worst(severities: Any) -> Severity:
+def worst(severities: Iterable[Severity]) -> Severity:
     """Return the worst of an iterable of severities (``ok`` when empty)."""
     result = Severity.OK
     for severity in severities:
@@ -61,8 +73,8 @@ def worst(severities: Any) -> Severity:
     return result
 
 
-def is_number(value: float | None) -> bool:
-    """True for a finite float: what a rule may compute with."""
+def is_number(value: object) -> TypeIs[Finite]:
+    """True for a finite int or float: what a rule may compute with (a type guard)."""
     return value is not None and isinstance(value, int | float) and math.isfinite(value)
 
 
@@ -136,32 +148,32 @@ class AccountSnapshot:
         """The margin loan: the negative part of the base-currency cash balance (0 when none)."""
         if not is_number(self.cash_balance):
             return None
-        return max(0.0, -self.cash_balance)  # type: ignore[operator]
+        return max(0.0, -self.cash_balance)
 
     @property
     def leverage(self) -> float | None:
         """Gross leverage GPV / NLV, ``None`` when either is missing or NLV is not positive."""
         if not (is_number(self.gross_position_value) and is_number(self.net_liquidation)):
             return None
-        if self.net_liquidation <= 0:  # type: ignore[operator]
+        if self.net_liquidation <= 0:
             return None
-        return self.gross_position_value / self.net_liquidation  # type: ignore[operator]
+        return self.gross_position_value / self.net_liquidation
 
     @property
     def maintenance_rate(self) -> float | None:
         """The portfolio's average maintenance rate m = MaintMarginReq / GPV."""
         if not (is_number(self.maint_margin_req) and is_number(self.gross_position_value)):
             return None
-        if self.gross_position_value <= 0:  # type: ignore[operator]
+        if self.gross_position_value <= 0:
             return None
-        return self.maint_margin_req / self.gross_position_value  # type: ignore[operator]
+        return self.maint_margin_req / self.gross_position_value
 
     def rate_to_base(self, currency: str) -> float | None:
         """How many units of base currency one unit of ``currency`` is worth."""
         if currency in ("", "BASE", self.base_currency):
             return 1.0
         rate = self.exchange_rates.get(currency)
-        return rate if is_number(rate) and rate > 0 else None  # type: ignore[operator]
+        return rate if is_number(rate) and rate > 0 else None
 
 
 @dataclass(frozen=True, slots=True)

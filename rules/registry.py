@@ -1,44 +1,61 @@
-"""The catalog of rules and the engine that runs it.
+"""The engine that runs the catalog.
 
 ``RULES`` maps each stable rule id (the ``rule`` field of ``check --json``) to its function, in
 the order of :data:`rules.catalog.CATALOG`, from which everything here derives.
 :func:`evaluate` runs every enabled rule on one account snapshot and returns exactly one finding
 per rule; a rule that raises becomes an ``unknown`` finding with the
-error text, so one bad rule never stops the others.
+error text, so one bad rule never stops the others. It sums the positions once
+(:class:`rules.common.Book`) and hands the sums to each rule that reads positions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
 
-from rules.catalog import CATALOG, RuleFunction, spec
+from rules.catalog import CATALOG, spec
+from rules.common import Book, RuleConfig, RuleFunction
 from rules.config import RulesConfig
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, worst
 
 RULES: dict[str, RuleFunction] = {entry.id: entry.check for entry in CATALOG}
 
+#: The rules that read positions: they take the per-snapshot sums as ``book=``.
+_READ_POSITIONS = frozenset(entry.id for entry in CATALOG if "positions" in entry.reads)
 
-def rule_config(config: RulesConfig, rule: str) -> Any:
+
+def _section(config: RulesConfig, rule: str) -> RuleConfig:
     """The ``[rules.<rule>]`` section of ``config``."""
-    return getattr(config, rule)
+    section: RuleConfig = getattr(config, rule)
+    return section
 
 
 def enabled_rules(config: RulesConfig) -> list[str]:
     """The ids of the enabled rules, in catalog order."""
-    return [rule for rule in RULES if rule_config(config, rule).enabled]
+    return [rule for rule in RULES if _section(config, rule).enabled]
 
 
 def run_rule(
-    rule: str, snapshot: AccountSnapshot, context: EvaluationContext, config: RulesConfig
+    rule: str,
+    snapshot: AccountSnapshot,
+    context: EvaluationContext,
+    config: RulesConfig,
+    book: Book | None = None,
 ) -> Finding:
-    """Run one rule with its section (and any shared sections); an exception becomes ``unknown``."""
+    """Run one rule with its section (and any shared sections); an exception becomes ``unknown``.
+
+    ``book`` is ``snapshot``'s position sums when the caller has them; without, a rule that
+    reads positions sums them itself.
+    """
     entry = spec(rule)
     function = entry.check
-    shared = {keyword: rule_config(config, section) for keyword, section in entry.shares.items()}
+    extra: dict[str, object] = {
+        keyword: _section(config, section) for keyword, section in entry.shares.items()
+    }
+    if book is not None and rule in _READ_POSITIONS:
+        extra["book"] = book
     try:
-        finding = function(snapshot, context, rule_config(config, rule), **shared)
+        finding = function(snapshot, context, _section(config, rule), **extra)
     except Exception as error:  # a broken rule must never stop the engine
         finding = Finding(
             rule=rule,
@@ -65,7 +82,14 @@ def evaluate(
     A disabled rule is simply absent from the result.
     """
     settings = config if config is not None else RulesConfig()
-    return [run_rule(rule, snapshot, context, settings) for rule in enabled_rules(settings)]
+    rules = enabled_rules(settings)
+    book = None
+    if _READ_POSITIONS.intersection(rules):
+        try:
+            book = Book.of(snapshot)
+        except Exception:  # garbage positions: each rule that reads them reports the error
+            book = None
+    return [run_rule(rule, snapshot, context, settings, book) for rule in rules]
 
 
 def overall_status(findings: Iterable[Finding]) -> Severity:

@@ -12,10 +12,16 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from rules.checks.financing_cost import FinancingCostConfig, InterestTier
 from rules.model import AccountSnapshot, Position
 
 #: A fixed, timezone-aware moment (Monday 2026-05-11 12:00 America/New_York).
 SAMPLE_TIME = datetime(2026, 5, 11, 16, 0, tzinfo=UTC)
+
+#: The 001 seed's financing terms: 3.0% up to $150,000, 4.0% above (margin-rules.md section 5).
+SEED_FINANCING = FinancingCostConfig(
+    tiers=(InterestTier(up_to=150_000, rate=0.03), InterestTier(rate=0.04))
+)
 
 
 def stock(

@@ -47,9 +47,7 @@ def names(symbols: Iterable[str], limit: int = 10) -> str:
     return f"{shown} and {rest} more" if rest > 0 else shown
 
 
-def format_value(
-    value: float | None, unit: Unit, currency: str = "", *, digits: int = 2
-) -> str:
+def format_value(value: float | None, unit: Unit, currency: str = "", *, digits: int = 2) -> str:
     """A measured value or threshold at fixed precision: ``8.12%``, ``1.85x``, ``USD 1,234.00``,
     ``12 min``; ``n/a`` when unknown. ``digits`` sets the decimals of percentages and
     multiples."""

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from monitor.simulator import Scenario, SimulatedGateway
+from monitor.sim.scenarios import Scenario
+from monitor.sim.server import SimulatedGateway
 
 
 @pytest.fixture

@@ -31,10 +31,10 @@ from monitor.estimate import (
     moved_since,
     rate_lookup,
 )
-from monitor.receiver import ReceivedMessage, Receiver
 from monitor.service import AccountView
 from monitor.settings import Settings
-from monitor.simulator import SimulatedGateway
+from monitor.sim.receiver import ReceivedMessage, Receiver
+from monitor.sim.server import SimulatedGateway
 from rules import leveraged_factors
 from rules.model import AccountSnapshot, Position
 from rules.samples import SAMPLE_TIME, stock

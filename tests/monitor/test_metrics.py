@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.app import build_service
 from monitor.metrics import MetricsServer
 from monitor.notifier import Notification
-from monitor.receiver import Receiver
 from monitor.service import AccountView, MonitorService
 from monitor.settings import load_settings
+from monitor.sim.receiver import Receiver
 from rules.model import AccountSnapshot, Position
 
 T0 = datetime(2026, 6, 15, 18, 0, tzinfo=UTC)

@@ -24,7 +24,7 @@ from monitor.notifier import (
     notification_for,
     redact,
 )
-from monitor.receiver import Receiver
+from monitor.sim.receiver import Receiver
 from monitor.store import Store
 from rules.lifecycle import LifecyclePolicy, step
 from rules.model import Finding, Severity, grade_below

@@ -36,8 +36,8 @@ import pytest
 from monitor.app import build_service, summary_trigger
 from monitor.cli import main
 from monitor.daemon import daily_summary
-from monitor.receiver import Receiver
 from monitor.settings import load_settings
+from monitor.sim.receiver import Receiver
 from monitor.store import Store
 from monitor.summary import (
     CHART_SIZE,
@@ -50,7 +50,7 @@ from monitor.summary import (
     render_text,
     summarize,
 )
-from rules.config import LeverageConfig
+from rules.checks.leverage import LeverageConfig
 from rules.lifecycle import step
 from rules.model import Finding, Severity, grade_above
 

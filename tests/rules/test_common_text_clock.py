@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from rules.clock import in_window, window_of, zone
-from rules.common import book
+from rules.common import Book
 from rules.model import Position
 from rules.samples import sample_snapshot, stock
 from rules.text import money, pct
@@ -56,18 +56,18 @@ def test_book_sums_symbols_and_converts_currencies():
         [stock("AAPL", 3_000.0, con_id=1), stock("aapl", 2_000.0, con_id=2), foreign, option],
         exchange_rates={"EUR": 1.1},
     )
-    positions = book(snapshot)
+    positions = Book.of(snapshot)
     assert positions.values == {"AAPL": 5_000.0, "SAP": pytest.approx(1_100.0)}
     assert positions.quantities["SAP"] == 10.0
     assert positions.long_value == pytest.approx(6_600.0)  # the option counts here only
     assert positions.all_priced and not positions.unpriced
-    assert book(snapshot) is positions  # computed once per snapshot
+    assert Book.of(snapshot) == positions  # a value: no state kept between calls
 
 
 def test_book_marks_unpriced_symbols():
     """A position without any usable value makes its symbol unpriced."""
     no_rate = Position("SAP", 7, "STK", 10.0, "EUR", market_value=1_000.0)
-    positions = book(sample_snapshot([no_rate, stock("KO", float("nan"))]))
+    positions = Book.of(sample_snapshot([no_rate, stock("KO", float("nan"))]))
     assert list(positions.unpriced) == ["SAP", "KO"]
     assert not positions.all_priced
-    assert not positions.priced("SAP")
+    assert "SAP" in positions.unpriced and "KO" not in positions.values

@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules import figures
-from rules.config import FinancingCostConfig, InterestTier
+from rules.checks.financing_cost import FinancingCostConfig, InterestTier
+from rules.samples import SEED_FINANCING
 
-SEED_TIERS = (InterestTier(up_to=150_000, rate=0.03), InterestTier(rate=0.04))
+SEED_TIERS = SEED_FINANCING.tiers
 
 
 # -- tiered interest (001 seed) ---------------------------------------------------------------
@@ -130,16 +131,23 @@ def test_leveraged_maintenance_long_and_short():
     ids=["buy-at-40", "rise-to-45", "fall-to-35"],
 )
 def test_reg_t_sequence(price, mv, elv, im, af, cushion):
-    """Deposit $10,000, buy 500 @ $40 on margin (IM = MM = 25%), then the price moves."""
-    account = figures.margin_account(
-        cash=10_000 - 500 * 40, market_value=500 * price, initial_rate=0.25, maintenance_rate=0.25
-    )
-    assert round(account.gross_position_value, 2) == mv
-    assert round(account.equity_with_loan, 2) == elv
-    assert round(account.init_margin_req, 2) == im
-    assert round(account.available_funds, 2) == af
-    assert round(account.excess_liquidity, 2) == af  # IM == MM, so EL == AF
-    assert round(account.cushion, 4) == cushion
+    """IB's Reg T example (IM = MM = 25%) follows from the fall arithmetic.
+
+    Deposit $10,000 and buy 500 @ $40 on margin: cash -10,000, MV 20,000, ELV = NLV = 10,000,
+    IM = MM = 0.25 x 20,000 = 5,000, AF = EL = 10,000 - 5,000 = 5,000. A move to price p is a
+    fall d = 1 - p / 40 of the all-long book: NLV' = 10,000 - d x 20,000 and
+    EL' = 5,000 - 0.75 x d x 20,000. At $45 (d = -12.5%): ELV 12,500, AF = EL 6,875,
+    IM = 12,500 - 6,875 = 5,625 (25% of 22,500); at $35 (d = 12.5%): ELV 7,500, AF 3,125,
+    IM 4,375; the cushions are 5,000 / 10,000 = 50%, 6,875 / 12,500 = 55%, 3,125 / 7,500.
+    """
+    fall = 1 - price / 40
+    equity = figures.equity_after_fall(10_000, fall, 20_000)
+    excess = figures.excess_after_fall(5_000, 20_000, 0.25, fall)
+    assert round(20_000 * (1 - fall), 2) == mv
+    assert round(equity, 2) == elv
+    assert round(excess, 2) == af  # IM == MM, so EL == AF
+    assert round(equity - excess, 2) == im
+    assert round(figures.cushion_after_fall(10_000, 5_000, 20_000, 0.25, fall), 4) == cushion
 
 
 # -- liquidation, restoring trades ------------------------------------------------------------
@@ -235,20 +243,29 @@ def test_loan_cut():
 # -- the 000 seed -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("compute", "expected"),
-    [
-        (lambda: figures.freed_collateral(500_000, 0.50, 0.35), 75_000.00),
-        (lambda: figures.carry(75_000, 0.07, 0.03).gross, 5_250.00),
-        (lambda: figures.carry(75_000, 0.07, 0.03).cost, 2_250.00),
-        (lambda: figures.carry(75_000, 0.07, 0.03).net, 3_000.00),
-        (lambda: figures.levered_loss(0.12, 1.5) * 100, 18.00),
-    ],
-    ids=["freed-75000", "gross-5250", "cost-2250", "net-3000", "fall-12-at-1.5x-18pct"],
-)
-def test_seed_000_figures(compute, expected):
-    """Margin 50% -> 35% on $500,000; 7% return and 3% cost on $75,000; 12% fall at 1.5x."""
-    assert round(compute(), 2) == expected
+def test_seed_000_freed_collateral():
+    """Margin 50% -> 35% on $500,000 frees 500,000 x (0.50 - 0.35) = $75,000 (a holding's
+    requirement is Min(base x 1, 100%) = base for an unlevered fund)."""
+    before = figures.leveraged_requirement(1.0, 0.50) * 500_000
+    after = figures.leveraged_requirement(1.0, 0.35) * 500_000
+    assert round(before - after, 2) == 75_000.00
+
+
+def test_seed_000_carry():
+    """$75,000 borrowed at 3% costs 0.03 x 75,000 = $2,250 a year; a 7% return earns
+    0.07 x 75,000 = $5,250, so the carry nets 5,250 - 2,250 = $3,000."""
+    cost = figures.financing_cost(75_000, FinancingCostConfig(tiers=(InterestTier(rate=0.03),)))
+    assert cost is not None
+    assert round(cost.annual, 2) == 2_250.00
+    assert round(0.07 * 75_000 - cost.annual, 2) == 3_000.00
+
+
+def test_seed_000_levered_fall():
+    """A 12% fall at 1.5x exposure costs 18% of equity: NLV 100,000 holding 150,000 loses
+    0.12 x 150,000 = 18,000, so NLV' = 82,000, 18% below the 100,000 peak."""
+    equity = figures.equity_after_fall(100_000, 0.12, 150_000)
+    assert round(equity, 2) == 82_000.00
+    assert round(figures.drawdown(equity, 100_000) * 100, 2) == 18.00
 
 
 # -- properties -------------------------------------------------------------------------------

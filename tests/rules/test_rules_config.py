@@ -1,4 +1,5 @@
-"""Rule configuration: documented defaults, clear validation errors, and pydantic compatibility."""
+"""The configuration aggregate: one section per catalog entry, documented defaults, typed
+access, and pydantic compatibility (each rule's own settings are tested with the rule)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,11 @@ import dataclasses
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from rules import RULES
-from rules.config import (
-    AllocationDriftConfig,
-    CushionConfig,
-    DistanceToLiquidationConfig,
-    FinancingCostConfig,
-    InterestTier,
-    LeverageConfig,
-    LeveragedEtfConfig,
-    RulesConfig,
-    SharesOutstandingConfig,
-    SmaConfig,
-    leveraged_factors,
-)
+from rules import RULES, RulesConfig
+from rules.catalog import CATALOG
+from rules.checks.cushion import CushionConfig
+from rules.checks.financing_cost import FinancingCostConfig, InterestTier
+from rules.checks.stale_data import StaleDataConfig
 
 
 def test_one_section_per_rule_id():
@@ -78,96 +70,30 @@ def test_documented_defaults(path, expected):
     assert value == expected
 
 
-def test_default_tiers_are_ibkr_pro_usd_spreads():
-    """IBKR Pro USD: BM+1.5% to 100k, +1% to 1M, +0.75% to 50M, +0.5% to 200M and above."""
-    tiers = FinancingCostConfig().tiers
-    assert [(t.up_to, t.spread) for t in tiers] == [
-        (100_000, 0.015),
-        (1_000_000, 0.01),
-        (50_000_000, 0.0075),
-        (200_000_000, 0.005),
-        (None, 0.005),
-    ]
-    assert FinancingCostConfig().benchmark_rate is None  # it moves: configuration only
+def test_sections_are_derived_from_the_catalog():
+    """One field per catalog entry, in catalog order, typed by the rule's settings class."""
+    fields = dataclasses.fields(RulesConfig)
+    assert [(f.name, f.type) for f in fields] == [(e.id, e.config) for e in CATALOG]
 
 
-@pytest.mark.parametrize(
-    ("build", "fragment"),
-    [
-        (lambda: CushionConfig(warning=0.1, critical=0.2), "warning (0.1) must be above critical"),
-        (lambda: CushionConfig(warning=1.5), "warning must be a fraction"),
-        (lambda: CushionConfig(critical=float("nan")), "critical must be a finite number"),
-        (lambda: LeverageConfig(warning=2.5, critical=2.0), "warning (2.5) must be below critical"),
-        (lambda: AllocationDriftConfig(targets={"A": 0.5, "B": 0.4}), "sum to 0.9"),
-        (lambda: AllocationDriftConfig(targets={"A": 60, "B": 40}), "look like percent"),
-        (lambda: AllocationDriftConfig(targets={"A": -0.5, "B": 1.5}), "targets.A"),
-        (lambda: InterestTier(up_to=10), "exactly one of rate"),
-        (lambda: InterestTier(rate=0.03, spread=0.01), "exactly one of rate"),
-        (
-            lambda: FinancingCostConfig(
-                tiers=(InterestTier(up_to=200, rate=0.03), InterestTier(up_to=100, rate=0.04))
-            ),
-            "ascending",
-        ),
-        (
-            lambda: FinancingCostConfig(tiers=(InterestTier(rate=0.03), InterestTier(rate=0.04))),
-            "only the last tier may omit up_to",
-        ),
-        (lambda: FinancingCostConfig(day_count=300), "day_count must be 360"),
-        (lambda: FinancingCostConfig(tiers=()), "at least one tier"),
-        (lambda: LeveragedEtfConfig(window_start="3pm"), "window_start must be a time 'HH:MM'"),
-        (lambda: SmaConfig(timezone="Mars/Olympus"), "unknown timezone 'Mars/Olympus'"),
-        (lambda: LeveragedEtfConfig(factors={"XYZ": 50}), "factors.XYZ"),
-        (lambda: SharesOutstandingConfig(shares_outstanding={"AAPL": 0}), "AAPL must be above 0"),
-        (lambda: DistanceToLiquidationConfig(falls=(0.1, 2.0)), "falls must be a fraction"),
-    ],
-    ids=[
-        "cushion-order",
-        "cushion-range",
-        "cushion-nan",
-        "leverage-order",
-        "targets-sum",
-        "targets-percent",
-        "targets-negative",
-        "tier-no-rate",
-        "tier-both",
-        "tiers-order",
-        "tiers-open-middle",
-        "day-count",
-        "tiers-empty",
-        "window-format",
-        "timezone",
-        "factor-range",
-        "shares-zero",
-        "falls-range",
-    ],
-)
-def test_invalid_values_say_what_to_fix(build, fragment):
-    """Each ValueError names the field and the problem."""
-    with pytest.raises(ValueError) as caught:
-        build()
-    assert fragment in str(caught.value)
+def test_section_returns_the_typed_section():
+    """``section(Kind)`` is the section of the rule whose settings class is Kind."""
+    config = RulesConfig(stale_data=StaleDataConfig(stale_minutes=3))
+    assert config.section(StaleDataConfig) is config.stale_data
+    assert config.section(StaleDataConfig).stale_minutes == 3
+    assert config.section(CushionConfig) == CushionConfig()
+    with pytest.raises(KeyError, match="InterestTier is not the settings class of a rule"):
+        config.section(InterestTier)  # a tier, not a rule's settings
 
 
-def test_symbols_are_upper_cased():
-    """Symbol keys and lists are normalised to IB's upper case."""
-    drift = AllocationDriftConfig(targets={"schd": 0.4, "voo": 0.4, "bnd": 0.2})
-    assert list(drift.targets) == ["SCHD", "VOO", "BND"]
-    assert LeveragedEtfConfig(factors={"tqqq": 2}).factors == {"TQQQ": 2.0}
-
-
-def test_leveraged_factors_merge_over_the_builtin_table():
-    """Config factors add to and override the built-in table; 0 removes a symbol."""
-    table = leveraged_factors(LeveragedEtfConfig(factors={"NEWX": 2, "TQQQ": 0, "UVXY": 2}))
-    assert table["NEWX"] == 2
-    assert "TQQQ" not in table
-    assert table["UVXY"] == 2
-    builtin = leveraged_factors()
-    for symbol, factor in {
-        "TQQQ": 3, "SQQQ": -3, "UPRO": 3, "SPXU": -3, "SSO": 2, "SDS": -2, "QLD": 2,
-        "SOXL": 3, "SOXS": -3, "TNA": 3, "TZA": -3, "TMF": 3, "TMV": -3,
-    }.items():  # fmt: skip
-        assert builtin[symbol] == factor
+def test_replace_swaps_one_section():
+    """``dataclasses.replace`` changes one section and keeps the others (the demo relies on it)."""
+    config = RulesConfig()
+    changed = dataclasses.replace(config, financing_cost=FinancingCostConfig(benchmark_rate=0.0433))
+    assert changed.financing_cost.benchmark_rate == 0.0433
+    assert changed.cushion is config.cushion
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.cushion = CushionConfig()
 
 
 # -- pydantic compatibility -------------------------------------------------------------------

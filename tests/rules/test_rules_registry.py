@@ -9,14 +9,13 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rules import RULES, RulesConfig, evaluate, overall_status
-from rules.config import (
-    AllocationDriftConfig,
-    CushionConfig,
-    FinancingCostConfig,
-    LeverageConfig,
-    SharesOutstandingConfig,
-)
+from rules import RULES, RulesConfig, evaluate, overall_status, run_rule
+from rules.checks.allocation_drift import AllocationDriftConfig
+from rules.checks.cushion import CushionConfig
+from rules.checks.financing_cost import FinancingCostConfig
+from rules.checks.leverage import LeverageConfig
+from rules.checks.shares_outstanding import SharesOutstandingConfig
+from rules.common import Book
 from rules.model import EvaluationContext, Finding, Severity, grade_above, grade_below
 from rules.samples import SAMPLE_TIME, sample_snapshot, stock, synthetic_snapshot
 
@@ -78,6 +77,30 @@ def test_a_failing_rule_becomes_unknown_and_the_others_still_run():
     assert broken.severity is Severity.UNKNOWN and broken.data_missing
     assert "rule shares_outstanding failed: TypeError" in broken.message
     assert next(f for f in findings if f.rule == "cushion").severity is Severity.OK
+
+
+def test_garbage_positions_break_only_the_rules_that_read_positions():
+    """A position whose quantity is text cannot be summed: each rule that reads positions
+    reports the error as unknown, the others still judge the account."""
+    broken = replace(stock("XYZ", 1_000.0), quantity="lots")
+    findings = evaluate(sample_snapshot([broken]), CONTEXT, RICH)
+    assert [f.rule for f in findings] == CATALOG
+    failed = {f.rule for f in findings if "failed: TypeError" in f.message}
+    assert failed == {"concentration", "leveraged_etf", "shares_outstanding", "allocation_drift",
+                      "distance_to_liquidation"}  # fmt: skip
+    assert all(f.severity is Severity.UNKNOWN and f.data_missing for f in findings
+               if f.rule in failed)  # fmt: skip
+    assert next(f for f in findings if f.rule == "cushion").severity is Severity.OK
+
+
+def test_run_rule_uses_the_position_sums_it_is_handed():
+    """The engine sums positions once and hands the sums over: a rule judges the sums given."""
+    snapshot = sample_snapshot([stock("AAPL", 5_000.0)])
+    sums = Book.of(sample_snapshot([stock("AAPL", 50_000.0)]))
+    own = run_rule("concentration", snapshot, CONTEXT, RulesConfig())
+    handed = run_rule("concentration", snapshot, CONTEXT, RulesConfig(), sums)
+    assert own.severity is Severity.OK and own.value == 0.05
+    assert handed.severity is Severity.WARNING and handed.value == 0.5
 
 
 def test_overall_status_is_the_worst():

@@ -3,11 +3,11 @@ those inside functions and under ``if TYPE_CHECKING:``, so a lazy import cannot 
 
 The layers, highest first (the README's Development section draws the same picture): a module
 imports only modules of layers below its own. ``rules`` is pure and imports nothing of
-``monitor``. The simulated gateway (``monitor/sim/``; on main still ``monitor/simulator.py``,
-``sim_state.py``, ``sim_protocol.py`` and ``receiver.py``) is a separate part: it imports
-nothing of the daemon (``rules`` at most), and only the commands that serve it (``cli``,
-``demo``) import it. Only ``monitor/gateway.py`` imports ib_async, only ``monitor/notifier.py``
-imports apprise, and nothing imports ``monitor.cli``.
+``monitor``. The simulated gateway (``monitor/sim/``, or the flat modules it was before:
+``monitor/simulator.py``, ``sim_state.py``, ``sim_protocol.py``, ``receiver.py``) is a separate
+part: it imports nothing of the daemon (``rules`` at most), and only the commands that serve
+it (``cli``, ``demo``) import it. Only ``monitor/gateway.py`` imports ib_async, only
+``monitor/notifier.py`` imports apprise, and nothing imports ``monitor.cli``.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from support import make_settings
 
 from monitor.app import build_service, run_daemon
 from monitor.cli import main, run_check
-from monitor.receiver import ReceivedMessage, Receiver
 from monitor.settings import load_settings
+from monitor.sim.receiver import ReceivedMessage, Receiver
 from rules import RULES
 
 

@@ -1,7 +1,7 @@
 """Reliability (issue 4): alerts never lost, never repeated, a monitor that survives its gateway.
 
 Everything is real: the unmodified ib_async talks to the simulated gateway over loopback, Apprise
-posts to a local :class:`~monitor.receiver.Receiver`, the state is a SQLite file in ``tmp_path``
+posts to a local :class:`~monitor.sim.receiver.Receiver`, the state is a SQLite file in ``tmp_path``
 and one test runs the daemon as a real subprocess and kills it with SIGKILL. Nothing sleeps for
 luck: every wait is a condition with a deadline. Where minutes must pass (the "monitor blind"
 alert, the restart window) the service gets a clock the test moves forward.
@@ -28,10 +28,10 @@ from monitor.app import build_daemon, build_service
 from monitor.clock import Clock, utc_now
 from monitor.gateway import GatewayConnector, GatewayError
 from monitor.notifier import Notification, Notifier, Target
-from monitor.receiver import ReceivedMessage, Receiver
 from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
-from monitor.simulator import GARBAGE_KINDS, SimulatedGateway
+from monitor.sim.receiver import ReceivedMessage, Receiver
+from monitor.sim.server import GARBAGE_KINDS, SimulatedGateway
 from monitor.store import Store
 from rules.model import Severity
 

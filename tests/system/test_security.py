@@ -31,9 +31,9 @@ from support import until
 from monitor.app import build_service, run_daemon
 from monitor.cli import build_parser, prepare
 from monitor.metrics import MetricsServer
-from monitor.receiver import Receiver
 from monitor.settings import MetricsSettings, load_settings
-from monitor.simulator import SimulatedGateway, serve
+from monitor.sim.receiver import Receiver
+from monitor.sim.server import SimulatedGateway, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = sorted([*(ROOT / "monitor").rglob("*.py"), *(ROOT / "rules").rglob("*.py")])

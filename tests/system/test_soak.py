@@ -31,10 +31,10 @@ import pytest
 from support import make_settings, until
 
 from monitor.app import build_daemon, build_service
-from monitor.receiver import Receiver
 from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
-from monitor.simulator import GARBAGE_KINDS, SimulatedGateway
+from monitor.sim.receiver import Receiver
+from monitor.sim.server import GARBAGE_KINDS, SimulatedGateway
 from rules.model import Severity
 
 SEED = int(os.environ.get("SOAK_SEED", "20240604"))  # replay another day: SOAK_SEED=n

@@ -1,0 +1,131 @@
+"""The ``cash_reserve`` rule: the reserve against quarters of projected financing cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rules import figures
+from rules.checks.financing_cost import NO_BENCHMARK, FinancingCostConfig
+from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Severity,
+    grade_below,
+    is_number,
+)
+from rules.text import money, names
+from rules.validation import fraction, positive, set_field, symbol_list
+
+
+@dataclass(frozen=True)
+class CashReserveConfig(RuleConfig):
+    """``cash_reserve``: the reserve against ``quarters`` quarters of projected financing cost.
+
+    The reserve is ExcessLiquidity when ``reserve_symbols`` is empty, else the market value of
+    the listed holdings (e.g. ``["SGOV", "BIL"]``). The cost comes from ``[rules.financing_cost]``.
+    ``clear_margin`` is a fraction of the requirement (0.05: clear at 105%).
+    """
+
+    quarters: float = 2.0
+    reserve_symbols: tuple[str, ...] = ()
+    clear_margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        positive("quarters", self.quarters)
+        fraction("clear_margin", self.clear_margin)
+        set_field(self, "reserve_symbols", symbol_list("reserve_symbols", self.reserve_symbols))
+
+
+def cash_reserve(
+    snapshot: AccountSnapshot,
+    context: EvaluationContext,
+    config: CashReserveConfig,
+    *,
+    financing: FinancingCostConfig | None = None,
+    book: Book | None = None,
+) -> Finding:
+    """The reserve (ExcessLiquidity, or the value of the listed reserve holdings) against
+    ``quarters`` quarters of the projected financing cost (from ``[rules.financing_cost]``)."""
+    rule = "cash_reserve"
+    tiers = financing or FinancingCostConfig()
+    lacking = absent(snapshot, "cash_balance")
+    if not config.reserve_symbols:
+        lacking += absent(snapshot, "excess_liquidity")
+    if lacking:
+        return missing(rule, snapshot, lacking)
+    loan = snapshot.margin_loan
+    assert loan is not None  # absent() vouched for the cash balance
+    ccy = snapshot.base_currency
+    if loan <= 0:
+        return not_applicable(rule, snapshot, "No margin loan: no financing cost to reserve for")
+    cost = figures.financing_cost(loan, tiers)
+    if cost is None:
+        return not_applicable(rule, snapshot, f"Reserve not checked; {NO_BENCHMARK}")
+    if config.reserve_symbols:
+        positions = Book.of(snapshot) if book is None else book
+        unpriced = [s for s in config.reserve_symbols if s in positions.unpriced]
+        if unpriced:
+            return missing(rule, snapshot, [f"market value of {names(unpriced)}"])
+        reserve: float = sum(positions.values.get(s, 0.0) for s in config.reserve_symbols)
+        source = f"reserve holdings ({names(config.reserve_symbols)})"
+    else:
+        excess = snapshot.excess_liquidity
+        assert is_number(excess)  # absent() vouched for it
+        reserve, source = excess, "ExcessLiquidity"
+    quarterly = cost.annual / 4
+    needed = config.quarters * quarterly
+    severity, clear = grade_below(reserve, needed, None, needed * config.clear_margin)
+    quarters = f"{config.quarters:g} quarters"
+    covers = reserve / quarterly if quarterly > 0 else None
+    cover_text = f", {covers:.1f} quarters" if covers is not None else ""
+    message = (
+        f"Reserve {money(reserve, ccy)} ({source}{cover_text}) against {quarters} of financing "
+        f"cost, {money(needed, ccy)} ({money(quarterly, ccy)} a quarter)"
+    )
+    if severity is not Severity.OK:
+        message = "Reserve too small: " + message
+    action = None
+    if severity is not Severity.OK:
+        shortfall = needed - reserve
+        if config.reserve_symbols:
+            action = (
+                f"Add about {money(shortfall, ccy)} to the reserve (buy more "
+                f"{names(config.reserve_symbols)} with cash, or deposit) to cover {quarters} of "
+                "financing cost"
+            )
+        else:
+            rate = snapshot.maintenance_rate
+            sale = f" or sell about {money(shortfall / rate, ccy)} of positions" if rate else ""
+            action = (
+                f"Raise ExcessLiquidity by about {money(shortfall, ccy)}: deposit "
+                f"{money(shortfall, ccy)}{sale} to cover {quarters} of financing cost"
+            )
+    return make(
+        rule,
+        snapshot,
+        severity,
+        reserve,
+        needed,
+        message,
+        action=action,
+        clear=clear,
+        details={
+            "reserve": reserve,
+            "required": needed,
+            "quarterly_cost": quarterly,
+            "source": source,
+        },
+    )
+
+
+SPEC = RuleSpec(
+    "cash_reserve",
+    cash_reserve,
+    CashReserveConfig,
+    "money",
+    "reserve vs two quarters of financing cost",
+    reads=("cash_balance", "excess_liquidity", "positions"),
+    shares={"financing": "financing_cost"},
+)

@@ -1,0 +1,81 @@
+"""The ``concentration`` rule: stock and ETF caps, overrides, symbols summed across
+positions."""
+
+from __future__ import annotations
+
+import pytest
+
+from rules.checks.concentration import ConcentrationConfig, concentration
+from rules.model import EvaluationContext, Severity
+from rules.samples import SAMPLE_TIME, sample_snapshot, stock
+
+NOON = EvaluationContext(now=SAMPLE_TIME)  # Monday 12:00 New York
+OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICAL, Severity.UNKNOWN
+
+
+def test_concentration_single_stock_over_cap():
+    """AAPL at 32% of NLV breaks the 20% stock cap; VOO at 45% is within the ETF cap."""
+    snapshot = sample_snapshot(
+        [stock("AAPL", 32_000.0), stock("VOO", 45_000.0, stock_type="ETF"), stock("KO", 5_000.0)]
+    )
+    finding = concentration(snapshot, NOON, ConcentrationConfig())
+    assert finding.severity is WARNING
+    assert finding.value == pytest.approx(0.32)
+    assert finding.threshold == pytest.approx(0.20)
+    assert "AAPL is 32% of NLV (cap 20%)" in finding.message
+    assert finding.action == "Sell about USD 12,000.00 of AAPL (to 20% of NLV)"
+    rows = {row["symbol"]: row for row in finding.details["positions"]}
+    assert set(rows) == {"AAPL", "VOO", "KO"}
+    assert rows["VOO"]["kind"] == "etf" and rows["VOO"]["cap"] == 0.50
+
+
+@pytest.mark.parametrize(
+    ("positions", "config", "severity", "in_text"),
+    [
+        ([stock("AAPL", 15_000.0)], ConcentrationConfig(), OK, "Largest holding AAPL is 15%"),
+        ([stock("AAPL", 32_000.0)], ConcentrationConfig(overrides={"aapl": 0.40}), OK, "AAPL"),
+        (
+            [stock("VOO", 55_000.0, stock_type="ETF")],
+            ConcentrationConfig(),
+            WARNING,
+            "Sell about USD 5,000.00 of VOO (to 50% of NLV)",
+        ),
+        (
+            [stock("TQQQ", 30_000.0, stock_type=None)],
+            ConcentrationConfig(),
+            OK,
+            "TQQQ is 30%",
+        ),
+        (
+            [stock("MSFT", -25_000.0)],
+            ConcentrationConfig(),
+            WARNING,
+            "Buy back about USD 5,000.00 of MSFT",
+        ),
+        (
+            [stock("AAPL", 10_000.0), stock("XYZ", None)],
+            ConcentrationConfig(),
+            OK,
+            "no value for XYZ",
+        ),
+        ([], ConcentrationConfig(), OK, "No stock or ETF positions"),
+    ],
+    ids=["ok", "override", "etf-cap", "leveraged-etf-is-etf", "short", "unpriced", "no-positions"],
+)
+def test_concentration_cases(positions, config, severity, in_text):
+    """Separate stock and ETF caps, per-symbol overrides, shorts, unpriced positions."""
+    finding = concentration(sample_snapshot(positions), NOON, config)
+    assert finding.severity is severity
+    assert in_text in f"{finding.message} {finding.action}"
+    assert not finding.data_missing
+
+
+def test_concentration_sums_a_symbol_across_positions_and_reports_missing_nlv():
+    """Two lines of the same symbol count together; no NLV is unknown."""
+    snapshot = sample_snapshot(
+        [stock("AAPL", 12_000.0, con_id=1), stock("aapl", 12_000.0, con_id=2)]
+    )
+    finding = concentration(snapshot, NOON, ConcentrationConfig())
+    assert finding.severity is WARNING and finding.value == pytest.approx(0.24)
+    gap = concentration(sample_snapshot(net_liquidation=None), NOON, ConcentrationConfig())
+    assert gap.severity is UNKNOWN and gap.data_missing
