@@ -127,7 +127,9 @@ class Baseline:
 def make_baseline(snapshot: AccountSnapshot, known_rate: RateLookup) -> Baseline:
     """Split IB's requirement over the positions of ``snapshot`` (known rates first)."""
     valued = [p for p in snapshot.positions if is_number(p.market_value_base)]
-    values = {p.con_id: value for p in valued if (value := p.market_value_base) is not None}
+    values: dict[int, float] = {
+        p.con_id: value for p in valued if is_number(value := p.market_value_base)
+    }
     quantities = {p.con_id: p.quantity for p in snapshot.positions}
     unvalued = frozenset(p.con_id for p in snapshot.positions if p.con_id not in values)
     maintenance: dict[int, float] = {}
@@ -210,7 +212,7 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
         d_req.append(sum(min(1.0, rate * ratio) * change for rate, change in by_rate.items()))
 
     def moved(figure: float | None, delta: float) -> float | None:
-        return figure + delta if figure is not None and is_number(figure) else None
+        return figure + delta if is_number(figure) else None
 
     # AccountSnapshot field -> its moved value (float | None); Any because replace() checks
     # each keyword against its own field type, which a dict of figures cannot express.
@@ -223,15 +225,8 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
         changes[name] = moved(getattr(base, name), delta)
     requirement_delta = dict(zip(REQUIREMENTS, d_req, strict=True))
     base_excess = base.excess_liquidity
-    base_cushion, base_nlv = base.cushion, base.net_liquidation
-    if (
-        not is_number(base_excess)
-        and base_cushion is not None
-        and base_nlv is not None
-        and is_number(base_cushion)
-        and is_number(base_nlv)
-    ):
-        base_excess = base_cushion * base_nlv
+    if not is_number(base_excess) and is_number(base.cushion) and is_number(base.net_liquidation):
+        base_excess = base.cushion * base.net_liquidation
     for name, requirement in _LIQUIDITY:
         figure = base_excess if name == "excess_liquidity" else getattr(base, name)
         changes[name] = moved(figure, d_signed - requirement_delta[requirement])
@@ -263,11 +258,7 @@ def moved_since(baseline: Baseline, current: AccountSnapshot) -> bool:
         present += 1
         if position.quantity != baseline.quantities.get(position.con_id, position.quantity):
             return True
-        if (
-            value is not None
-            and is_number(value)
-            and abs(value - before) > 1e-9 * max(1.0, abs(before))
-        ):
+        if is_number(value) and abs(value - before) > 1e-9 * max(1.0, abs(before)):
             return True
     return present < len(baseline.values)  # a position was closed
 
@@ -291,10 +282,10 @@ def estimate_error(baseline: Baseline, truth: AccountSnapshot) -> EstimateError 
     lacks ExcessLiquidity."""
     guess = estimate(baseline, truth)
     estimated, reported = guess.excess_liquidity, truth.excess_liquidity
-    if estimated is None or reported is None or not (is_number(estimated) and is_number(reported)):
+    if not (is_number(estimated) and is_number(reported)):
         return None
     nlv = truth.net_liquidation
-    scale = abs(nlv) if nlv is not None and is_number(nlv) else 0.0
+    scale = abs(nlv) if is_number(nlv) else 0.0
     difference = estimated - reported
     return EstimateError(guess, difference, difference / (scale or 1.0))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -121,19 +121,19 @@ def summarize(
     config = rules_config or RulesConfig()
     result = AccountDay(account, day, base_currency=base_currency, samples=len(samples))
     ordered = sorted(samples, key=lambda sample: sample.at)
-    nlvs = _finite(s.net_liquidation for s in ordered)
+    nlvs = [v for s in ordered if is_number(v := s.net_liquidation)]
     if nlvs:
         result.nlv_open, result.nlv_close = nlvs[0], nlvs[-1]
         result.nlv_high, result.nlv_low = max(nlvs), min(nlvs)
         result.peak = max(peak or nlvs[0], result.nlv_high)
         result.drawdown = figures.drawdown(result.nlv_close, result.peak)
-    cushions = [(v, s.at) for s in ordered if (v := _finite_or_none(s.cushion)) is not None]
+    cushions = [(v, s.at) for s in ordered if is_number(v := s.cushion)]
     if cushions:
         low = min(cushions, key=lambda item: item[0])
         result.cushion_min, result.cushion_min_at = low
         result.cushion_max = max(value for value, _ in cushions)
         result.cushion_close = cushions[-1][0]
-    leverages = _finite(s.leverage for s in ordered)
+    leverages = [v for s in ordered if is_number(v := s.leverage)]
     if leverages:
         result.leverage_min, result.leverage_max = min(leverages), max(leverages)
     last = ordered[-1] if ordered else None
@@ -148,8 +148,8 @@ def summarize(
 
 
 def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
-    loan = _finite_or_none(last.margin_loan)
-    if loan is None:
+    loan = last.margin_loan
+    if not is_number(loan):
         return
     result.margin_loan = loan
     cost = figures.financing_cost(loan, config.financing_cost)
@@ -164,12 +164,12 @@ def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
 
 def _liquidation(result: AccountDay, last: Sample) -> None:
     el, gpv, maint, nlv = (
-        _finite_or_none(last.excess_liquidity),
-        _finite_or_none(last.gross_position_value),
-        _finite_or_none(last.maint_margin_req),
-        _finite_or_none(last.net_liquidation),
+        last.excess_liquidity,
+        last.gross_position_value,
+        last.maint_margin_req,
+        last.net_liquidation,
     )
-    if el is None or gpv is None or maint is None or nlv is None or not gpv:
+    if not (is_number(el) and is_number(gpv) and is_number(maint) and is_number(nlv)) or not gpv:
         return
     rate = maint / gpv
     result.distance_to_liquidation = figures.distance_to_liquidation(el, gpv, rate)
@@ -177,16 +177,6 @@ def _liquidation(result: AccountDay, last: Sample) -> None:
         f"-{round(fall * 100)}%": figures.cushion_after_fall(nlv, el, gpv, rate, fall)
         for fall in FALLS
     }
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    """``value`` when it is a finite number, else ``None`` (missing or NaN)."""
-    return value if value is not None and is_number(value) else None
-
-
-def _finite(values: Iterable[float | None]) -> list[float]:
-    """The finite numbers among ``values``."""
-    return [number for value in values if (number := _finite_or_none(value)) is not None]
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -341,8 +331,8 @@ def render_chart(
     top, bottom = figure.subplots(2, 1, sharex=True)
     ordered = sorted(samples, key=lambda sample: sample.at)
     times = [s.at.astimezone(zone) if zone else s.at for s in ordered]
-    cushion = [100 * (_finite_or_none(s.cushion) or math.nan) for s in ordered]
-    leverage = [_finite_or_none(s.leverage) or math.nan for s in ordered]
+    cushion = [100 * v if is_number(v := s.cushion) else math.nan for s in ordered]
+    leverage = [v if is_number(v := s.leverage) else math.nan for s in ordered]
     marker = "o" if len(ordered) < 30 else None  # a sparse day still shows its points
     top.plot(times, cushion, color="tab:blue", marker=marker, markersize=3, label="cushion %")
     for level, colour in zip(cushion_levels, ("orange", "red"), strict=False):
