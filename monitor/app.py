@@ -7,7 +7,7 @@ One builder per part, each taking the settings plus only what a caller may need 
   beside the daemon), with the reconnect and probe settings,
 - :func:`build_notifier` the Apprise targets with the outbox, quiet hours and maximum age
   (``quiet_hours=False`` for a message the user asks for on the command line),
-- :func:`build_service` the service around those (any of them passed in instead),
+- :func:`build_service` the service around those (a store or a connector passed in instead),
 - :func:`build_scheduler` the daemon's jobs, :func:`build_metrics_server` the endpoint,
 - :func:`build_daemon` all of it as a runnable :class:`~monitor.daemon.Daemon`.
 
@@ -20,21 +20,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.clock import Clock, utc_now
-from monitor.daemon import Daemon, daily_summary
+from monitor.daemon import Daemon, schedule_jobs
 from monitor.gateway import GatewayConnector
 from monitor.metrics import Metrics, MetricsServer
 from monitor.notifier import Notifier, QuietHours, Target
 from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
 from monitor.store import Store
-from rules.clock import parse_hhmm, parse_window, zone
+from rules.clock import parse_window, zone
 
 EvaluatedHook = Callable[[str, AccountView], None]
 
@@ -127,44 +124,12 @@ def build_service(
 
 
 def build_scheduler(service: MonitorService) -> AsyncIOScheduler:
-    """The daemon's scheduler (not started): the evaluation tick that catches stale data and
-    due reminders, history pruning at 03:17, and the daily summary when enabled."""
-    settings = service.settings
+    """The daemon's scheduler (not started) with the daemon's jobs on it."""
     scheduler = AsyncIOScheduler(
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
     )
-    scheduler.add_job(
-        service.tick,
-        IntervalTrigger(seconds=settings.monitor.evaluate_every_seconds),
-        id="evaluate",
-        name="evaluate every account",
-    )
-    scheduler.add_job(
-        service.prune_history,
-        CronTrigger(hour=3, minute=17, timezone=service.zone),
-        id="prune",
-        name="prune history",
-    )
-    if settings.summary.enabled:
-        scheduler.add_job(
-            partial(daily_summary, service),
-            summary_trigger(settings),
-            id="summary",
-            name="daily summary",
-            misfire_grace_time=600,
-        )
+    schedule_jobs(scheduler, service)
     return scheduler
-
-
-def summary_trigger(settings: Settings) -> CronTrigger:
-    """The daily summary's cron trigger in its configured local time zone (DST-safe)."""
-    at = parse_hhmm(settings.summary.time)
-    return CronTrigger(
-        hour=at.hour,
-        minute=at.minute,
-        day_of_week=settings.summary.days,
-        timezone=zone(settings.summary.timezone),
-    )
 
 
 def build_metrics_server(settings: Settings, service: MonitorService) -> MetricsServer | None:

@@ -1,10 +1,10 @@
 """The process shell around the service: signals, systemd, heartbeat, metrics, scheduler.
 
 :class:`Daemon` runs one :class:`~monitor.service.MonitorService` until SIGINT/SIGTERM (or a
-``stop`` event): it starts the scheduler that :func:`monitor.app.build_scheduler` prepared
-(the evaluation tick, history pruning, :func:`daily_summary`), the metrics endpoint, the
-heartbeat to a dead man's switch and the systemd watchdog, tells systemd READY and STOPPING,
-and closes the store at the end. It builds none of these: :mod:`monitor.app` does.
+``stop`` event): it starts the scheduler with the jobs of :func:`schedule_jobs` (the evaluation
+tick, history pruning, :func:`daily_summary`), the metrics endpoint, the heartbeat to a dead
+man's switch and the systemd watchdog, tells systemd READY and STOPPING, and closes the store
+at the end. It builds none of these: :mod:`monitor.app` does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.logs import redactor
 from monitor.metrics import MetricsServer
@@ -27,6 +29,7 @@ from monitor.settings import Settings
 from monitor.summary import send_daily_summary
 from monitor.systemd import feed_watchdog
 from monitor.systemd import notify as sd_notify
+from rules.clock import parse_hhmm, zone
 
 log = structlog.get_logger("monitor.daemon")
 
@@ -46,6 +49,44 @@ async def daily_summary(service: MonitorService, day: date | None = None) -> Pat
     ``day`` defaults to today by the service's clock. Returns the Markdown file."""
     return await send_daily_summary(
         service.store, service.notifier, service.settings, service.clock(), day
+    )
+
+
+def schedule_jobs(scheduler: AsyncIOScheduler, service: MonitorService) -> None:
+    """The daemon's jobs: the evaluation tick that catches stale data and due reminders,
+    history pruning at 03:17, and the daily summary when enabled."""
+    settings = service.settings
+    scheduler.add_job(
+        service.tick,
+        IntervalTrigger(seconds=settings.monitor.evaluate_every_seconds),
+        id="evaluate",
+        name="evaluate every account",
+    )
+    scheduler.add_job(
+        service.prune_history,
+        CronTrigger(hour=3, minute=17, timezone=service.zone),
+        id="prune",
+        name="prune history",
+    )
+    if settings.summary.enabled:
+        scheduler.add_job(
+            daily_summary,
+            summary_trigger(settings),
+            args=[service],
+            id="summary",
+            name="daily summary",
+            misfire_grace_time=600,
+        )
+
+
+def summary_trigger(settings: Settings) -> CronTrigger:
+    """The daily summary's cron trigger in its configured local time zone (DST-safe)."""
+    at = parse_hhmm(settings.summary.time)
+    return CronTrigger(
+        hour=at.hour,
+        minute=at.minute,
+        day_of_week=settings.summary.days,
+        timezone=zone(settings.summary.timezone),
     )
 
 
@@ -84,16 +125,16 @@ class Daemon:
         return 1 if self.service.failed_task else 0
 
     async def _start_companions(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        """The watchdog, the heartbeat and the metrics endpoint (bound before READY)."""
-        tasks = [asyncio.create_task(feed_watchdog(stop), name="watchdog")]
-        if self.settings.notify.heartbeat_url is not None:
-            tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
+        """The metrics endpoint (bound first: a port in use fails before anything runs), the
+        watchdog and the heartbeat."""
+        tasks = []
         if self.metrics_server is not None:
             await self.metrics_server.start()
-            tasks.append(
-                asyncio.create_task(self.metrics_server.serve(stop), name="metrics")
-            )
             log.info("metrics endpoint", url=self.metrics_server.url)
+            tasks.append(asyncio.create_task(self.metrics_server.serve(stop), name="metrics"))
+        tasks.append(asyncio.create_task(feed_watchdog(stop), name="watchdog"))
+        if self.settings.notify.heartbeat_url is not None:
+            tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
         return tasks
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:

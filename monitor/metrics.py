@@ -202,6 +202,11 @@ class MetricsServer:
         self._server: asyncio.Server | None = None
 
     @property
+    def listening(self) -> bool:
+        """True from :meth:`start` to :meth:`close`."""
+        return self._server is not None
+
+    @property
     def url(self) -> str:
         """Where the metrics are served, for the start-up log."""
         return f"http://{self.host}:{self.port}/metrics"

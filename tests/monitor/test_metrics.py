@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import until
 
-from monitor.app import build_service
+from monitor.app import build_daemon, build_service
 from monitor.metrics import MetricsServer
 from monitor.notifier import Notification
 from monitor.service import AccountView, MonitorService
@@ -253,3 +254,46 @@ async def malformed(service: MonitorService) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_daemon_serves_the_endpoint_while_it_runs(tmp_path):
+    """With ``[metrics] port`` set, the daemon built by ``monitor.app`` answers /metrics and
+    /healthz on it while it runs (503: no gateway answers, so nothing is fresh) and stops
+    listening when it stops."""
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[ib]\nport = {free_port()}\ntimeout = 1\n"
+        f'[monitor]\nstate_dir = "{tmp_path / "state"}"\n'
+        f"[metrics]\nport = {port}\n[summary]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    async def scenario() -> tuple[int, str, int]:
+        stop = asyncio.Event()
+        daemon = build_daemon(load_settings(config))
+        task = asyncio.create_task(daemon.run(stop))
+        assert daemon.metrics_server is not None
+        server = daemon.metrics_server
+        await until(lambda: server.listening, 5, "the endpoint listens")
+        status, text = await asyncio.to_thread(get, base + "/metrics")
+        health, _ = await asyncio.to_thread(get, base + "/healthz")
+        stop.set()
+        assert await asyncio.wait_for(task, 15) == 0
+        assert not server.listening
+        return status, text, health
+
+    status, text, health = asyncio.run(scenario())
+    assert status == 200
+    assert value(samples(text), "margin_monitor_connected") == 0
+    assert health == 503
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

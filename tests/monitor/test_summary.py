@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from monitor.app import build_service, summary_trigger
+from monitor.app import build_service
 from monitor.cli import main
-from monitor.daemon import daily_summary
+from monitor.daemon import daily_summary, summary_trigger
 from monitor.settings import load_settings
 from monitor.sim.receiver import Receiver
 from monitor.store import Store
