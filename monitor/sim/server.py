@@ -93,6 +93,8 @@ socket stays open and nothing more is written to it; the client must notice by i
 OVERSIZED_PREFIX = 2**31 - 1
 PRICE_BATCH_SECONDS = 0.01
 """The price process applies its updates in batches this often."""
+PRICE_REPORT_SECONDS = 10.0
+"""The price process logs its rates this often."""
 MAX_WRITE_BUFFER = 32 * 1024 * 1024
 """A client that lets this much pile up unread is dropped."""
 _NLV_TAGS = {"NetLiquidation", "NetLiquidation-S"}
@@ -348,6 +350,8 @@ class SimulatedGateway:
         self._price_symbols = list(self.state.instruments)
         self.price_updates_applied = 0
         """Price-process updates applied so far (each moves one contract's price)."""
+        self.price_messages_sent = 0
+        """Ticks and pnlSingle messages the price process queued so far."""
         self._price_moved: set[str] = set()
         """Symbols the price process moved since the last account push."""
         self._managed_cache: tuple[list[str], frozenset[str]] = ([], frozenset())
@@ -832,8 +836,9 @@ class SimulatedGateway:
     async def _price_loop(self) -> None:
         """The random-walk price process: batches every PRICE_BATCH_SECONDS at the set rate."""
         loop = asyncio.get_running_loop()
-        last = last_push = loop.time()
+        last = last_push = last_report = loop.time()
         owed = 0.0
+        reported = (self.price_updates_applied, self.price_messages_sent)
         while True:
             await asyncio.sleep(PRICE_BATCH_SECONDS)
             now = loop.time()
@@ -846,6 +851,16 @@ class SimulatedGateway:
             if now - last_push >= 1.0:
                 last_push = now
                 self._push_price_moves()
+            if now - last_report >= PRICE_REPORT_SECONDS:
+                updates = self.price_updates_applied - reported[0]
+                messages = self.price_messages_sent - reported[1]
+                log.info(
+                    "price process: %.0f updates/s applied, %.0f messages/s sent",
+                    updates / (now - last_report),
+                    messages / (now - last_report),
+                )
+                reported = (self.price_updates_applied, self.price_messages_sent)
+                last_report = now
 
     def apply_price_updates(self, count: int) -> list[str]:
         """Apply ``count`` price-process updates now (each moves one random contract by up to
@@ -877,6 +892,7 @@ class SimulatedGateway:
         con_ids = [instruments[symbol].con_id for symbol in symbols]
         ticks: dict[tuple[int, bool], bytes] = {}
         pnl_tails: dict[tuple[str, int], bytes] = {}
+        sent = 0
         for client in self._started_clients():
             by_con, market = client.pnl_single_by_con, client.market_data_by_con
             if not by_con and not market and not client.history_updates:
@@ -891,6 +907,7 @@ class SimulatedGateway:
                         tail = P.encode_tail(P.tick_price(0, tick, price, 100)[3:])
                         ticks[(con_id, delayed)] = tail
                     client.send_frame(P.frame_with_req_id(P.TICK_PRICE_HEAD, req_id, tail))
+                    sent += 1
                 for req_id, account in by_con.get(con_id, {}).items():
                     key = (account, con_id)
                     tail = pnl_tails.get(key)
@@ -900,9 +917,11 @@ class SimulatedGateway:
                         tail = self._pnl_single_tail(accounts[account].by_con_id.get(con_id))
                         pnl_tails[key] = tail
                     client.send_frame(P.frame_with_req_id(P.PNL_SINGLE_HEAD, req_id, tail))
+                    sent += 1
             for req_id, con_id in client.history_updates.items():
                 if con_id in con_ids:
                     self._send_bar_update(client, req_id, con_id)
+        self.price_messages_sent += sent
 
     def _managed_set(self) -> frozenset[str]:
         managed = self._managed
@@ -1717,6 +1736,7 @@ async def serve(
     port: int = 7497,
     speed: float | None = 1.0,
     account_push_interval: float | None = None,
+    price_updates_per_second: float | None = None,
 ) -> None:
     """Serve a scenario (default: the built-in sell-off) until cancelled.
 
@@ -1727,7 +1747,12 @@ async def serve(
     """
     scenario = load_scenario(scenario or DEFAULT_SCENARIO)
     gateway = SimulatedGateway(
-        scenario, host, port, speed=speed, account_push_interval=account_push_interval
+        scenario,
+        host,
+        port,
+        speed=speed,
+        account_push_interval=account_push_interval,
+        price_updates_per_second=price_updates_per_second,
     )
     await gateway.start()
     try:
