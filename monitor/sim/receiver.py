@@ -212,26 +212,26 @@ class Receiver:
     @property
     def accepted(self) -> int:
         """Requests read so far (whatever the answer)."""
-        with self._condition:
-            return self._accepted
+        return self._read("_accepted")
 
     @property
     def completed(self) -> int:
         """Requests answered in full (200 or 500)."""
-        with self._condition:
-            return self._completed
+        return self._read("_completed")
 
     @property
     def held(self) -> int:
         """Connections being held unanswered or dribbled right now."""
-        with self._condition:
-            return self._held
+        return self._read("_held")
 
     @property
     def dropped(self) -> int:
         """Requests whose connection was closed without a full answer (reset, or capped)."""
+        return self._read("_dropped")
+
+    def _read(self, counter: str) -> int:
         with self._condition:
-            return self._dropped
+            return int(getattr(self, counter))
 
     # -- what arrived ----------------------------------------------------------------------
 

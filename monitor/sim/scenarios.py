@@ -21,6 +21,9 @@ Built-in scenarios live in ``monitor/sim/scenarios/`` and load by bare name (``"
     server_version = 176        # highest version offered (157..176)
     next_order_id = 1
     farm_notices = true
+    price_updates_per_second = 0  # a random-walk price process (0 = off), e.g. 5000
+    price_step = 0.001          # each update moves one price by up to 0.1% either way
+    price_seed = 0
 
     [instruments.SPY]           # optional: instruments may also be defined inline in positions
     con_id = 756733             # default: a stable id derived from the symbol
@@ -39,6 +42,21 @@ Built-in scenarios live in ``monitor/sim/scenarios/`` and load by bare name (``"
     shares_outstanding = 9.2e8  # served as <SharesOut> by reqFundamentalData when entitled
     long_name = "SPDR S&P 500 ETF TRUST"
 
+    [instruments.SPY.history]   # daily bars for reqHistoricalData (held or not: a benchmark)
+    closes = [480.0, 492.5]     # completed sessions, oldest first; or a generated path:
+    # peak = 600.0, peak_days_ago = 30, days = 260, start = 480.0, volume = 1e6
+
+    [instruments.SPY_P450]      # an option: IB sends symbol SPY, localSymbol SPY   261218P00450000
+    sec_type = "OPT"
+    underlying = "SPY"          # a scenario instrument; its price sets a short's requirement
+    right = "P"                 # "C" or "P"
+    strike = 450.0
+    last_trade_date = "20261218"
+    price = 6.0                 # per share; multiplier 100 by default
+    # long options: in NLV and GPV, not in ELV, no requirement; short options: their value +
+    # maint_rate (default 0.20) x underlying value. Short stock without a maint_rate: IB's
+    # schedule (30% above 16.67, 5/share from 5 to 16.67, 100% under 5, 2.50/share at <= 2.50)
+
     [[accounts]]
     id = "DU1000001"            # required; managed accounts are listed in file order
     base_currency = "USD"
@@ -47,7 +65,8 @@ Built-in scenarios live in ``monitor/sim/scenarios/`` and load by bare name (``"
     fx = { EUR = 1.08 }         # base units per unit of each other currency (required for each)
     sma = -2500.0               # fixed SMA; default: Reg T excess equity (floored at 10% of
                                 #   equity), rising with the market and never falling by a move
-    accrued_cash = -120.0
+    accrued_cash = -120.0       # or per currency: { CHF = -45.0, EUR = 3.0 } (ledger rows)
+    managed = true              # false: joins managedAccounts with a managed_accounts step
     look_ahead_next_change_in = 5400   # seconds after start (or look_ahead_next_change = unix s)
     values = { LookAheadNextChange = "0" }   # initial overrides, see set_values
 
@@ -74,8 +93,20 @@ Built-in scenarios live in ``monitor/sim/scenarios/`` and load by bare name (``"
     # error = 1100                       # sent with reqId -1 (req_id = N, message = "..." optional)
     # disconnect = true                  # drop every client socket
     # restart = 10                       # close listener and clients, listen again after 10 s
-    account = "DU1000001"       # for set_values/clear_values/set_fx: default every account;
-                                #   set_quantity/set_cash need it when there are several
+    # set_rates = { all = { maint_rate = 0.35 }, QQQ = { maint_rate = 0.5 } }  # margin terms
+    #                                    #   change, prices unchanged (a symbol wins over "all")
+    # managed_accounts = ["DU1", "DU2"]  # accounts join or leave (announce = true: tell clients)
+    # garbage = "stalled_frame"          # or any send_garbage kind, e.g. "oversized_prefix"
+    account = "DU1000001"       # for set_values/clear_values/set_fx/set_rates: default every
+                                #   account; set_quantity/set_cash need it when there are several
+
+    [generate]                  # an advisor book made up at load time (name: generated:AxHxC)
+    accounts = 100              # DU8000001...
+    holdings = 200              # per account: the funds, then stocks drawn at random
+    contracts = 300             # FND001... (funds every account holds), STK0001...
+    funds = 60
+    loan = 0.25                 # each account borrows 25% of its GPV
+    seed = 0
 
 Each action is its own model (:class:`MovesStep`, :class:`ErrorStep`, ...) that applies itself
 to the gateway (:meth:`Step.apply`), so the timeline has one dispatch: ``await step.apply(gw)``.

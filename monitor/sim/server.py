@@ -24,11 +24,21 @@ Behaviour worth knowing
 - Connectivity errors have effects: after 1100 or 2110 nothing streams until 1101 or 1102;
   1101 ("data lost") also drops every subscription, so clients must resubscribe; 1102 pushes
   what changed meanwhile.
-- Requests for unknown contracts get error 200; fundamentals get a ReportSnapshot with
-  ``<SharesOut>`` when the scenario has ``fundamentals_entitled = true`` and the instrument
-  has ``shares_outstanding``, error 10358 when not entitled, 430 when entitled but without
-  data. Unknown message ids are logged and ignored. A broken client is logged and dropped;
-  the server carries on.
+- Requests for unknown contracts get error 200 (an ambiguous one too; contract details list
+  every match); fundamentals get a ReportSnapshot with ``<SharesOut>`` when the scenario has
+  ``fundamentals_entitled = true`` and the instrument has ``shares_outstanding``, error 10358
+  when not entitled, 430 when entitled but without data. reqHistoricalData serves daily bars
+  of instruments with a ``history`` (error 162 otherwise, or for other bar sizes); with
+  keepUpToDate the current bar follows the price. Order messages (placeOrder, cancelOrder,
+  exerciseOptions, reqGlobalCancel) are recorded and answered with IB's read-only error 321;
+  market depth and real-time bars get 354, head timestamps, histograms and historical ticks
+  162. Other unknown message ids are logged and ignored. A broken client is logged and
+  dropped; the server carries on.
+- Options (secType OPT) carry their expiry, strike, right, multiplier and OCC local symbol in
+  positions, portfolio rows and contract details; the symbol sent is the underlying's.
+- The price process (``price_updates_per_second``) moves one random contract per update in
+  10 ms batches and streams ticks and reqPnLSingle at once to the subscriptions on the moved
+  contracts only (indexed by conId, each message encoded once per contract and account).
 
 Scenarios
 ---------
@@ -39,15 +49,20 @@ step applies itself to the gateway (:meth:`SimulatedGateway.apply_step`).
 
 Python API
 ----------
-``SimulatedGateway(scenario, host, port=0, speed=None, account_push_interval=None, ...)``
+``SimulatedGateway(scenario, host, port=0, speed=None, account_push_interval=None,
+pnl_interval=None, server_version=None, price_updates_per_second=None, clock=time.time)``
 with ``await start() -> port``, ``await stop()``, ``await run_timeline(loop=False)``,
-``set_prices``, ``move_prices``, ``set_values``, ``clear_values``, ``set_quantity``,
-``set_cash``, ``set_fx``, ``send_error``, ``await drop_clients()``, ``await restart(down)``,
-``await send_garbage(kind)``, ``await push_account_values()``, ``figures(account)``,
-``account_values(account)``, ``await wait_until(predicate)``; it is also an async context
-manager. ``set_managed_accounts(ids)`` hides accounts from managedAccounts (an account leaving
-an advisor login). :func:`serve` runs one until cancelled, starting the timeline when the
-first client connects. Call everything from the event loop the gateway runs in.
+``await apply_step(step)``, ``set_prices``, ``move_prices``, ``set_values``, ``clear_values``,
+``set_quantity``, ``set_cash``, ``set_fx``, ``set_rates(account, {symbol|"all": {rate: x}})``,
+``send_error``, ``await drop_clients()``, ``await restart(down)``,
+``await send_garbage(kind, client_id=None)`` (GARBAGE_KINDS, or WEDGE_KINDS to wedge the link),
+``apply_price_updates(count)``, ``await push_account_values()``, ``figures(account)``,
+``account_values(account)``, ``price(symbol)``, ``await wait_until(predicate)``; counters
+``orders_received``, ``price_updates_applied``, ``price_messages_sent``; it is also an async
+context manager. ``set_managed_accounts(ids, announce=False)`` changes the managed accounts
+(an account joining or leaving an advisor login). :func:`serve` runs one until cancelled,
+starting the timeline when the first client connects. Call everything from the event loop the
+gateway runs in.
 
 Protocol layouts follow server versions 157 to 176 (ib_async, ibapi 9.81 and 10.x); the
 message builders live in :mod:`monitor.sim.protocol`, the figures in :mod:`monitor.sim.state`.

@@ -24,6 +24,11 @@ def figure(ib, account: str, tag: str, currency: str) -> float:
     return float(text)
 
 
+def figures(ib, account: str, expected: dict[tuple[str, str], float]) -> dict:
+    """The (tag, currency) values ib_async holds for ``expected``'s keys, as numbers."""
+    return {key: figure(ib, account, *key) for key in expected}
+
+
 @pytest.mark.parametrize(
     ("price", "per_share"),
     [
@@ -58,14 +63,17 @@ def test_options_count_in_nlv_and_gpv_not_in_elv_through_ib_async(simulated_gate
     async def body() -> None:
         async with simulated_gateway("shorts_options", pnl_interval=0) as gateway:
             ib = await connect(gateway.port)
-            assert figure(ib, OPTIONS, "NetLiquidation", "USD") == 99_800.0
-            assert figure(ib, OPTIONS, "EquityWithLoanValue", "USD") == 100_000.0
-            assert figure(ib, OPTIONS, "GrossPositionValue", "USD") == 53_400.0
-            assert figure(ib, OPTIONS, "MaintMarginReq", "USD") == 44_300.0
-            assert figure(ib, OPTIONS, "ExcessLiquidity", "USD") == 55_700.0
-            assert figure(ib, OPTIONS, "OptionMarketValue", "BASE") == -200.0
-            assert figure(ib, OPTIONS, "StockMarketValue", "BASE") == 50_000.0
-            assert figure(ib, OPTIONS, "NetLiquidationByCurrency", "USD") == 99_800.0
+            expected = {
+                ("NetLiquidation", "USD"): 99_800.0,
+                ("EquityWithLoanValue", "USD"): 100_000.0,
+                ("GrossPositionValue", "USD"): 53_400.0,
+                ("MaintMarginReq", "USD"): 44_300.0,
+                ("ExcessLiquidity", "USD"): 55_700.0,
+                ("OptionMarketValue", "BASE"): -200.0,
+                ("StockMarketValue", "BASE"): 50_000.0,
+                ("NetLiquidationByCurrency", "USD"): 99_800.0,
+            }
+            assert figures(ib, OPTIONS, expected) == expected
             assert value(ib, SHORTS, "OptionMarketValue", "BASE") is None  # holds no option
 
             held = {p.contract.localSymbol: p for p in ib.positions(OPTIONS)}
@@ -142,11 +150,14 @@ def test_a_short_only_book_on_ibs_default_schedule_through_ib_async(simulated_ga
     async def body() -> None:
         async with simulated_gateway("shorts_options", pnl_interval=0) as gateway:
             ib = await connect(gateway.port)
-            assert figure(ib, SHORTS, "NetLiquidation", "USD") == 30_000.0
-            assert figure(ib, SHORTS, "GrossPositionValue", "USD") == 21_000.0
-            assert figure(ib, SHORTS, "MaintMarginReq", "USD") == 12_000.0
-            assert figure(ib, SHORTS, "ExcessLiquidity", "USD") == 18_000.0
-            assert figure(ib, SHORTS, "StockMarketValue", "BASE") == -21_000.0
+            expected = {
+                ("NetLiquidation", "USD"): 30_000.0,
+                ("GrossPositionValue", "USD"): 21_000.0,
+                ("MaintMarginReq", "USD"): 12_000.0,
+                ("ExcessLiquidity", "USD"): 18_000.0,
+                ("StockMarketValue", "BASE"): -21_000.0,
+            }
+            assert figures(ib, SHORTS, expected) == expected
             await ib.reqAccountUpdatesAsync(SHORTS)
             values = {item.contract.symbol: item.marketValue for item in ib.portfolio(SHORTS)}
             assert values == {"XYZ": -10_000.0, "MID": -5_000.0, "LOW": -4_000.0, "PEN": -2_000.0}
