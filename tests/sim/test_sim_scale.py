@@ -4,6 +4,10 @@ not asserted here."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -143,3 +147,44 @@ def test_the_price_process_runs_at_its_rate_until_stopped(simulated_gateway):
             ib.disconnect()
 
     run(body())
+
+
+def test_simulate_gateway_serves_a_generated_book_at_a_price_rate_in_its_own_process():
+    """`margin-monitor simulate-gateway --scenario generated:2x2x3 --price-rate 200` runs in
+    its own process: ib_async connects, sees both accounts and streaming values; a
+    non-positive rate is refused in one line (exit 2)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "monitor.cli", "simulate-gateway"]
+    command += ["--scenario", "generated:2x2x3", "--price-rate", "200", "--port", str(port)]
+    gateway = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while True:
+            try:
+                ib = await connect(port)
+                break
+            except (ConnectionRefusedError, TimeoutError, OSError):
+                assert loop.time() < deadline, "the simulated gateway did not start"
+                await asyncio.sleep(0.1)
+        assert ib.managedAccounts() == ["DU8000001", "DU8000002"]
+        position = ib.positions("DU8000001")[0]
+        values: set[float] = set()
+        ib.pnlSingleEvent += lambda update: values.add(update.value)
+        ib.reqPnLSingle("DU8000001", "", position.contract.conId)
+        await until(lambda: len(values) >= 3, 10, "three different values")
+        ib.disconnect()
+
+    try:
+        run(body(), timeout=45)
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=10)
+    refused = subprocess.run(
+        [*command[:-4], "--price-rate", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2
+    assert "--price-rate: must be a number above zero, got 0" in refused.stderr
