@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="push account values only every N seconds (IB's real cadence is 180)",
     )
     sim.add_argument(
+        "--price-rate",
+        type=positive_number,
+        default=None,
+        metavar="N",
+        help="random-walk price updates per second (default: the scenario's, usually 0); "
+        "with --scenario generated:ACCOUNTSxHOLDINGSxCONTRACTS for an advisor book",
+    )
+    sim.add_argument(
         "--schema", action="store_true", help="print the JSON Schema of a scenario file and exit"
     )
     sim.set_defaults(handler=cmd_simulate)
@@ -311,6 +319,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 port=args.port,
                 speed=args.speed,
                 account_push_interval=args.cadence,
+                price_updates_per_second=args.price_rate,
             )
         )
     return 0

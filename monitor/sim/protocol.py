@@ -19,6 +19,7 @@ import re
 import struct
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 SERVER_VERSION = 176
 """Highest version offered: at <= 200 every client stays on the text protocol."""
@@ -50,6 +51,18 @@ class In:
     REQ_EXECUTIONS = 7
     REQ_IDS = 8
     REQ_CONTRACT_DATA = 9
+    REQ_MKT_DEPTH = 10
+    CANCEL_MKT_DEPTH = 11
+    REQ_NEWS_BULLETINS = 12
+    CANCEL_NEWS_BULLETINS = 13
+    REQ_HISTORICAL_DATA = 20
+    CANCEL_HISTORICAL_DATA = 25
+    REQ_SCANNER_SUBSCRIPTION = 22
+    REQ_REAL_TIME_BARS = 50
+    CANCEL_REAL_TIME_BARS = 51
+    REQ_HEAD_TIMESTAMP = 87
+    REQ_HISTOGRAM_DATA = 88
+    REQ_HISTORICAL_TICKS = 96
     REQ_AUTO_OPEN_ORDERS = 15
     REQ_ALL_OPEN_ORDERS = 16
     REQ_MANAGED_ACCTS = 17
@@ -103,6 +116,8 @@ class Out:
     ACCT_DOWNLOAD_END = 54
     EXECUTION_DATA_END = 55
     TICK_SNAPSHOT_END = 57
+    HISTORICAL_DATA = 17
+    HISTORICAL_DATA_UPDATE = 90
     MARKET_DATA_TYPE = 58
     POSITION_DATA = 61
     POSITION_END = 62
@@ -134,8 +149,10 @@ class Tick:
 
 # error codes and the texts real gateways send with them
 ERROR_TEXTS: dict[int, str] = {
+    162: "Historical Market Data Service error message:HMDS query returned no data",
     200: "No security definition has been found for the request",
     321: "Error validating request",
+    354: "Requested market data is not subscribed.",
     326: "Unable to connect as the client id is already in use. Retry with a unique client id.",
     430: "We are sorry, but fundamentals data for the security specified is not available.",
     1100: "Connectivity between IB and Trader Workstation has been lost.",
@@ -153,6 +170,31 @@ ERROR_TEXTS: dict[int, str] = {
     10358: "Fundamentals data is not allowed.",
 }
 FARM_NOTICES = (2104, 2106, 2158)
+READ_ONLY_CODE = 321
+READ_ONLY_TEXT = (
+    "Error validating request:-'bh' : cause - The API interface is currently in Read-Only mode."
+)
+"""IB's answer to an order message when the API is read-only (TWS/Gateway "Read-Only API"
+setting). Code and text as IB Gateway sends them, quoted in IbcAlpha/IBC issue #10 (2018,
+``error; 1; 321; Error validating request:-'bh' : cause - The API interface is currently in
+Read-Only mode.``) and issue #341 (2026, IB Gateway 1037: the same 321 for every order)."""
+ORDER_REQ_ID_FIELD: dict[int, int | None] = {
+    In.PLACE_ORDER: 1,  # 3|orderId|... (no version field from server version 145)
+    In.CANCEL_ORDER: 2,  # 4|1|orderId|manualOrderCancelTime
+    In.EXERCISE_OPTIONS: 2,  # 21|2|reqId|...
+    In.REQ_GLOBAL_CANCEL: None,  # 58|1: not tied to an order (reqId -1)
+}
+"""Where each order message carries the id its error refers to."""
+UNSERVED: dict[int, tuple[int, int]] = {
+    In.REQ_MKT_DEPTH: (2, 354),  # 10|5|reqId|...
+    In.REQ_REAL_TIME_BARS: (2, 354),  # 50|3|reqId|...
+    In.REQ_HEAD_TIMESTAMP: (1, 162),  # 87|reqId|...
+    In.REQ_HISTOGRAM_DATA: (1, 162),  # 88|reqId|...
+    In.REQ_HISTORICAL_TICKS: (1, 162),  # 96|reqId|...
+}
+"""Requests the simulator has no data for -> (reqId field, error code): the answer a real
+gateway gives when it has none either (354 without a market data subscription, 162 when the
+historical data farm returns nothing), so a client does not wait for its timeout."""
 
 
 # -- field formatting ------------------------------------------------------------------------
@@ -192,6 +234,24 @@ def frame(fields: Sequence[object]) -> bytes:
     """Serialize fields into one length-prefixed frame."""
     payload = "".join(encode_field(field) + "\0" for field in fields).encode("ascii", "replace")
     return struct.pack(">I", len(payload)) + payload
+
+
+def encode_tail(fields: Sequence[object]) -> bytes:
+    """The fields after a message's reqId, encoded once and shared by every subscription."""
+    return "".join(encode_field(field) + "\0" for field in fields).encode("ascii", "replace")
+
+
+def frame_with_req_id(head: bytes, req_id: int, tail: bytes) -> bytes:
+    """``head`` (the fields before the reqId, encoded), the reqId, then ``tail``: the same bytes
+    as :func:`frame` of the whole message, built without re-encoding the shared part."""
+    body = b"%s%d\0%s" % (head, req_id, tail)
+    return len(body).to_bytes(4, "big") + body
+
+
+PNL_SINGLE_HEAD = b"95\0"
+"""pnlSingle's fields before its reqId."""
+TICK_PRICE_HEAD = b"1\x006\x00"
+"""tickPrice's fields before its reqId (message id and version)."""
 
 
 def split_fields(payload: bytes) -> list[str]:
@@ -270,10 +330,34 @@ def account_download_end(account: str) -> Message:
     return [Out.ACCT_DOWNLOAD_END, 1, account]
 
 
-def _contract_head(con_id: int, symbol: str, sec_type: str, multiplier: float) -> Message:
+@dataclass(frozen=True, slots=True)
+class OptionTerms:
+    """What an option adds to a contract's fields (a stock has none)."""
+
+    last_trade_date: str
+    """YYYYMMDD."""
+    strike: float
+    right: str
+    """"C" or "P"."""
+    local_symbol: str
+    """The OCC code, e.g. ``SPY   261218P00400000``."""
+
+
+def _contract_head(
+    con_id: int, symbol: str, sec_type: str, multiplier: float, option: OptionTerms | None = None
+) -> Message:
     """conId|symbol|secType|lastTradeDate|strike|right|multiplier (stocks: no expiry)."""
     mult = "" if multiplier == 1 else fmt_number(multiplier)
-    return [con_id, symbol, sec_type, "", "0", "", mult]
+    if option is None:
+        return [con_id, symbol, sec_type, "", "0", "", mult]
+    return [
+        con_id, symbol, sec_type, option.last_trade_date, fmt_number(option.strike),
+        option.right, mult,
+    ]  # fmt: skip
+
+
+def _local_symbol(symbol: str, option: OptionTerms | None) -> str:
+    return symbol if option is None else option.local_symbol
 
 
 def portfolio_value(
@@ -291,15 +375,16 @@ def portfolio_value(
     average_cost: float,
     unrealized_pnl: float,
     realized_pnl: float,
+    option: OptionTerms | None = None,
 ) -> Message:
     """``7|8|conId|symbol|...|account``: exactly 20 fields."""
     return [
         Out.PORTFOLIO_VALUE,
         8,
-        *_contract_head(con_id, symbol, sec_type, multiplier),
+        *_contract_head(con_id, symbol, sec_type, multiplier, option),
         primary_exchange,
         currency,
-        symbol,  # localSymbol
+        _local_symbol(symbol, option),
         symbol,  # tradingClass
         fmt_number(position),
         fmt_number(round(market_price, 8)),
@@ -322,16 +407,17 @@ def position(
     currency: str,
     quantity: float,
     average_cost: float,
+    option: OptionTerms | None = None,
 ) -> Message:
     """``61|3|account|conId|...|position|avgCost``: exactly 16 fields."""
     return [
         Out.POSITION_DATA,
         3,
         account,
-        *_contract_head(con_id, symbol, sec_type, multiplier),
+        *_contract_head(con_id, symbol, sec_type, multiplier, option),
         exchange,
         currency,
-        symbol,
+        _local_symbol(symbol, option),
         symbol,
         fmt_number(quantity),
         fmt_number(round(average_cost, 8)),
@@ -356,6 +442,7 @@ def position_multi(
     quantity: float,
     average_cost: float,
     model_code: str = "",
+    option: OptionTerms | None = None,
 ) -> Message:
     """``71|1|reqId|account|conId|...|position|avgCost|modelCode``: 18 fields."""
     return [
@@ -363,10 +450,10 @@ def position_multi(
         1,
         req_id,
         account,
-        *_contract_head(con_id, symbol, sec_type, multiplier),
+        *_contract_head(con_id, symbol, sec_type, multiplier, option),
         exchange,
         currency,
-        symbol,
+        _local_symbol(symbol, option),
         symbol,
         fmt_number(quantity),
         fmt_number(round(average_cost, 8)),
@@ -477,25 +564,28 @@ def contract_details(
     industry: str = "",
     category: str = "",
     min_tick: float = 0.01,
+    option: OptionTerms | None = None,
+    under_con_id: int = 0,
 ) -> Message:
     """contractDetails (10) at ``server_version``.
 
     Before v164 the message carries a version field (8) and the obsolete mdSizeMultiplier;
     from v164 neither, and minSize, sizeIncrement and suggestedSizeIncrement follow stockType.
+    An option carries its expiry, strike and right, its OCC local symbol, the underlying's
+    conId, symbol and secType, and its expiry again as realExpirationDate.
     """
     fields: Message = [Out.CONTRACT_DATA]
     if server_version < V_SIZE_RULES:
         fields.append(8)
+    head = _contract_head(con_id, symbol, sec_type, multiplier, option)
     fields += [
         req_id,
         symbol,
         sec_type,
-        "",  # lastTradeDateOrContractMonth
-        "0",  # strike
-        "",  # right
+        *head[3:6],  # lastTradeDateOrContractMonth, strike, right
         exchange,
         currency,
-        symbol,  # localSymbol
+        _local_symbol(symbol, option),
         symbol,  # marketName
         symbol,  # tradingClass
         con_id,
@@ -509,10 +599,10 @@ def contract_details(
         "MOC,MTL,NONALGO,OCA,REL,STP,STPLMT,TRAIL,TRAILLIMIT,WHATIF",
         f"SMART,{primary_exchange},ARCA,BATS,IEX" if primary_exchange else "SMART",
         1,  # priceMagnifier
-        0,  # underConId
+        under_con_id,
         long_name,
         primary_exchange,
-        "",  # contractMonth
+        "" if option is None else option.last_trade_date[:6],  # contractMonth
         industry,
         category,
         "",  # subcategory
@@ -523,10 +613,10 @@ def contract_details(
         "",  # evMultiplier
         0,  # secIdListCount
         1,  # aggGroup
-        "",  # underSymbol
-        "",  # underSecType
+        "" if option is None else symbol,  # underSymbol
+        "" if option is None else "STK",  # underSecType
         "26,26,26,26,26",  # marketRuleIds
-        "",  # realExpirationDate
+        "" if option is None else option.last_trade_date,  # realExpirationDate
         stock_type,
     ]
     if server_version == V_FRACTIONAL_SIZE:
@@ -534,6 +624,60 @@ def contract_details(
     if server_version >= V_SIZE_RULES:
         fields += ["0.0001", "0.0001", "100"]  # minSize, sizeIncrement, suggestedSizeIncrement
     return fields
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One historical bar."""
+
+    date: str
+    """``YYYYMMDD`` for daily bars."""
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    average: float
+    bar_count: int
+
+
+def _bar_prices(bar: Bar) -> list[str]:
+    return [fmt_number(round(price, 4)) for price in (bar.open, bar.high, bar.low, bar.close)]
+
+
+def historical_data(req_id: int, start: str, end: str, bars: Sequence[Bar]) -> Message:
+    """``17|reqId|startDate|endDate|count|{date|open|high|low|close|volume|WAP|barCount}*``.
+
+    From server version 124 (SYNT_REALTIME_BARS) there is no version field; before 196 the end
+    of the data is this message itself (ib_async 2.1 calls historicalDataEnd after the bars).
+    """
+    fields: Message = [Out.HISTORICAL_DATA, req_id, start, end, len(bars)]
+    for bar in bars:
+        fields += [
+            bar.date,
+            *_bar_prices(bar),
+            fmt_number(bar.volume),
+            fmt_number(round(bar.average, 4)),
+            bar.bar_count,
+        ]
+    return fields
+
+
+def historical_data_update(req_id: int, bar: Bar) -> Message:
+    """``90|reqId|barCount|date|open|close|high|low|WAP|volume`` (keepUpToDate)."""
+    open_, high, low, close = _bar_prices(bar)
+    return [
+        Out.HISTORICAL_DATA_UPDATE,
+        req_id,
+        bar.bar_count,
+        bar.date,
+        open_,
+        close,
+        high,
+        low,
+        fmt_number(round(bar.average, 4)),
+        fmt_number(bar.volume),
+    ]
 
 
 def contract_details_end(req_id: int) -> Message:

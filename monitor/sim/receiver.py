@@ -8,6 +8,17 @@ It can answer HTTP 500 for the next N requests (:meth:`Receiver.fail_next`) or u
 otherwise (:meth:`Receiver.set_failing`), or hold requests unanswered (:meth:`Receiver.set_hanging`)
 to play a target that hangs.
 
+Each instance can also misbehave the way broken endpoints do (:meth:`Receiver.behave`, or
+``Receiver(behaviour=...)``): ``"dribble"`` answers one byte every ``dribble_interval``
+seconds (a stuck proxy), ``"hang"`` reads the request and never answers (the socket is held),
+``"fail"`` answers 500, ``"close"`` reads the request and resets the connection; ``"ok"``
+answers at once. Nothing is held longer than ``hang_limit`` seconds (then the connection is
+closed), and :meth:`Receiver.stop` lets everything go at once, so a misbehaving receiver never
+keeps a test from finishing. Counters: :attr:`~Receiver.accepted` (requests read),
+:attr:`~Receiver.completed` (answered in full), :attr:`~Receiver.held` (being held or dribbled
+now), :attr:`~Receiver.dropped` (closed without a full answer). :attr:`~Receiver.messages`
+holds what was answered 200 in full (a dribbled message once its last byte is out).
+
     with Receiver() as receiver:
         notifier = Notifier([Target("json#1", receiver.url)], store)
         ...
@@ -17,17 +28,22 @@ to play a target that hangs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal, get_args
 
 _ID_LINE = re.compile(r"^id: (\S+)\s*$", re.MULTILINE)
+Behaviour = Literal["ok", "fail", "hang", "dribble", "close"]
+BEHAVIOURS: tuple[Behaviour, ...] = get_args(Behaviour)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +85,15 @@ class ReceivedMessage:
 class Receiver:
     """An HTTP endpoint on 127.0.0.1 that records Apprise ``json://`` notifications."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, hang_limit: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        hang_limit: float = 30.0,
+        behaviour: Behaviour = "ok",
+        dribble_interval: float = 2.0,
+    ) -> None:
         self._host = host
         self._requested_port = port
         self._hang_limit = hang_limit
@@ -80,6 +104,14 @@ class Receiver:
         self._failing = False
         self._released = threading.Event()
         self._released.set()
+        self._stopping = threading.Event()
+        self._behaviour: Behaviour = "ok"
+        self._dribble_interval = 2.0
+        self._accepted = 0
+        self._completed = 0
+        self._held = 0
+        self._dropped = 0
+        self.behave(behaviour, dribble_interval=dribble_interval)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -89,6 +121,7 @@ class Receiver:
         """Bind and serve in a background thread."""
         if self._server is not None:
             return self
+        self._stopping.clear()
         server = ThreadingHTTPServer((self._host, self._requested_port), _handler_for(self))
         server.daemon_threads = True
         self._server = server
@@ -102,8 +135,9 @@ class Receiver:
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port (held requests are let go)."""
+        """Stop serving and release the port (held and dribbling connections are let go)."""
         self._released.set()
+        self._stopping.set()
         if self._server is None:
             return
         self._server.shutdown()
@@ -154,6 +188,50 @@ class Receiver:
             self._released.clear()
         else:
             self._released.set()
+
+    def behave(self, behaviour: Behaviour, *, dribble_interval: float | None = None) -> None:
+        """From now on answer as ``behaviour``: "ok", "fail" (500), "hang" (never answer),
+        "dribble" (one byte every ``dribble_interval`` seconds) or "close" (reset)."""
+        if behaviour not in BEHAVIOURS:
+            raise ValueError(
+                f"unknown behaviour {behaviour!r}; choose from {', '.join(BEHAVIOURS)}"
+            )
+        interval = self._dribble_interval if dribble_interval is None else dribble_interval
+        if not interval > 0:
+            raise ValueError(f"dribble_interval must be above zero, got {interval!r}")
+        with self._condition:
+            self._behaviour = behaviour
+            self._dribble_interval = float(interval)
+
+    @property
+    def behaviour(self) -> Behaviour:
+        """How requests are answered now."""
+        with self._condition:
+            return self._behaviour
+
+    @property
+    def accepted(self) -> int:
+        """Requests read so far (whatever the answer)."""
+        return self._read("_accepted")
+
+    @property
+    def completed(self) -> int:
+        """Requests answered in full (200 or 500)."""
+        return self._read("_completed")
+
+    @property
+    def held(self) -> int:
+        """Connections being held unanswered or dribbled right now."""
+        return self._read("_held")
+
+    @property
+    def dropped(self) -> int:
+        """Requests whose connection was closed without a full answer (reset, or capped)."""
+        return self._read("_dropped")
+
+    def _read(self, counter: str) -> int:
+        with self._condition:
+            return int(getattr(self, counter))
 
     # -- what arrived ----------------------------------------------------------------------
 
@@ -206,6 +284,20 @@ class Receiver:
                 self._condition.wait(remaining)
             return list(self._messages)
 
+    def wait_for_counters(self, predicate: Callable[[Receiver], bool], timeout: float) -> None:
+        """Block until ``predicate(receiver)`` holds (e.g. ``lambda r: r.held == 1``); counters
+        wake the waiters when they change. TimeoutError naming the counters if not."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"condition not met; accepted {self._accepted}, completed "
+                        f"{self._completed}, held {self._held}, dropped {self._dropped}"
+                    )
+                self._condition.wait(remaining)
+
     async def wait_until_async(
         self, predicate: Callable[[list[ReceivedMessage]], bool], timeout: float
     ) -> list[ReceivedMessage]:
@@ -218,14 +310,14 @@ class Receiver:
 
     # -- called by the handler -------------------------------------------------------------
 
-    def _decide(self) -> bool:
-        """True when this request must be rejected."""
+    def _decide(self, *, failing: bool = False) -> bool:
+        """True when this request must be rejected (``failing``: the behaviour says so)."""
         with self._condition:
             if self._fail_next > 0:
                 self._fail_next -= 1
                 self._rejected += 1
                 return True
-            if self._failing:
+            if self._failing or failing:
                 self._rejected += 1
                 return True
             return False
@@ -235,6 +327,23 @@ class Receiver:
             self._messages.append(message)
             self._condition.notify_all()
 
+    def _count(self, counter: str, step: int = 1) -> None:
+        """Change a counter and wake the waiters (tests wait on counters too)."""
+        with self._condition:
+            setattr(self, counter, getattr(self, counter) + step)
+            self._condition.notify_all()
+
+    def _accept(self) -> tuple[Behaviour, float]:
+        """Count a request read; the behaviour and dribble interval it gets."""
+        with self._condition:
+            self._accepted += 1
+            self._condition.notify_all()
+            return self._behaviour, self._dribble_interval
+
+    def _hold(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` (less when stopping); False once the receiver is stopping."""
+        return not self._stopping.wait(seconds)
+
 
 def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -243,8 +352,20 @@ def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            behaviour, interval = receiver._accept()
+            if behaviour == "close":
+                self._reset()
+                return
+            if behaviour == "hang":
+                receiver._count("_held")
+                try:
+                    receiver._hold(receiver._hang_limit)
+                finally:
+                    receiver._count("_held", -1)
+                self._reset()
+                return
             receiver._released.wait(receiver._hang_limit)
-            if receiver._decide():
+            if receiver._decide(failing=behaviour == "fail"):
                 self._answer(500, b'{"error": "failing on purpose"}')
                 return
             try:
@@ -253,14 +374,17 @@ def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 payload = {"raw": raw.decode("utf-8", "replace")}
             if not isinstance(payload, dict):
                 payload = {"raw": payload}
-            receiver._record(
-                ReceivedMessage(
-                    received_at=datetime.now(UTC),
-                    path=self.path,
-                    payload=payload,
-                    headers={key: value for key, value in self.headers.items()},
-                )
+            message = ReceivedMessage(
+                received_at=datetime.now(UTC),
+                path=self.path,
+                payload=payload,
+                headers={key: value for key, value in self.headers.items()},
             )
+            if behaviour == "dribble":
+                if self._dribble(200, b'{"ok": true}', interval):
+                    receiver._record(message)
+                return
+            receiver._record(message)
             self._answer(200, b'{"ok": true}')
 
         def _answer(self, status: int, body: bytes) -> None:
@@ -269,6 +393,45 @@ def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            receiver._count("_completed")
+
+        def _dribble(self, status: int, body: bytes, interval: float) -> bool:
+            """Write the answer one byte every ``interval`` seconds, within ``hang_limit``;
+            True when the last byte went out."""
+            head = (
+                f"HTTP/1.1 {status} {self.responses[status][0]}\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            data = head.encode("ascii") + body
+            deadline = time.monotonic() + receiver._hang_limit
+            receiver._count("_held")
+            try:
+                for index in range(len(data)):
+                    if index and (
+                        time.monotonic() + interval > deadline or not receiver._hold(interval)
+                    ):
+                        self._reset()
+                        return False
+                    self.wfile.write(data[index : index + 1])
+            except OSError:  # the sender gave up and closed its end
+                receiver._count("_dropped")
+                self.close_connection = True
+                return False
+            finally:
+                receiver._count("_held", -1)
+            receiver._count("_completed")
+            return True
+
+        def _reset(self) -> None:
+            """Close at once with a TCP reset (SO_LINGER 0): no answer at all."""
+            receiver._count("_dropped")
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests and the demo print what matters themselves."""

@@ -21,6 +21,9 @@ Built-in scenarios live in ``monitor/sim/scenarios/`` and load by bare name (``"
     server_version = 176        # highest version offered (157..176)
     next_order_id = 1
     farm_notices = true
+    price_updates_per_second = 0  # a random-walk price process (0 = off), e.g. 5000
+    price_step = 0.001          # each update moves one price by up to 0.1% either way
+    price_seed = 0
 
     [instruments.SPY]           # optional: instruments may also be defined inline in positions
     con_id = 756733             # default: a stable id derived from the symbol
@@ -39,6 +42,21 @@ Built-in scenarios live in ``monitor/sim/scenarios/`` and load by bare name (``"
     shares_outstanding = 9.2e8  # served as <SharesOut> by reqFundamentalData when entitled
     long_name = "SPDR S&P 500 ETF TRUST"
 
+    [instruments.SPY.history]   # daily bars for reqHistoricalData (held or not: a benchmark)
+    closes = [480.0, 492.5]     # completed sessions, oldest first; or a generated path:
+    # peak = 600.0, peak_days_ago = 30, days = 260, start = 480.0, volume = 1e6
+
+    [instruments.SPY_P450]      # an option: IB sends symbol SPY, localSymbol SPY   261218P00450000
+    sec_type = "OPT"
+    underlying = "SPY"          # a scenario instrument; its price sets a short's requirement
+    right = "P"                 # "C" or "P"
+    strike = 450.0
+    last_trade_date = "20261218"
+    price = 6.0                 # per share; multiplier 100 by default
+    # long options: in NLV and GPV, not in ELV, no requirement; short options: their value +
+    # maint_rate (default 0.20) x underlying value. Short stock without a maint_rate: IB's
+    # schedule (30% above 16.67, 5/share from 5 to 16.67, 100% under 5, 2.50/share at <= 2.50)
+
     [[accounts]]
     id = "DU1000001"            # required; managed accounts are listed in file order
     base_currency = "USD"
@@ -47,7 +65,8 @@ Built-in scenarios live in ``monitor/sim/scenarios/`` and load by bare name (``"
     fx = { EUR = 1.08 }         # base units per unit of each other currency (required for each)
     sma = -2500.0               # fixed SMA; default: Reg T excess equity (floored at 10% of
                                 #   equity), rising with the market and never falling by a move
-    accrued_cash = -120.0
+    accrued_cash = -120.0       # or per currency: { CHF = -45.0, EUR = 3.0 } (ledger rows)
+    managed = true              # false: joins managedAccounts with a managed_accounts step
     look_ahead_next_change_in = 5400   # seconds after start (or look_ahead_next_change = unix s)
     values = { LookAheadNextChange = "0" }   # initial overrides, see set_values
 
@@ -74,8 +93,20 @@ Built-in scenarios live in ``monitor/sim/scenarios/`` and load by bare name (``"
     # error = 1100                       # sent with reqId -1 (req_id = N, message = "..." optional)
     # disconnect = true                  # drop every client socket
     # restart = 10                       # close listener and clients, listen again after 10 s
-    account = "DU1000001"       # for set_values/clear_values/set_fx: default every account;
-                                #   set_quantity/set_cash need it when there are several
+    # set_rates = { all = { maint_rate = 0.35 }, QQQ = { maint_rate = 0.5 } }  # margin terms
+    #                                    #   change, prices unchanged (a symbol wins over "all")
+    # managed_accounts = ["DU1", "DU2"]  # accounts join or leave (announce = true: tell clients)
+    # garbage = "stalled_frame"          # or any send_garbage kind, e.g. "oversized_prefix"
+    account = "DU1000001"       # for set_values/clear_values/set_fx/set_rates: default every
+                                #   account; set_quantity/set_cash need it when there are several
+
+    [generate]                  # an advisor book made up at load time (name: generated:AxHxC)
+    accounts = 100              # DU8000001...
+    holdings = 200              # per account: the funds, then stocks drawn at random
+    contracts = 300             # FND001... (funds every account holds), STK0001...
+    funds = 60
+    loan = 0.25                 # each account borrows 25% of its GPV
+    seed = 0
 
 Each action is its own model (:class:`MovesStep`, :class:`ErrorStep`, ...) that applies itself
 to the gateway (:meth:`Step.apply`), so the timeline has one dispatch: ``await step.apply(gw)``.
@@ -83,6 +114,8 @@ to the gateway (:meth:`Step.apply`), so the timeline has one dispatch: ``await s
 
 from __future__ import annotations
 
+import random
+import re
 import tomllib
 import zlib
 from abc import abstractmethod
@@ -140,6 +173,11 @@ class TimelineTarget(Protocol):
     ) -> None: ...
     async def drop_clients(self) -> None: ...
     def restart_in_background(self, down_seconds: float) -> None: ...
+    def set_rates(self, account: str | None, rates: Mapping[str, RateKeys]) -> None: ...
+    def set_managed_accounts(
+        self, accounts: Iterable[str] | None, *, announce: bool = False
+    ) -> None: ...
+    async def send_garbage(self, kind: str, client_id: int | None = None) -> int: ...
 
 
 # -- value types ------------------------------------------------------------------------------
@@ -242,6 +280,34 @@ class Instrument:
     long_name: str = ""
     industry: str = ""
     category: str = ""
+    rates_given: frozenset[str] = frozenset()
+    """The rate keys the scenario set (a short without a maintenance rate follows IB's
+    default short schedule, a short option the option default)."""
+    underlying: str | None = None
+    right: str = ""
+    strike: float = 0.0
+    last_trade_date: str = ""
+    history: tuple[float, ...] | None = None
+    """Daily closes before the current session, oldest first (reqHistoricalData)."""
+    history_volume: float = 0.0
+
+    @property
+    def is_option(self) -> bool:
+        """An equity option (secType OPT): counted in NLV and GPV, not in ELV."""
+        return self.sec_type == "OPT"
+
+    @property
+    def wire_symbol(self) -> str:
+        """The symbol IB sends: an option's is its underlying's."""
+        return self.underlying if self.is_option and self.underlying else self.symbol
+
+    @property
+    def local_symbol(self) -> str:
+        """IB's localSymbol: the OCC code for an option (``SPY   261218P00400000``)."""
+        if not self.is_option:
+            return self.symbol
+        strike = round(self.strike * 1000)
+        return f"{self.wire_symbol:<6}{self.last_trade_date[2:]}{self.right}{strike:08d}"
 
 
 class InstrumentKeys(_Table):
@@ -277,6 +343,15 @@ class InstrumentKeys(_Table):
     """Contract details industry."""
     category: str | None = None
     """Contract details category."""
+    underlying: Name | None = None
+    """Options (sec_type "OPT"): the underlying's symbol, an instrument of the scenario. It is
+    the symbol IB sends for the option, and its price sets a short option's requirement."""
+    right: Literal["C", "P"] | None = None
+    """Options: "C" (call) or "P" (put)."""
+    strike: Positive | None = None
+    """Options: the strike price."""
+    last_trade_date: Annotated[str, StringConstraints(pattern=r"^\d{8}$")] | None = None
+    """Options: the expiry as YYYYMMDD."""
 
     def given(self) -> dict[str, Any]:
         """The instrument keys this table sets."""
@@ -288,29 +363,106 @@ class InstrumentKeys(_Table):
 
 
 class RateKeys(_Table):
-    """Margin rates: on an instrument, or on a position where they override the instrument's."""
+    """Margin rates: on an instrument, or on a position where they override the instrument's.
+
+    Stocks and funds: a fraction of |market value|. A short stock without a maintenance rate
+    follows IB's default short schedule (margin-rules.md section 2: 30% above USD 16.67,
+    USD 5/share from 5 to 16.67, 100% under 5, USD 2.50/share at or under 2.50; applied in the
+    instrument's currency). Options: a long option has no requirement (no loan value); a short
+    option requires its market value plus the rate times the underlying's value
+    (|quantity| x multiplier x underlying price; default rate 0.20, IB's base rate).
+    """
 
     maint_rate: Rate | None = None
-    """Maintenance requirement as a fraction of |market value| (default 0.25)."""
+    """Maintenance requirement as a fraction of |market value| (default 0.25; shorts and
+    options: see the table's description)."""
     init_rate: Rate | None = None
-    """Initial requirement as a fraction of |market value| (default 0.25)."""
+    """Initial requirement as a fraction of |market value| (default 0.25; shorts and options:
+    as the maintenance rate)."""
     look_ahead_maint_rate: Rate | None = None
     """Maintenance rate after the next margin change (default: the current one)."""
     look_ahead_init_rate: Rate | None = None
     """Initial rate after the next margin change (default: the current one)."""
 
 
+class History(_Table):
+    """Daily bars served by reqHistoricalData: given closes, or a generated path.
+
+    Either ``closes`` (every completed session before the current one, oldest first) or
+    ``peak`` (a generated path: ``days`` sessions rising geometrically from ``start`` to
+    ``peak`` reached ``peak_days_ago`` sessions before the current one, then falling
+    geometrically towards the current price). The bars are dated on the weekdays before the
+    current session (no holiday calendar); the current session's bar opens at the last close
+    and closes at the current price, so a drawdown from the prior peak is 1 - price / peak.
+    """
+
+    closes: list[Positive] | None = None
+    """Closing prices, oldest first, the last one the previous session's."""
+    peak: Positive | None = None
+    """Generated path: its highest close (at least the start and the current price)."""
+    peak_days_ago: Annotated[int, Field(ge=1)] = 20
+    """Generated path: sessions between the peak and the current session."""
+    days: Annotated[int, Field(ge=1, le=10_000)] = 260
+    """Generated path: completed sessions before the current one."""
+    start: Positive | None = None
+    """Generated path: the first close (default: the peak x 0.8)."""
+    volume: NonNegative = 1_000_000.0
+    """Each bar's volume."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> History:
+        if (self.closes is None) == (self.peak is None):
+            raise ValueError("give either closes = [...] or peak = <price> (a generated path)")
+        if self.closes is not None and not self.closes:
+            raise ValueError("closes needs at least one price")
+        if self.peak is not None and self.peak_days_ago > self.days:
+            raise ValueError(f"peak_days_ago ({self.peak_days_ago}) exceeds days ({self.days})")
+        return self
+
+    def closes_before(self, price: float) -> tuple[float, ...]:
+        """The completed sessions' closes, for an instrument whose current price is ``price``."""
+        if self.closes is not None:
+            return tuple(float(close) for close in self.closes)
+        assert self.peak is not None
+        peak, days = self.peak, self.days
+        start = self.start if self.start is not None else peak * 0.8
+        peak_index = days - self.peak_days_ago  # sessions 0..days-1, then the current one
+        closes = []
+        for index in range(days):
+            if index <= peak_index:
+                share = index / peak_index if peak_index else 1.0
+                close = start * (peak / start) ** share
+            else:
+                share = (index - peak_index) / (days - peak_index)
+                close = peak * (price / peak) ** share
+            closes.append(round(close, 4))
+        return tuple(closes)
+
+
 class InstrumentTable(InstrumentKeys, RateKeys):
     """An ``[instruments.SYMBOL]`` table."""
+
+    history: History | None = None
+    """Daily bars for reqHistoricalData (e.g. a benchmark such as SPY, held or not)."""
 
     def resolve(self, symbol: str, keys: Mapping[str, Any]) -> Instrument:
         """The complete instrument from this table's rates and the merged ``keys``."""
         rates = {key: getattr(self, key) for key in RateKeys.model_fields}
         fields = {key: value for key, value in {**keys, **rates}.items() if value is not None}
+        fields["rates_given"] = frozenset(key for key in rates if rates[key] is not None)
         stock_type = fields.get("stock_type", "COMMON")
+        option = fields.get("sec_type") == "OPT"
         fields.setdefault("con_id", default_con_id(symbol))
-        fields.setdefault("exchange", "ARCA" if stock_type == "ETF" else "NYSE")
-        fields.setdefault("long_name", symbol)
+        fields.setdefault(
+            "exchange", "CBOE" if option else "ARCA" if stock_type == "ETF" else "NYSE"
+        )
+        fields.setdefault("long_name", fields.get("underlying", symbol) if option else symbol)
+        if option:
+            fields.setdefault("multiplier", 100.0)
+        if self.history is not None:
+            fields["history"] = self.history.closes_before(fields["price"])
+            fields["history_volume"] = self.history.volume
+            fields.setdefault("close", fields["history"][-1])
         return Instrument(symbol=symbol, **fields)
 
 
@@ -340,8 +492,10 @@ class Account(_Table):
     """Base-currency units per unit of each other currency (one for each currency used)."""
     sma: float | None = None
     """A fixed SMA (default: Reg T excess equity, rising with the market, never falling)."""
-    accrued_cash: float = 0.0
-    """AccruedCash (interest accrued this month; negative = owed)."""
+    accrued_cash: float | dict[Currency, float] = 0.0
+    """AccruedCash (interest accrued this month; negative = owed): one number in the base
+    currency, or per currency ({ CHF = -85.0, USD = 12.0 }), which adds an AccruedCash ledger
+    row per currency and BASE (their sum converted at the exchange rates)."""
     look_ahead_next_change: int | None = None
     """Unix seconds of the next margin change (LookAheadNextChange)."""
     look_ahead_next_change_in: NonNegative | None = None
@@ -350,6 +504,9 @@ class Account(_Table):
     """Initial value overrides (tag or "TAG:CCY" -> text), as the set_values action."""
     positions: list[Position] = Field(default_factory=list)
     """The account's holdings at the start."""
+    managed: bool = True
+    """false: not in managedAccounts until a managed_accounts step adds it (an account
+    joining an advisor login mid-session)."""
 
     @model_validator(mode="after")
     def _no_rate_to_itself(self) -> Account:
@@ -372,6 +529,15 @@ class GatewayOptions(_Table):
     """The nextValidId sent at connection."""
     farm_notices: bool = True
     """Send the market data farm notices 2104/2106/2158 after startApi."""
+    price_updates_per_second: NonNegative = 0.0
+    """A random-walk price process: this many single-contract price updates per second,
+    spread over every instrument (0 = off). Each update streams ticks and reqPnLSingle to
+    the subscriptions on that contract at once; account values follow
+    ``account_push_interval`` (when 0: at most once per ``pnl_interval``)."""
+    price_step: Annotated[Rate, Field(gt=0)] = 0.001
+    """The price process: each update moves one price by up to this fraction, either way."""
+    price_seed: int = 0
+    """The price process's random seed (the same seed plays the same path)."""
 
 
 # -- timeline steps ---------------------------------------------------------------------------
@@ -549,6 +715,65 @@ class RestartStep(Step):
         gateway.restart_in_background(self.restart / gateway.speed)
 
 
+class SetRatesStep(_AccountStep):
+    """Change margin rates with prices unchanged (IB tightening or easing its terms)."""
+
+    action: ClassVar[str] = "set_rates"
+    set_rates: dict[str, RateKeys]
+    """Symbol (or "all": every holding of the account) -> the new rates, e.g.
+    { all = { maint_rate = 0.35, init_rate = 0.35 }, TQQQ = { maint_rate = 0.9 } }. A symbol's
+    rates win over "all", which wins over the scenario's; a rate not named keeps its value.
+    Every account (default) or the named one."""
+
+    @field_validator("set_rates")
+    @classmethod
+    def _all_in_lower_case(cls, rates: dict[str, RateKeys]) -> dict[str, RateKeys]:
+        return {("all" if key.lower() == "all" else key): value for key, value in rates.items()}
+
+    def symbols(self) -> Iterable[str]:
+        return (symbol for symbol in self.set_rates if symbol != "all")
+
+    async def apply(self, gateway: TimelineTarget) -> None:
+        gateway.set_rates(self.account, self.set_rates)
+
+
+class ManagedAccountsStep(Step):
+    """Change the accounts the login manages (an account joining or leaving an advisor login)."""
+
+    action: ClassVar[str] = "managed_accounts"
+    managed_accounts: list[AccountCode]
+    """The scenario accounts managed from now on, in order."""
+    announce: bool = False
+    """Also send managedAccounts (15) to connected clients (a real gateway is not known to
+    do so: clients find out with reqManagedAccts or from reqPositions)."""
+
+    async def apply(self, gateway: TimelineTarget) -> None:
+        gateway.set_managed_accounts(self.managed_accounts, announce=self.announce)
+
+
+GarbageKind = Literal[
+    "wrong_field_count",
+    "non_numeric",
+    "truncated",
+    "unknown_id",
+    "stalled_frame",
+    "oversized_prefix",
+]
+
+
+class GarbageStep(Step):
+    """Send a malformed frame to every client (fault injection; see ``send_garbage``)."""
+
+    action: ClassVar[str] = "garbage"
+    garbage: GarbageKind
+    """wrong_field_count, non_numeric, truncated (half a frame, then close), unknown_id,
+    stalled_frame (a length prefix promising more than is ever sent; the socket stays open,
+    nothing more is written to it) or oversized_prefix (a length of 2**31-1, then silence)."""
+
+    async def apply(self, gateway: TimelineTarget) -> None:
+        await gateway.send_garbage(self.garbage)
+
+
 AnyStep = (
     PricesStep
     | MovesStep
@@ -560,6 +785,9 @@ AnyStep = (
     | ErrorStep
     | DisconnectStep
     | RestartStep
+    | SetRatesStep
+    | ManagedAccountsStep
+    | GarbageStep
 )
 STEP_TYPES: dict[str, type[Step]] = {kind.action: kind for kind in get_args(AnyStep)}
 """Each action key and the model of a step carrying it."""
@@ -585,6 +813,96 @@ def _step(data: object) -> Step:
 TimelineStep = Annotated[
     SerializeAsAny[Step], PlainValidator(_step, json_schema_input_type=AnyStep)
 ]
+
+
+# -- a generated advisor book ------------------------------------------------------------------
+
+
+class Generate(_Table):
+    """``[generate]``: an advisor book made up at load time (or ``generated:AxHxC`` as the
+    scenario name). Deterministic for a seed. Contracts ``FND001``... are ETFs held by every
+    account (the shared funds), ``STK0001``... stocks drawn at random for the other holdings;
+    accounts are ``DU8000001``...; each account borrows ``loan`` x its GPV. Generated
+    instruments and accounts join any the file gives, so steps may name them."""
+
+    accounts: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Number of managed accounts."""
+    holdings: Annotated[int, Field(ge=1, le=10_000)] = 200
+    """Holdings per account."""
+    contracts: Annotated[int, Field(ge=1, le=100_000)] = 300
+    """Distinct contracts in the book (at least ``holdings``)."""
+    funds: Annotated[int, Field(ge=0)] = 60
+    """How many of the contracts are funds that every account holds (at most ``holdings``)."""
+    loan: Rate = 0.25
+    """Each account's margin loan as a fraction of its GPV."""
+    seed: int = 0
+    """Random seed of prices, holdings and quantities."""
+
+    @model_validator(mode="after")
+    def _fits(self) -> Generate:
+        if self.holdings > self.contracts:
+            raise ValueError(f"holdings ({self.holdings}) exceed contracts ({self.contracts})")
+        if self.funds > self.holdings:
+            raise ValueError(f"funds ({self.funds}) exceed holdings ({self.holdings})")
+        return self
+
+    def book(self) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+        """The instruments (symbol -> table) and accounts this table generates."""
+        rng = random.Random(self.seed)
+        instruments: dict[str, dict[str, Any]] = {}
+        for index in range(self.contracts):
+            fund = index < self.funds
+            symbol = f"FND{index + 1:03d}" if fund else f"STK{index + 1 - self.funds:04d}"
+            table: dict[str, Any] = {
+                "con_id": GENERATED_CON_ID_BASE + index,
+                "price": round(rng.uniform(20.0, 400.0), 2),
+            }
+            if fund:
+                table["stock_type"] = "ETF"
+            instruments[symbol] = table
+        symbols = list(instruments)
+        funds, stocks = symbols[: self.funds], symbols[self.funds :]
+        accounts = []
+        for number in range(1, self.accounts + 1):
+            chosen = funds + rng.sample(stocks, self.holdings - self.funds)
+            positions = []
+            gross = 0.0
+            for symbol in chosen:
+                price = instruments[symbol]["price"]
+                quantity = max(1, round(rng.uniform(2_000.0, 20_000.0) / price))
+                gross += quantity * price
+                positions.append({"symbol": symbol, "quantity": quantity})
+            accounts.append(
+                {
+                    "id": f"DU{8_000_000 + number}",
+                    "cash": {"USD": -round(self.loan * gross, 2)},
+                    "positions": positions,
+                }
+            )
+        return instruments, accounts
+
+
+GENERATED_CON_ID_BASE = 90_000_000
+"""Contract ids of generated instruments: this plus the contract's index."""
+_GENERATED_NAME = re.compile(r"^generated:(\d+)x(\d+)x(\d+)$")
+
+
+def _expand_generated(data: Any) -> Any:
+    """A scenario with ``[generate]``: its book added to the instruments and accounts given."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("generate"), Mapping):
+        return data
+    try:
+        generate = Generate.model_validate(data["generate"])
+    except ValidationError:
+        return data  # reported at its place by the model's own validation
+    instruments, accounts = generate.book()
+    given = data.get("instruments")
+    given_accounts = data.get("accounts")
+    return {
+        **data,
+        "instruments": {**instruments, **(given if isinstance(given, Mapping) else {})},
+        "accounts": [*(given_accounts if isinstance(given_accounts, list) else []), *accounts],
+    }
 
 
 # -- the scenario -----------------------------------------------------------------------------
@@ -613,8 +931,15 @@ class Scenario(_Table):
     """The managed accounts (at least one)."""
     steps: list[TimelineStep] = Field(default_factory=list)
     """The timeline, played in order of ``at`` (same-time steps in file order)."""
+    generate: Generate | None = None
+    """A generated advisor book added to the accounts and instruments given."""
 
     _instruments: dict[str, Instrument] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generated_book(cls, data: Any) -> Any:
+        return _expand_generated(data)
 
     @model_validator(mode="after")
     def _resolve(self) -> Scenario:
@@ -635,8 +960,13 @@ class Scenario(_Table):
 
     @property
     def account_ids(self) -> list[str]:
-        """Managed accounts in scenario order."""
+        """Every account of the scenario, in scenario order."""
         return [account.id for account in self.accounts]
+
+    @property
+    def managed_at_start(self) -> list[str]:
+        """The accounts managedAccounts lists at the start (``managed = false`` ones join later)."""
+        return [account.id for account in self.accounts if account.managed]
 
     @property
     def duration(self) -> float:
@@ -705,7 +1035,44 @@ def _resolve_instruments(scenario: Scenario, problems: _Problems) -> dict[str, I
             )
         con_ids[instrument.con_id] = symbol
         resolved[symbol] = instrument
+    for symbol, instrument in resolved.items():
+        _check_instrument(
+            instrument, resolved, scenario.instruments.get(symbol), problems, first_seen[symbol]
+        )
     return resolved
+
+
+_OPTION_KEYS = ("underlying", "right", "strike", "last_trade_date")
+
+
+def _check_instrument(
+    instrument: Instrument,
+    resolved: Mapping[str, Instrument],
+    table: InstrumentTable | None,
+    problems: _Problems,
+    loc: tuple[str | int, ...],
+) -> None:
+    """An option names its underlying and terms; a generated history's peak is its highest."""
+    if instrument.is_option:
+        missing = [key for key in _OPTION_KEYS if not getattr(instrument, key)]
+        if missing or instrument.underlying is None:
+            problems.add(loc, f"option {instrument.symbol!r} needs {', '.join(missing)}")
+        elif instrument.underlying not in resolved:
+            problems.add(
+                (*loc, "underlying"),
+                f"{instrument.underlying!r} is not an instrument of the scenario",
+            )
+        elif resolved[instrument.underlying].is_option:
+            problems.add((*loc, "underlying"), "the underlying of an option cannot be an option")
+    history = table.history if table is not None else None
+    if history is not None and history.peak is not None:
+        start = history.start if history.start is not None else history.peak * 0.8
+        if history.peak < max(start, instrument.price):
+            problems.add(
+                (*loc, "history", "peak"),
+                f"the peak ({history.peak:g}) must be at least the start ({start:g}) and the "
+                f"price ({instrument.price:g})",
+            )
 
 
 def _check_accounts(scenario: Scenario, problems: _Problems) -> None:
@@ -742,6 +1109,13 @@ def _check_steps(scenario: Scenario, problems: _Problems) -> None:
     """Steps name known symbols and accounts; one-account actions get the only account."""
     accounts = scenario.account_ids
     for index, step in enumerate(scenario.steps):
+        if isinstance(step, ManagedAccountsStep):
+            unknown = [code for code in step.managed_accounts if code not in accounts]
+            if unknown:
+                problems.add(
+                    ("steps", index, step.action),
+                    f"unknown account {unknown[0]!r} (accounts: {', '.join(accounts)})",
+                )
         for symbol in step.symbols():
             if symbol not in scenario.resolved_instruments:
                 problems.add(
@@ -782,10 +1156,36 @@ def load_scenario(source: Scenario | str | Path | Mapping[str, Any]) -> Scenario
         return source
     if isinstance(source, Mapping):
         return parse_scenario(source)
+    if str(source).startswith("generated:"):
+        return parse_scenario(_generated_source(str(source)), str(source))
     path, label = _locate(str(source))
     data = _read_toml(path, label)
     data.setdefault("name", path.stem)
     return parse_scenario(data, label)
+
+
+def _generated_source(name: str) -> dict[str, Any]:
+    """``generated:100x200x300`` -> a scenario with that ``[generate]`` table."""
+    match = _GENERATED_NAME.match(name)
+    if not match:
+        raise ScenarioError(
+            f"scenario {name}: expected generated:ACCOUNTSxHOLDINGSxCONTRACTS, "
+            "e.g. generated:100x200x300"
+        )
+    accounts, holdings, contracts = (int(group) for group in match.groups())
+    return {
+        "name": name,
+        "description": (
+            f"generated advisor book: {accounts} accounts x {holdings} holdings "
+            f"of {contracts} contracts"
+        ),
+        "generate": {
+            "accounts": accounts,
+            "holdings": holdings,
+            "contracts": contracts,
+            "funds": min(holdings, max(contracts // 5, 0)),
+        },
+    }
 
 
 def parse_scenario(data: Mapping[str, Any], label: str = "") -> Scenario:

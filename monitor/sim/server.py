@@ -24,11 +24,21 @@ Behaviour worth knowing
 - Connectivity errors have effects: after 1100 or 2110 nothing streams until 1101 or 1102;
   1101 ("data lost") also drops every subscription, so clients must resubscribe; 1102 pushes
   what changed meanwhile.
-- Requests for unknown contracts get error 200; fundamentals get a ReportSnapshot with
-  ``<SharesOut>`` when the scenario has ``fundamentals_entitled = true`` and the instrument
-  has ``shares_outstanding``, error 10358 when not entitled, 430 when entitled but without
-  data. Unknown message ids are logged and ignored. A broken client is logged and dropped;
-  the server carries on.
+- Requests for unknown contracts get error 200 (an ambiguous one too; contract details list
+  every match); fundamentals get a ReportSnapshot with ``<SharesOut>`` when the scenario has
+  ``fundamentals_entitled = true`` and the instrument has ``shares_outstanding``, error 10358
+  when not entitled, 430 when entitled but without data. reqHistoricalData serves daily bars
+  of instruments with a ``history`` (error 162 otherwise, or for other bar sizes); with
+  keepUpToDate the current bar follows the price. Order messages (placeOrder, cancelOrder,
+  exerciseOptions, reqGlobalCancel) are recorded and answered with IB's read-only error 321;
+  market depth and real-time bars get 354, head timestamps, histograms and historical ticks
+  162. Other unknown message ids are logged and ignored. A broken client is logged and
+  dropped; the server carries on.
+- Options (secType OPT) carry their expiry, strike, right, multiplier and OCC local symbol in
+  positions, portfolio rows and contract details; the symbol sent is the underlying's.
+- The price process (``price_updates_per_second``) moves one random contract per update in
+  10 ms batches and streams ticks and reqPnLSingle at once to the subscriptions on the moved
+  contracts only (indexed by conId, each message encoded once per contract and account).
 
 Scenarios
 ---------
@@ -39,15 +49,20 @@ step applies itself to the gateway (:meth:`SimulatedGateway.apply_step`).
 
 Python API
 ----------
-``SimulatedGateway(scenario, host, port=0, speed=None, account_push_interval=None, ...)``
+``SimulatedGateway(scenario, host, port=0, speed=None, account_push_interval=None,
+pnl_interval=None, server_version=None, price_updates_per_second=None, clock=time.time)``
 with ``await start() -> port``, ``await stop()``, ``await run_timeline(loop=False)``,
-``set_prices``, ``move_prices``, ``set_values``, ``clear_values``, ``set_quantity``,
-``set_cash``, ``set_fx``, ``send_error``, ``await drop_clients()``, ``await restart(down)``,
-``await send_garbage(kind)``, ``await push_account_values()``, ``figures(account)``,
-``account_values(account)``, ``await wait_until(predicate)``; it is also an async context
-manager. ``set_managed_accounts(ids)`` hides accounts from managedAccounts (an account leaving
-an advisor login). :func:`serve` runs one until cancelled, starting the timeline when the
-first client connects. Call everything from the event loop the gateway runs in.
+``await apply_step(step)``, ``set_prices``, ``move_prices``, ``set_values``, ``clear_values``,
+``set_quantity``, ``set_cash``, ``set_fx``, ``set_rates(account, {symbol|"all": {rate: x}})``,
+``send_error``, ``await drop_clients()``, ``await restart(down)``,
+``await send_garbage(kind, client_id=None)`` (GARBAGE_KINDS, or WEDGE_KINDS to wedge the link),
+``apply_price_updates(count)``, ``await push_account_values()``, ``figures(account)``,
+``account_values(account)``, ``price(symbol)``, ``await wait_until(predicate)``; counters
+``orders_received``, ``price_updates_applied``, ``price_messages_sent``; it is also an async
+context manager. ``set_managed_accounts(ids, announce=False)`` changes the managed accounts
+(an account joining or leaving an advisor login). :func:`serve` runs one until cancelled,
+starting the timeline when the first client connects. Call everything from the event loop the
+gateway runs in.
 
 Protocol layouts follow server versions 157 to 176 (ib_async, ibapi 9.81 and 10.x); the
 message builders live in :mod:`monitor.sim.protocol`, the figures in :mod:`monitor.sim.state`.
@@ -59,16 +74,26 @@ import asyncio
 import contextlib
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.sim import protocol as P
 from monitor.sim.protocol import In, Tick, as_bool, as_int
-from monitor.sim.scenarios import Instrument, Scenario, Step, load_scenario
-from monitor.sim.state import LEDGER_TAGS, SUMMARY_TAGS, Holding, SimState
+from monitor.sim.scenarios import (
+    Instrument,
+    ManagedAccountsStep,
+    RateKeys,
+    Scenario,
+    Step,
+    load_scenario,
+)
+from monitor.sim.state import SUMMARY_TAGS, Holding, SimState, is_ledger_row
 
 log = logging.getLogger("monitor.sim.server")
 
@@ -76,10 +101,23 @@ DEFAULT_SCENARIO = "selloff"
 GARBAGE_KINDS = ("wrong_field_count", "non_numeric", "truncated", "unknown_id")
 """Fault injection: a frame with a missing field, a non-numeric number, a truncated frame
 followed by a close, and an unknown message id."""
+WEDGE_KINDS = ("stalled_frame", "oversized_prefix")
+"""Faults that wedge the link (kept apart from GARBAGE_KINDS, which the soak tests cycle):
+a length prefix promising more bytes than are ever sent, and a prefix of 2**31-1 bytes. The
+socket stays open and nothing more is written to it; the client must notice by itself."""
+OVERSIZED_PREFIX = 2**31 - 1
+PRICE_BATCH_SECONDS = 0.01
+"""The price process applies its updates in batches this often."""
+PRICE_REPORT_SECONDS = 10.0
+"""The price process logs its rates this often."""
 MAX_WRITE_BUFFER = 32 * 1024 * 1024
 """A client that lets this much pile up unread is dropped."""
-_LEDGER_AND_NLV = {*LEDGER_TAGS, "NetLiquidation", "NetLiquidation-S"}
-"""What a reqAccountUpdatesMulti subscriber with ledgerAndNLV = true receives."""
+_NLV_TAGS = {"NetLiquidation", "NetLiquidation-S"}
+
+
+def _ledger_or_nlv(tag: str, currency: str, base_currency: str) -> bool:
+    """What a reqAccountUpdatesMulti subscriber with ledgerAndNLV = true receives."""
+    return tag in _NLV_TAGS or is_ledger_row(tag, currency, base_currency)
 
 
 @dataclass
@@ -124,6 +162,14 @@ class _Client:
         self.pnl: dict[int, str] = {}
         self.pnl_single: dict[int, tuple[str, int]] = {}
         self.market_data: dict[int, int] = {}
+        self.history_updates: dict[int, int] = {}
+        """keepUpToDate reqHistoricalData: reqId -> conId."""
+        self.pnl_single_by_con: dict[int, dict[int, str]] = {}
+        """The reqPnLSingle subscriptions by conId (reqId -> account): the price process's
+        index, so an update costs what its contract's subscriptions cost."""
+        self.market_data_by_con: dict[int, set[int]] = {}
+        self.wedged = False
+        """After a stalled or oversized frame nothing more is written (the link is wedged)."""
 
     @property
     def label(self) -> str:
@@ -134,9 +180,13 @@ class _Client:
 
     def send(self, fields: P.Message) -> None:
         """Queue one message; everything queued in one loop iteration goes out in one write."""
-        if self.closed:
+        self.send_frame(P.frame(fields))
+
+    def send_frame(self, data: bytes) -> None:
+        """Queue one encoded frame (the price process encodes its frames itself)."""
+        if self.closed or self.wedged:
             return
-        self._out.append(P.frame(fields))
+        self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -165,9 +215,39 @@ class _Client:
     def write_raw(self, data: bytes) -> None:
         """Write bytes as they are (fault injection), after anything queued."""
         self.flush()
-        if not self.closed:
+        if not self.closed and not self.wedged:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 self.writer.write(data)
+
+    def subscribe_pnl_single(self, req_id: int, account: str, con_id: int) -> None:
+        """Add (or replace) a reqPnLSingle subscription, indexed by conId."""
+        self.cancel_pnl_single(req_id)
+        self.pnl_single[req_id] = (account, con_id)
+        self.pnl_single_by_con.setdefault(con_id, {})[req_id] = account
+
+    def cancel_pnl_single(self, req_id: int) -> None:
+        """Drop a reqPnLSingle subscription (unknown ids are ignored)."""
+        known = self.pnl_single.pop(req_id, None)
+        if known is not None:
+            subscribers = self.pnl_single_by_con.get(known[1], {})
+            subscribers.pop(req_id, None)
+            if not subscribers:
+                self.pnl_single_by_con.pop(known[1], None)
+
+    def subscribe_market_data(self, req_id: int, con_id: int) -> None:
+        """Add (or replace) a streaming reqMktData subscription, indexed by conId."""
+        self.cancel_market_data(req_id)
+        self.market_data[req_id] = con_id
+        self.market_data_by_con.setdefault(con_id, set()).add(req_id)
+
+    def cancel_market_data(self, req_id: int) -> None:
+        """Drop a reqMktData subscription (unknown ids are ignored)."""
+        con_id = self.market_data.pop(req_id, None)
+        if con_id is not None:
+            subscribers = self.market_data_by_con.get(con_id, set())
+            subscribers.discard(req_id)
+            if not subscribers:
+                self.market_data_by_con.pop(con_id, None)
 
     def close(self) -> None:
         """Flush and close the socket (idempotent)."""
@@ -191,6 +271,9 @@ class _Client:
         self.pnl.clear()
         self.pnl_single.clear()
         self.market_data.clear()
+        self.history_updates.clear()
+        self.pnl_single_by_con.clear()
+        self.market_data_by_con.clear()
 
 
 @dataclass(frozen=True)
@@ -200,6 +283,25 @@ class _ContractQuery:
     sec_type: str
     exchange: str
     currency: str
+    last_trade_date: str = ""
+    strike: float = 0.0
+    right: str = ""
+
+    def matches(self, instrument: Instrument) -> bool:
+        """Whether the instrument fits every field the query gives (conId aside)."""
+        if self.symbol and self.symbol.upper() != instrument.wire_symbol.upper():
+            return False
+        if self.sec_type and self.sec_type != instrument.sec_type:
+            return False
+        if self.currency and self.currency != instrument.currency:
+            return False
+        if not instrument.is_option:
+            return True
+        if self.last_trade_date and not instrument.last_trade_date.startswith(self.last_trade_date):
+            return False
+        if self.strike and abs(self.strike - instrument.strike) > 1e-9:
+            return False
+        return not self.right or self.right[:1].upper() == instrument.right
 
 
 class SimulatedGateway:
@@ -215,6 +317,7 @@ class SimulatedGateway:
         account_push_interval: float | None = None,
         pnl_interval: float | None = None,
         server_version: int | None = None,
+        price_updates_per_second: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.scenario = load_scenario(scenario)
@@ -246,7 +349,27 @@ class SimulatedGateway:
         self.link_up = True
         self.listening = False
         self._next_order_id = self.scenario.gateway.next_order_id
-        self._managed: list[str] = list(self.scenario.account_ids)
+        self._managed: list[str] = list(self.scenario.managed_at_start)
+        self._price_rng = random.Random(self.scenario.gateway.price_seed)
+        self.price_updates_per_second = (
+            self.scenario.gateway.price_updates_per_second
+            if price_updates_per_second is None
+            else float(price_updates_per_second)
+        )
+        if not (
+            math.isfinite(self.price_updates_per_second) and self.price_updates_per_second >= 0
+        ):
+            raise ValueError(
+                f"price updates per second must be zero or more, got {price_updates_per_second!r}"
+            )
+        self._price_symbols = list(self.state.instruments)
+        self.price_updates_applied = 0
+        """Price-process updates applied so far (each moves one contract's price)."""
+        self.price_messages_sent = 0
+        """Ticks and pnlSingle messages the price process queued so far."""
+        self._price_moved: set[str] = set()
+        """Symbols the price process moved since the last account push."""
+        self._managed_cache: tuple[list[str], frozenset[str]] = ([], frozenset())
         self._clients: set[_Client] = set()
         self._by_client_id: dict[int, _Client] = {}
         self._server: asyncio.Server | None = None
@@ -267,6 +390,8 @@ class SimulatedGateway:
             self._spawn(self._cadence_loop(), "cadence")
         if self.pnl_interval > 0:
             self._spawn(self._pnl_loop(), "pnl")
+        if self.price_updates_per_second > 0:
+            self._spawn(self._price_loop(), "prices")
         log.info(
             "simulated gateway listening on %s:%d (scenario %s, accounts %s, speed %g, "
             "account push interval %gs)",
@@ -390,11 +515,18 @@ class SimulatedGateway:
         """Managed account ids (what managedAccounts reports)."""
         return list(self._managed)
 
-    def set_managed_accounts(self, accounts: Iterable[str] | None) -> None:
+    def set_managed_accounts(
+        self, accounts: Iterable[str] | None, *, announce: bool = False
+    ) -> None:
         """Serve only these scenario accounts from now on (None: all of them).
 
-        New connections see the new managedAccounts list; requests naming a hidden account
-        are refused, and its subscriptions go quiet (an account leaving an advisor login).
+        New connections and reqManagedAccts see the new list; requests naming a hidden
+        account are refused, and its subscriptions go quiet (an account leaving an advisor
+        login). An account that joins is pushed at once to the subscriptions that cover it:
+        its positions to reqPositions (and reqPositionsMulti for all accounts), its values to
+        reqAccountUpdatesMulti for all accounts and reqAccountSummary; its own requests
+        (reqAccountUpdates, reqPnL, reqPnLSingle, ...) are served from then on. With
+        ``announce`` connected clients also get managedAccounts (15).
         """
         wanted = list(self.scenario.account_ids if accounts is None else accounts)
         unknown = [account for account in wanted if account not in self.state.accounts]
@@ -402,9 +534,41 @@ class SimulatedGateway:
             raise ValueError(
                 f"unknown account {unknown[0]!r} (scenario: {', '.join(self.state.accounts)})"
             )
+        joined = [account for account in wanted if account not in self._managed]
         self._managed = wanted
         log.info("managed accounts now %s", ",".join(wanted) or "(none)")
+        if announce:
+            for client in self._started_clients():
+                client.send(P.managed_accounts(self._managed))
+        if joined and self.link_up:
+            self._push_positions(
+                [
+                    (account, holding)
+                    for account in joined
+                    for holding in self.state.holdings(account)
+                ],
+                False,
+            )
+            self._push_accounts(with_time=False, accounts=set(joined))
         self._notify()
+
+    def set_rates(
+        self, account: str | None, rates: Mapping[str, RateKeys | Mapping[str, float]]
+    ) -> None:
+        """Change margin rates with prices unchanged, for one account or every one (None).
+
+        ``rates``: symbol or "all" -> rate name -> fraction (or a :class:`RateKeys`); see
+        :class:`~monitor.sim.scenarios.SetRatesStep`. Requirements change with the next account
+        push (at once when ``account_push_interval`` is 0).
+        """
+        named = {
+            key: value.model_dump(exclude_none=True) if isinstance(value, RateKeys) else value
+            for key, value in rates.items()
+        }
+        targets = self._accounts_or_all(account)
+        for account_id in targets:
+            self.state.set_rates(account_id, named)
+        self._after_change(accounts=targets)
 
     def _served(self, account: str) -> bool:
         return account in self._managed
@@ -483,6 +647,10 @@ class SimulatedGateway:
     def reset(self) -> None:
         """Back to the scenario's initial state (and push it)."""
         self.state.reset()
+        if self.scenario.managed_at_start != self.scenario.account_ids or any(
+            isinstance(step, ManagedAccountsStep) for step in self.scenario.steps
+        ):
+            self._managed = list(self.scenario.managed_at_start)
         self._after_change(symbols=list(self.state.prices), all_positions=True, accounts=None)
 
     def _accounts_or_all(self, account: str | None) -> list[str]:
@@ -552,10 +720,12 @@ class SimulatedGateway:
             log.info("restarted: listening on %s:%d again", self.host, self.port)
 
     async def send_garbage(self, kind: str, client_id: int | None = None) -> int:
-        """Send a malformed frame of ``kind`` (see GARBAGE_KINDS); returns the clients reached."""
-        if kind not in GARBAGE_KINDS:
+        """Send a malformed frame of ``kind`` (GARBAGE_KINDS or WEDGE_KINDS) to every started
+        client (or the one with ``client_id``); returns the clients reached."""
+        if kind not in GARBAGE_KINDS + WEDGE_KINDS:
             raise ValueError(
-                f"unknown garbage kind {kind!r}; choose from {', '.join(GARBAGE_KINDS)}"
+                f"unknown garbage kind {kind!r}; choose from "
+                f"{', '.join(GARBAGE_KINDS + WEDGE_KINDS)}"
             )
         targets = [
             client
@@ -581,6 +751,8 @@ class SimulatedGateway:
                 client.send(broken)
             elif kind == "unknown_id":
                 client.send([9999, 1, "garbage"])
+            elif kind in WEDGE_KINDS:
+                self._wedge(client, kind, account)
             else:
                 data = P.frame(P.account_value("NetLiquidation", "1.00", "USD", account))
                 client.write_raw(data[: len(data) // 2])
@@ -589,6 +761,17 @@ class SimulatedGateway:
         if kind == "truncated" and targets:
             await asyncio.sleep(0)
         return len(targets)
+
+    @staticmethod
+    def _wedge(client: _Client, kind: str, account: str) -> None:
+        """Write a frame that can never complete, then nothing more (the socket stays open)."""
+        data = P.frame(P.account_value("NetLiquidation", "1.00", "USD", account))
+        if kind == "stalled_frame":
+            client.write_raw(data[: len(data) // 2])  # the prefix promises the whole payload
+        else:
+            client.write_raw(OVERSIZED_PREFIX.to_bytes(4, "big") + data[4:])
+        client.wedged = True
+        log.info("%s: link wedged by a %s", client.label, kind)
 
     def _started_clients(self) -> list[_Client]:
         return [client for client in self._clients if client.api_started and not client.closed]
@@ -665,6 +848,126 @@ class SimulatedGateway:
             if self.link_up:
                 self._stream(None)
 
+    async def _price_loop(self) -> None:
+        """The random-walk price process: batches every PRICE_BATCH_SECONDS at the set rate."""
+        loop = asyncio.get_running_loop()
+        last = last_push = last_report = loop.time()
+        owed = 0.0
+        reported = (self.price_updates_applied, self.price_messages_sent)
+        while True:
+            await asyncio.sleep(PRICE_BATCH_SECONDS)
+            now = loop.time()
+            owed += self.price_updates_per_second * (now - last)
+            last = now
+            count = int(owed)
+            owed -= count
+            if count:
+                self.apply_price_updates(count)
+            if now - last_push >= 1.0:
+                last_push = now
+                self._push_price_moves()
+            if now - last_report >= PRICE_REPORT_SECONDS:
+                updates = self.price_updates_applied - reported[0]
+                messages = self.price_messages_sent - reported[1]
+                log.info(
+                    "price process: %.0f updates/s applied, %.0f messages/s sent",
+                    updates / (now - last_report),
+                    messages / (now - last_report),
+                )
+                reported = (self.price_updates_applied, self.price_messages_sent)
+                last_report = now
+
+    def apply_price_updates(self, count: int) -> list[str]:
+        """Apply ``count`` price-process updates now (each moves one random contract by up to
+        ``price_step`` either way) and stream them; returns the symbols moved, in order.
+
+        A contract moved several times in one batch gets one message per subscription with
+        its last price. Ticks and reqPnLSingle go out at once, only to the subscriptions on a
+        moved contract; account values follow the cadence (see ``price_updates_per_second``).
+        """
+        rng, prices, symbols = self._price_rng, self.state.prices, self._price_symbols
+        step = self.scenario.gateway.price_step
+        moved: dict[str, None] = {}
+        for _ in range(count):
+            symbol = symbols[int(rng.random() * len(symbols))]
+            price = prices[symbol] * (1.0 + step * (2.0 * rng.random() - 1.0))
+            prices[symbol] = max(0.01, round(price, 4))
+            moved[symbol] = None
+        self.price_updates_applied += count
+        self._price_moved.update(moved)
+        if self.link_up:
+            self._stream_moves(list(moved))
+        return list(moved)
+
+    def _stream_moves(self, symbols: list[str]) -> None:
+        """The price process's hot path: per moved contract, encode each distinct message once
+        (a tick per contract, a pnlSingle per account holding it) and queue it, with only the
+        reqId changing, to the subscriptions on that contract (one write per client)."""
+        instruments, accounts = self.state.instruments, self.state.accounts
+        con_ids = [instruments[symbol].con_id for symbol in symbols]
+        ticks: dict[tuple[int, bool], bytes] = {}
+        pnl_tails: dict[tuple[str, int], bytes] = {}
+        sent = 0
+        for client in self._started_clients():
+            by_con, market = client.pnl_single_by_con, client.market_data_by_con
+            if not by_con and not market and not client.history_updates:
+                continue
+            delayed = client.market_data_type in (3, 4)
+            for symbol, con_id in zip(symbols, con_ids, strict=True):
+                for req_id in market.get(con_id, ()):
+                    tail = ticks.get((con_id, delayed))
+                    if tail is None:
+                        tick = Tick.DELAYED_LAST if delayed else Tick.LAST
+                        price = self.state.prices[symbol]
+                        tail = P.encode_tail(P.tick_price(0, tick, price, 100)[3:])
+                        ticks[(con_id, delayed)] = tail
+                    client.send_frame(P.frame_with_req_id(P.TICK_PRICE_HEAD, req_id, tail))
+                    sent += 1
+                for req_id, account in by_con.get(con_id, {}).items():
+                    key = (account, con_id)
+                    tail = pnl_tails.get(key)
+                    if tail is None:
+                        if account not in self._managed_set():
+                            continue
+                        tail = self._pnl_single_tail(accounts[account].by_con_id.get(con_id))
+                        pnl_tails[key] = tail
+                    client.send_frame(P.frame_with_req_id(P.PNL_SINGLE_HEAD, req_id, tail))
+                    sent += 1
+            for req_id, con_id in client.history_updates.items():
+                if con_id in con_ids:
+                    self._send_bar_update(client, req_id, con_id)
+        self.price_messages_sent += sent
+
+    def _managed_set(self) -> frozenset[str]:
+        managed = self._managed
+        if self._managed_cache[0] is not managed:
+            self._managed_cache = (managed, frozenset(managed))
+        return self._managed_cache[1]
+
+    def _pnl_single_tail(self, holding: Holding | None) -> bytes:
+        return P.encode_tail(self._pnl_single_values(holding))
+
+    def _pnl_single_values(self, holding: Holding | None) -> P.Message:
+        """pnlSingle's fields after the reqId (zeros for a flat or unknown position)."""
+        if holding is None or holding.quantity == 0:
+            return P.pnl_single(0, 0, 0.0, 0.0, 0.0, 0.0)[2:]
+        values = self.state.value(holding)
+        return P.pnl_single(
+            0, holding.quantity, values.daily_pnl, values.unrealized_pnl, 0.0, values.market_value
+        )[2:]
+
+    def _push_price_moves(self) -> None:
+        """Once a second: the SMA follows the moves, and with ``account_push_interval`` 0 the
+        accounts holding a moved contract get their values (a cadence pushes them anyway)."""
+        if not self._price_moved:
+            return
+        holders = self.state.holders(self._price_moved)
+        self._price_moved = set()
+        self.state.settle(holders)
+        if self.account_push_interval == 0 and self.link_up and holders:
+            self._push_accounts(with_time=False, accounts=set(holders))
+        self._notify()
+
     def _after_change(
         self,
         *,
@@ -716,6 +1019,9 @@ class SimulatedGateway:
                     instrument = self.state.by_con_id.get(con_id)
                     if instrument is not None:
                         self._send_ticks(client, req_id, instrument, with_close=False)
+            for req_id, con_id in client.history_updates.items():
+                if con_ids is None or con_id in con_ids:
+                    self._send_bar_update(client, req_id, con_id)
             for req_id, (account, con_id) in client.pnl_single.items():
                 if (con_ids is None or con_id in con_ids) and self._served(account):
                     client.send(self._pnl_single_fields(req_id, account, con_id))
@@ -761,8 +1067,9 @@ class SimulatedGateway:
                 for account_id in self._served_or_all(sub.account):
                     if not wanted(account_id):
                         continue
+                    base = self.state.accounts[account_id].base_currency
                     for tag, text, ccy in rows(account_id):
-                        if sub.ledger_only and tag not in _LEDGER_AND_NLV:
+                        if sub.ledger_only and not _ledger_or_nlv(tag, ccy, base):
                             continue
                         key = (account_id, tag, ccy)
                         if sub.sent.get(key) != text:
@@ -794,8 +1101,9 @@ class SimulatedGateway:
         values = self.state.value(holding)
         return P.portfolio_value(
             account=account,
+            option=_option_terms(instrument),
             con_id=instrument.con_id,
-            symbol=instrument.symbol,
+            symbol=instrument.wire_symbol,
             sec_type=instrument.sec_type,
             multiplier=instrument.multiplier,
             primary_exchange=instrument.exchange,
@@ -812,8 +1120,9 @@ class SimulatedGateway:
         instrument = holding.instrument
         return P.position(
             account=account,
+            option=_option_terms(instrument),
             con_id=instrument.con_id,
-            symbol=instrument.symbol,
+            symbol=instrument.wire_symbol,
             sec_type=instrument.sec_type,
             multiplier=instrument.multiplier,
             exchange=instrument.exchange,
@@ -827,8 +1136,9 @@ class SimulatedGateway:
         return P.position_multi(
             req_id=req_id,
             account=account,
+            option=_option_terms(instrument),
             con_id=instrument.con_id,
-            symbol=instrument.symbol,
+            symbol=instrument.wire_symbol,
             sec_type=instrument.sec_type,
             multiplier=instrument.multiplier,
             exchange=instrument.exchange,
@@ -846,17 +1156,16 @@ class SimulatedGateway:
     def _pnl_single_fields(self, req_id: int, account: str, con_id: int) -> P.Message:
         state = self.state.accounts.get(account)
         holding = state.by_con_id.get(con_id) if state is not None else None
-        if holding is None or holding.quantity == 0:
-            return P.pnl_single(req_id, 0, 0.0, 0.0, 0.0, 0.0)
-        values = self.state.value(holding)
-        return P.pnl_single(
-            req_id,
-            holding.quantity,
-            values.daily_pnl,
-            values.unrealized_pnl,
-            0.0,
-            values.market_value,
-        )
+        return [P.Out.PNL_SINGLE, req_id, *self._pnl_single_values(holding)]
+
+    def _send_bar_update(self, client: _Client, req_id: int, con_id: int) -> None:
+        """keepUpToDate: the current session's bar (historicalDataUpdate)."""
+        instrument = self.state.by_con_id.get(con_id)
+        if instrument is None:
+            return
+        bars = self.state.daily_bars(instrument.symbol, self._session_date())
+        if bars:
+            client.send(P.historical_data_update(req_id, bars[-1]))
 
     def _send_ticks(
         self, client: _Client, req_id: int, instrument: Instrument, *, with_close: bool
@@ -954,11 +1263,18 @@ class SimulatedGateway:
         if message_id in P.ORDER_MESSAGE_IDS:
             self.orders_received.append(list(fields))
             log.warning(
-                "%s sent %s (id %d): recorded, not executed",
+                "%s sent %s (id %d): recorded, not executed; answered as a read-only API",
                 client.label,
                 P.ORDER_MESSAGE_IDS[message_id],
                 message_id,
             )
+            if client.api_started:
+                field_index = P.ORDER_REQ_ID_FIELD[message_id]
+                req_id = -1
+                if field_index is not None and field_index < len(fields):
+                    with contextlib.suppress(ValueError):
+                        req_id = as_int(fields[field_index], -1)
+                self._error(client, req_id, P.READ_ONLY_CODE, P.READ_ONLY_TEXT)
             return
         if message_id == In.START_API:
             self._start_api(client, fields)
@@ -967,6 +1283,12 @@ class SimulatedGateway:
             log.warning("%s: message %d before startApi ignored", client.label, message_id)
             return
         handler = self._handlers_by_id.get(message_id)
+        if handler is None and message_id in P.UNSERVED:
+            field_index, code = P.UNSERVED[message_id]
+            req_id = as_int(fields[field_index], -1) if field_index < len(fields) else -1
+            log.info("%s: message id %d not simulated; answered %d", client.label, message_id, code)
+            self._error(client, req_id, code)
+            return
         if handler is None:
             log.info(
                 "%s: message id %d not simulated; ignored (%s)",
@@ -1032,6 +1354,8 @@ class SimulatedGateway:
             In.REQ_PNL_SINGLE: self._req_pnl_single,
             In.CANCEL_PNL_SINGLE: self._cancel_pnl_single,
             In.REQ_COMPLETED_ORDERS: self._req_completed_orders,
+            In.REQ_HISTORICAL_DATA: self._req_historical_data,
+            In.CANCEL_HISTORICAL_DATA: self._cancel_historical_data,
         }
 
     def _error(self, client: _Client, req_id: int, code: int, message: str | None = None) -> None:
@@ -1106,8 +1430,9 @@ class SimulatedGateway:
         sub = _MultiSub(account=account, ledger_only=ledger_only)
         client.account_multi[req_id] = sub
         for account_id in self._served_or_all(account):
+            base = self.state.accounts[account_id].base_currency
             for tag, value, ccy in self.state.account_rows(account_id):
-                if ledger_only and tag not in _LEDGER_AND_NLV:
+                if ledger_only and not _ledger_or_nlv(tag, ccy, base):
                     continue
                 sub.sent[(account_id, tag, ccy)] = value
                 client.send(P.account_update_multi(req_id, account_id, "", tag, value, ccy))
@@ -1184,46 +1509,44 @@ class SimulatedGateway:
         if not self._served(account):
             self._invalid_account(client, req_id, account)
             return
-        client.pnl_single[req_id] = (account, con_id)
+        client.subscribe_pnl_single(req_id, account, con_id)
         client.send(self._pnl_single_fields(req_id, account, con_id))
 
     def _cancel_pnl_single(self, client: _Client, fields: list[str]) -> None:
-        client.pnl_single.pop(as_int(fields[1]), None)
+        client.cancel_pnl_single(as_int(fields[1]))
 
     def _query(self, fields: list[str], start: int) -> _ContractQuery:
         """The contract of a request whose fields from ``start`` are conId, symbol, secType,
         lastTradeDate, strike, right, multiplier, exchange, primaryExchange, currency."""
+        strike = fields[start + 4].strip()
         return _ContractQuery(
             con_id=as_int(fields[start]),
             symbol=fields[start + 1].strip(),
             sec_type=fields[start + 2].strip(),
             exchange=fields[start + 7].strip(),
             currency=fields[start + 9].strip(),
+            last_trade_date=fields[start + 3].strip(),
+            strike=float(strike) if strike and strike.upper() != P.UNSET_TEXT.upper() else 0.0,
+            right=fields[start + 5].strip(),
         )
 
-    def _find(self, query: _ContractQuery) -> Instrument | None:
+    def _candidates(self, query: _ContractQuery) -> list[Instrument]:
+        """Every instrument the query describes (several: ambiguous)."""
         if query.con_id:
             instrument = self.state.by_con_id.get(query.con_id)
             if instrument is None or (
-                query.symbol and query.symbol.upper() != instrument.symbol.upper()
+                query.symbol and query.symbol.upper() != instrument.wire_symbol.upper()
             ):
-                return None
-            return instrument
-        instrument = next(
-            (
-                i
-                for i in self.state.instruments.values()
-                if i.symbol.upper() == query.symbol.upper()
-            ),
-            None,
-        )
-        if instrument is None:
-            return None
-        if query.sec_type and query.sec_type != instrument.sec_type:
-            return None
-        if query.currency and query.currency != instrument.currency:
-            return None
-        return instrument
+                return []
+            return [instrument]
+        if not query.symbol:
+            return []
+        return [i for i in self.state.instruments.values() if query.matches(i)]
+
+    def _find(self, query: _ContractQuery) -> Instrument | None:
+        """The one instrument the query describes, or None (unknown or ambiguous)."""
+        found = self._candidates(query)
+        return found[0] if len(found) == 1 else None
 
     def _req_mkt_data(self, client: _Client, fields: list[str]) -> None:
         req_id = as_int(fields[2])
@@ -1244,36 +1567,104 @@ class SimulatedGateway:
         if snapshot:
             client.send(P.tick_snapshot_end(req_id))
         else:
-            client.market_data[req_id] = instrument.con_id
+            client.subscribe_market_data(req_id, instrument.con_id)
 
     def _cancel_mkt_data(self, client: _Client, fields: list[str]) -> None:
-        client.market_data.pop(as_int(fields[2]), None)
+        client.cancel_market_data(as_int(fields[2]))
 
     def _req_contract_details(self, client: _Client, fields: list[str]) -> None:
         req_id = as_int(fields[2])
-        instrument = self._find(self._query(fields, 3))
-        if instrument is None:
+        found = self._candidates(self._query(fields, 3))
+        if not found:
             self._error(client, req_id, 200)
             return
         exchange = fields[10].strip() if len(fields) > 10 and fields[10].strip() else "SMART"
-        client.send(
-            P.contract_details(
-                client.server_version,
-                req_id,
-                symbol=instrument.symbol,
-                sec_type=instrument.sec_type,
-                exchange=exchange,
-                primary_exchange=instrument.exchange,
-                currency=instrument.currency,
-                con_id=instrument.con_id,
-                multiplier=instrument.multiplier,
-                long_name=instrument.long_name,
-                stock_type=instrument.stock_type,
-                industry=instrument.industry,
-                category=instrument.category,
-            )
-        )
+        for instrument in found:  # an ambiguous description lists every match, as IB does
+            client.send(self._contract_details_fields(client, req_id, instrument, exchange))
         client.send(P.contract_details_end(req_id))
+
+    def _contract_details_fields(
+        self, client: _Client, req_id: int, instrument: Instrument, exchange: str
+    ) -> P.Message:
+        underlying = self.state.instruments.get(instrument.underlying or "")
+        return P.contract_details(
+            client.server_version,
+            req_id,
+            symbol=instrument.wire_symbol,
+            sec_type=instrument.sec_type,
+            exchange=exchange,
+            primary_exchange=instrument.exchange,
+            currency=instrument.currency,
+            con_id=instrument.con_id,
+            multiplier=instrument.multiplier,
+            long_name=instrument.long_name,
+            stock_type=instrument.stock_type,
+            industry=instrument.industry,
+            category=instrument.category,
+            option=_option_terms(instrument),
+            under_con_id=underlying.con_id if underlying is not None else 0,
+        )
+
+    def _req_historical_data(self, client: _Client, fields: list[str]) -> None:
+        # 20|reqId|contract (12 fields)|includeExpired|endDateTime|barSize|duration|useRTH|
+        # whatToShow|formatDate|[BAG legs]|keepUpToDate|chartOptions  (no version from v124)
+        req_id = as_int(fields[1])
+        query = self._query(fields, 2)
+        end_text, bar_size, duration, what = (fields[i].strip() for i in (15, 16, 17, 19))
+        index = 21
+        if query.sec_type == "BAG" and index < len(fields):
+            index += 1 + 4 * as_int(fields[index])
+        keep_up_to_date = as_bool(fields[index]) if index < len(fields) else False
+        instrument = self._find(query)
+        if instrument is None:
+            self._error(client, req_id, 200)
+            return
+        span = _duration_days(duration)
+        if span is None:
+            self._error(client, req_id, 162, f"{_HMDS}Invalid duration string {duration!r}")
+            return
+        if bar_size.lower() not in _DAILY_BAR_SIZES or what.upper() not in _BAR_SOURCES:
+            self._error(
+                client,
+                req_id,
+                162,
+                f"{_HMDS}the simulated gateway serves daily bars of {', '.join(_BAR_SOURCES)} "
+                f"only (asked: {bar_size!r} {what!r})",
+            )
+            return
+        session = self._session_date()
+        end = _end_date(end_text) or session
+        cutoff = end - timedelta(days=span)
+        bars = [
+            bar
+            for bar in self.state.daily_bars(instrument.symbol, session)
+            if cutoff.strftime("%Y%m%d") < bar.date <= end.strftime("%Y%m%d")
+        ]
+        if not bars:
+            source = what.upper().replace("_", " ").title()
+            self._error(
+                client,
+                req_id,
+                162,
+                f"{_HMDS}HMDS query returned no data: {instrument.wire_symbol}@"
+                f"{query.exchange or 'SMART'} {source}",
+            )
+            return
+        start_text = f"{cutoff:%Y%m%d} 00:00:00"
+        stamp = end_text or time.strftime("%Y%m%d %H:%M:%S", time.gmtime(self.clock()))
+        client.send(P.historical_data(req_id, start_text, stamp, bars))
+        if keep_up_to_date:
+            client.history_updates[req_id] = instrument.con_id
+
+    def _cancel_historical_data(self, client: _Client, fields: list[str]) -> None:
+        client.history_updates.pop(as_int(fields[2]), None)
+
+    def _session_date(self) -> date:
+        """The current session: today in New York, or the last weekday before a weekend."""
+        today = datetime.fromtimestamp(self.clock(), _NEW_YORK).date()
+        while today.weekday() >= 5:
+            today -= timedelta(days=1)
+        return today
 
     def _req_fundamental_data(self, client: _Client, fields: list[str]) -> None:
         # 52|2|reqId|conId|symbol|secType|exchange|primaryExchange|currency|localSymbol|report|...
@@ -1306,6 +1697,45 @@ class SimulatedGateway:
         client.send(P.fundamental_data(req_id, xml))
 
 
+def _option_terms(instrument: Instrument) -> P.OptionTerms | None:
+    """The option fields of a contract (None for anything else)."""
+    if not instrument.is_option:
+        return None
+    return P.OptionTerms(
+        last_trade_date=instrument.last_trade_date,
+        strike=instrument.strike,
+        right=instrument.right,
+        local_symbol=instrument.local_symbol,
+    )
+
+
+_HMDS = "Historical Market Data Service error message:"
+_DAILY_BAR_SIZES = ("1 day", "1 days")
+_BAR_SOURCES = ("TRADES", "ADJUSTED_LAST", "MIDPOINT", "BID", "ASK")
+"""What reqHistoricalData serves (one set of bars: the simulator has no spread or dividends)."""
+_DURATION_DAYS = {"S": 1 / 86_400, "D": 1, "W": 7, "M": 30, "Y": 365}
+try:
+    _NEW_YORK: tzinfo = ZoneInfo("America/New_York")
+except ZoneInfoNotFoundError:  # a machine without tz data: sessions by UTC date
+    _NEW_YORK = UTC
+
+
+def _duration_days(text: str) -> int | None:
+    """IB's durationStr ("1 Y", "30 D", "60 S") as calendar days; None if malformed."""
+    parts = text.upper().split()
+    if len(parts) != 2 or not parts[0].isdigit() or parts[1] not in _DURATION_DAYS:
+        return None
+    return max(1, math.ceil(int(parts[0]) * _DURATION_DAYS[parts[1]]))
+
+
+def _end_date(text: str) -> date | None:
+    """The date of reqHistoricalData's endDateTime ("" = now: None)."""
+    digits = text.strip()[:8]
+    if len(digits) < 8 or not digits.isdigit():
+        return None
+    return datetime.strptime(digits, "%Y%m%d").date()
+
+
 class _ProtocolError(Exception):
     """A client broke the framing; the connection is dropped."""
 
@@ -1321,6 +1751,7 @@ async def serve(
     port: int = 7497,
     speed: float | None = 1.0,
     account_push_interval: float | None = None,
+    price_updates_per_second: float | None = None,
 ) -> None:
     """Serve a scenario (default: the built-in sell-off) until cancelled.
 
@@ -1331,7 +1762,12 @@ async def serve(
     """
     scenario = load_scenario(scenario or DEFAULT_SCENARIO)
     gateway = SimulatedGateway(
-        scenario, host, port, speed=speed, account_push_interval=account_push_interval
+        scenario,
+        host,
+        port,
+        speed=speed,
+        account_push_interval=account_push_interval,
+        price_updates_per_second=price_updates_per_second,
     )
     await gateway.start()
     try:

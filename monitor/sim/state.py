@@ -1,17 +1,21 @@
 """The live account state behind the simulated gateway: prices, positions and every IB figure.
 
 :class:`SimState` holds what changes while a scenario (:mod:`monitor.sim.scenarios`) plays:
-prices, cash, quantities, FX rates, value overrides and the SMA. Every figure IB reports is
-recomputed from those in the account's base currency, so a price move changes market values,
-NLV, GPV, requirements, ExcessLiquidity and Cushion together, exactly as the formulas of
-margin-rules.md sections 1 and 2 say:
+prices, cash, quantities, FX rates, margin rates, value overrides and the SMA. Every figure IB
+reports is recomputed from those in the account's base currency, so a price move changes
+market values, NLV, GPV, requirements, ExcessLiquidity and Cushion together, exactly as the
+formulas of margin-rules.md sections 1, 2 and 6 say:
 
-    NLV = ELV = cash + sum(signed market value)        (stocks only: ELV equals NLV)
-    GPV = sum |market value|
-    MaintMarginReq = sum |MV| x maint rate, InitMarginReq = sum |MV| x init rate
+    NLV = cash + stocks + options; ELV = cash + stocks     (options have no loan value)
+    GPV = sum |market value| (stocks and options; market value = qty x price x multiplier)
+    Maint = sum of each holding's requirement, Init likewise:
+        stock: rate x |MV|; a short without a rate: IB's schedule (30% above 16.67,
+               5/share from 5 to 16.67, 100% under 5, 2.50/share at or under 2.50)
+        long option: 0; short option: |MV| + rate x underlying value (default rate 20%)
     ExcessLiquidity = ELV - Maint, AvailableFunds = ELV - Init, Cushion = EL / NLV
 
-Overrides (tag -> value string) win over computed values until cleared.
+Overrides (tag -> value string) win over computed values until cleared; rate overrides
+(:meth:`SimState.set_rates`) win over the scenario's rates.
 """
 
 from __future__ import annotations
@@ -20,9 +24,15 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 
-from monitor.sim.protocol import UNSET_TEXT, fmt_money, fmt_ratio
-from monitor.sim.scenarios import Account, Instrument, Position, Scenario
+from monitor.sim.protocol import UNSET_TEXT, Bar, fmt_money, fmt_ratio
+from monitor.sim.scenarios import Account, Instrument, Position, RateKeys, Scenario
+
+RATE_NAMES = tuple(RateKeys.model_fields)
+"""maint_rate, init_rate, look_ahead_maint_rate, look_ahead_init_rate."""
+DEFAULT_SHORT_OPTION_RATE = 0.20
+"""A short option's requirement beyond its value, as a fraction of the underlying's value."""
 
 SEGMENT_TAGS = (
     "AccruedCash",
@@ -47,10 +57,12 @@ SEGMENT_TAGS = (
     "TotalCashValue",
 )
 LEDGER_TAGS = (
+    "AccruedCash",
     "CashBalance",
     "Currency",
     "ExchangeRate",
     "NetLiquidationByCurrency",
+    "OptionMarketValue",
     "RealizedPnL",
     "StockMarketValue",
     "TotalCashBalance",
@@ -115,6 +127,8 @@ class Holding:
     init_rate: float
     look_ahead_maint_rate: float
     look_ahead_init_rate: float
+    given: frozenset[str] = frozenset()
+    """The rate names the scenario set for this holding (position or instrument)."""
 
     @property
     def symbol(self) -> str:
@@ -145,6 +159,19 @@ class CurrencyLedger:
     stock_value: float
     unrealized_pnl: float
     rate: float
+    option_value: float = 0.0
+    accrued_cash: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One holding's margin requirements, in its own currency."""
+
+    maint: float
+    init: float
+    look_ahead_maint: float
+    look_ahead_init: float
+    regt: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +202,7 @@ class Figures:
     previous_day_equity_with_loan: float
     accrued_cash: float
     ledgers: Mapping[str, CurrencyLedger]
+    option_value: float = 0.0
 
 
 class AccountState:
@@ -187,7 +215,12 @@ class AccountState:
         self.account_type = spec.account_type
         self.cash: dict[str, float] = {spec.base_currency: 0.0, **spec.cash}
         self.fx: dict[str, float] = dict(spec.fx)
-        self.accrued_cash = spec.accrued_cash
+        accrued = spec.accrued_cash
+        self.accrued_cash = 0.0 if isinstance(accrued, dict) else accrued
+        self.accrued_by_currency: dict[str, float] | None = (
+            dict(accrued) if isinstance(accrued, dict) else None
+        )
+        self.rate_overrides: dict[str, dict[str, float]] = {}
         self.overrides: dict[str, str] = dict(spec.values)
         self.holdings: dict[str, Holding] = {}
         for position in spec.positions:
@@ -210,11 +243,18 @@ class AccountState:
             return 1.0
         return self.fx[currency]
 
+    @property
+    def has_options(self) -> bool:
+        """True once the account holds (or held) an option: its ledgers gain OptionMarketValue."""
+        return any(holding.instrument.is_option for holding in self.holdings.values())
+
     def currencies(self) -> list[str]:
-        """Base first, then every other currency with cash, positions or a rate."""
+        """Base first, then every other currency with cash, positions, accruals or a rate."""
         others = (
             set(self.cash) | set(self.fx) | {h.instrument.currency for h in self.holdings.values()}
         )
+        if self.accrued_by_currency:
+            others |= set(self.accrued_by_currency)
         others.discard(self.base_currency)
         return [self.base_currency, *sorted(others)]
 
@@ -248,8 +288,12 @@ def _holding(instrument: Instrument, position: Position) -> Holding:
         la_init = (
             instrument.look_ahead_init_rate if instrument.look_ahead_init_rate is not None else init
         )
+    given = instrument.rates_given | {
+        name for name in RATE_NAMES if getattr(position, name) is not None
+    }
     return Holding(
         instrument=instrument,
+        given=frozenset(given),
         quantity=position.quantity,
         average_cost=position.average_cost
         if position.average_cost is not None
@@ -259,6 +303,66 @@ def _holding(instrument: Instrument, position: Position) -> Holding:
         look_ahead_maint_rate=la_maint,
         look_ahead_init_rate=la_init,
     )
+
+
+def previous_weekday(day: date) -> date:
+    """The weekday before ``day`` (trading sessions without a holiday calendar)."""
+    day -= timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return day
+
+
+def is_ledger_row(tag: str, currency: str, base_currency: str) -> bool:
+    """A per-currency ledger row (not the AccruedCash segment row in the base currency)."""
+    return tag in LEDGER_TAGS and not (tag == "AccruedCash" and currency == base_currency)
+
+
+def short_requirement_per_share(price: float) -> float:
+    """IB's default requirement per share of a short stock (margin-rules.md section 2)."""
+    if price > 16.67:
+        return 0.30 * price
+    if price >= 5.0:
+        return 5.0
+    if price > 2.5:
+        return price
+    return 2.5
+
+
+def _chosen_rates(account: AccountState, holding: Holding) -> list[float | None]:
+    """Each rate by precedence: the account's override for the symbol, for "all", the
+    scenario's; None = the default rule (look-ahead rates default to the current ones)."""
+    by_symbol = account.rate_overrides.get(holding.symbol, {})
+    for_all = account.rate_overrides.get("all", {})
+    # the scenario's rates (0.25 by default) hold for long stock and for a short given a
+    # maintenance rate; otherwise an unset rate means the default rule
+    scenario_rates = not holding.instrument.is_option and (
+        holding.quantity > 0 or "maint_rate" in holding.given
+    )
+
+    def pick(name: str) -> float | None:
+        for overrides in (by_symbol, for_all):
+            if name in overrides:
+                return overrides[name]
+        if name in holding.given or scenario_rates:
+            return float(getattr(holding, name))
+        return None
+
+    maint, init = pick("maint_rate"), pick("init_rate")
+    la_maint, la_init = pick("look_ahead_maint_rate"), pick("look_ahead_init_rate")
+    if "look_ahead_maint_rate" not in holding.given and not _overridden(
+        "look_ahead_maint_rate", by_symbol, for_all
+    ):
+        la_maint = maint
+    if "look_ahead_init_rate" not in holding.given and not _overridden(
+        "look_ahead_init_rate", by_symbol, for_all
+    ):
+        la_init = init
+    return [maint, init, la_maint, la_init]
+
+
+def _overridden(name: str, *overrides: Mapping[str, float]) -> bool:
+    return any(name in table for table in overrides)
 
 
 class SimState:
@@ -318,6 +422,38 @@ class SimState:
             daily_pnl=(price - self.close_price(instrument)) * units,
         )
 
+    def daily_bars(self, symbol: str, session: date) -> list[Bar]:
+        """The instrument's daily bars: its history's closes on the weekdays before
+        ``session`` (the current session, a weekday), then the current session's bar closing
+        at the current price. Empty when the scenario gives no history."""
+        instrument = self.instruments[symbol]
+        if instrument.history is None:
+            return []
+        closes = [*instrument.history, self.prices[symbol]]
+        dates = [session]
+        while len(dates) < len(closes):
+            dates.append(previous_weekday(dates[-1]))
+        dates.reverse()
+        volume = instrument.history_volume
+        bars = []
+        previous = closes[0]
+        for day, close in zip(dates, closes, strict=True):
+            high, low = max(previous, close), min(previous, close)
+            bars.append(
+                Bar(
+                    date=day.strftime("%Y%m%d"),
+                    open=previous,
+                    high=high,
+                    low=low,
+                    close=close,
+                    volume=volume,
+                    average=(high + low + close) / 3,
+                    bar_count=int(volume // 100),
+                )
+            )
+            previous = close
+        return bars
+
     def holdings(self, account_id: str, *, include_flat: bool = False) -> list[Holding]:
         """The account's holdings (flat ones only when asked)."""
         return [
@@ -327,10 +463,11 @@ class SimState:
         ]
 
     def compute(self, account_id: str) -> Figures:
-        """Recompute every figure of the account from prices, cash and positions."""
+        """Recompute every figure of the account from prices, cash, positions and rates."""
         account = self.account(account_id)
         cash_by_ccy: dict[str, float] = dict.fromkeys(account.currencies(), 0.0)
         stock_by_ccy = dict(cash_by_ccy)
+        option_by_ccy = dict(cash_by_ccy)
         unreal_by_ccy = dict(cash_by_ccy)
         for ccy, amount in account.cash.items():
             cash_by_ccy[ccy] = cash_by_ccy.get(ccy, 0.0) + amount
@@ -341,30 +478,47 @@ class SimState:
             values = self.value(holding)
             ccy = holding.instrument.currency
             rate = account.rate(ccy)
-            stock_by_ccy[ccy] = stock_by_ccy.get(ccy, 0.0) + values.market_value
+            values_by_ccy = option_by_ccy if holding.instrument.is_option else stock_by_ccy
+            values_by_ccy[ccy] = values_by_ccy.get(ccy, 0.0) + values.market_value
             unreal_by_ccy[ccy] = unreal_by_ccy.get(ccy, 0.0) + values.unrealized_pnl
             absolute = abs(values.market_value) * rate
             gross += absolute
-            maint += absolute * holding.maint_rate
-            init += absolute * holding.init_rate
-            la_maint += absolute * holding.look_ahead_maint_rate
-            la_init += absolute * holding.look_ahead_init_rate
-            regt += absolute * max(holding.instrument.regt_rate, holding.init_rate)
+            rates = self.rates(account, holding)
+            if rates is not None and not holding.instrument.is_option:
+                maint += absolute * rates[0]
+                init += absolute * rates[1]
+                la_maint += absolute * rates[2]
+                la_init += absolute * rates[3]
+                regt += absolute * max(holding.instrument.regt_rate, rates[1])
+            else:
+                need = self.requirement(account, holding, values)
+                maint += need.maint * rate
+                init += need.init * rate
+                la_maint += need.look_ahead_maint * rate
+                la_init += need.look_ahead_init * rate
+                regt += need.regt * rate
             daily += values.daily_pnl * rate
+        accrued = account.accrued_by_currency or {}
         ledgers = {
             ccy: CurrencyLedger(
                 cash=cash_by_ccy.get(ccy, 0.0),
                 stock_value=stock_by_ccy.get(ccy, 0.0),
                 unrealized_pnl=unreal_by_ccy.get(ccy, 0.0),
                 rate=account.rate(ccy),
+                option_value=option_by_ccy.get(ccy, 0.0),
+                accrued_cash=accrued.get(ccy, 0.0),
             )
             for ccy in account.currencies()
         }
         cash = sum(ledger.cash * ledger.rate for ledger in ledgers.values())
         stock = sum(ledger.stock_value * ledger.rate for ledger in ledgers.values())
+        options = sum(ledger.option_value * ledger.rate for ledger in ledgers.values())
         unrealized = sum(ledger.unrealized_pnl * ledger.rate for ledger in ledgers.values())
-        nlv = cash + stock
-        elv = nlv
+        accrued_cash = account.accrued_cash
+        if account.accrued_by_currency is not None:
+            accrued_cash = sum(ledger.accrued_cash * ledger.rate for ledger in ledgers.values())
+        elv = cash + stock
+        nlv = elv + options
         excess = elv - maint
         available = elv - init
         return Figures(
@@ -390,8 +544,50 @@ class SimState:
             unrealized_pnl=unrealized,
             daily_pnl=daily,
             previous_day_equity_with_loan=account.previous_day_elv,
-            accrued_cash=account.accrued_cash,
+            accrued_cash=accrued_cash,
             ledgers=ledgers,
+            option_value=options,
+        )
+
+    @staticmethod
+    def rates(account: AccountState, holding: Holding) -> tuple[float, float, float, float] | None:
+        """The holding's (maint, init, look-ahead maint, look-ahead init) rates now, or None
+        when a default rule applies instead (a short without a rate, an option)."""
+        overrides = account.rate_overrides
+        if not overrides and (holding.quantity > 0 or "maint_rate" in holding.given):
+            return (
+                holding.maint_rate,
+                holding.init_rate,
+                holding.look_ahead_maint_rate,
+                holding.look_ahead_init_rate,
+            )
+        maint, init, la_maint, la_init = _chosen_rates(account, holding)
+        if maint is None or init is None or la_maint is None or la_init is None:
+            return None
+        return (maint, init, la_maint, la_init)
+
+    def requirement(
+        self, account: AccountState, holding: Holding, values: HoldingValues
+    ) -> Requirement:
+        """The holding's requirements in its own currency, default rules included."""
+        instrument = holding.instrument
+        chosen = _chosen_rates(account, holding)
+        absolute = abs(values.market_value)
+        if instrument.is_option:
+            if holding.quantity >= 0:
+                return Requirement(0.0, 0.0, 0.0, 0.0, 0.0)
+            underlying = self.prices[instrument.underlying or instrument.symbol]
+            base = abs(holding.quantity) * instrument.multiplier * underlying
+            needs = [
+                absolute + base * (DEFAULT_SHORT_OPTION_RATE if rate is None else rate)
+                for rate in chosen
+            ]
+            return Requirement(needs[0], needs[1], needs[2], needs[3], needs[1])
+        per_share = short_requirement_per_share(values.price)
+        units = abs(holding.quantity) * instrument.multiplier
+        needs = [absolute * rate if rate is not None else per_share * units for rate in chosen]
+        return Requirement(
+            needs[0], needs[1], needs[2], needs[3], max(absolute * instrument.regt_rate, needs[1])
         )
 
     def account_rows(self, account_id: str) -> list[tuple[str, str, str]]:
@@ -445,33 +641,42 @@ class SimState:
     def _ledger_rows(
         self, account: AccountState, f: Figures, ccy: str
     ) -> list[tuple[str, str, str]]:
+        """One currency's ledger rows (``BASE``: every currency converted and summed)."""
         if ccy == "BASE":
-            cash, stock, unrealized, rate, label = (
+            cash, stock, options, unrealized, accrued, rate = (
                 f.cash,
                 f.stock_value,
+                f.option_value,
                 f.unrealized_pnl,
+                f.accrued_cash,
                 1.0,
-                "BASE",
             )
         else:
             ledger = f.ledgers[ccy]
-            cash, stock, unrealized, rate, label = (
+            cash, stock, options, unrealized, accrued, rate = (
                 ledger.cash,
                 ledger.stock_value,
+                ledger.option_value,
                 ledger.unrealized_pnl,
+                ledger.accrued_cash,
                 ledger.rate,
-                ccy,
             )
-        return [
+        rows = [
             ("CashBalance", fmt_money(cash), ccy),
-            ("Currency", label, ccy),
+            ("Currency", ccy, ccy),
             ("ExchangeRate", "1.00" if rate == 1.0 else f"{rate:.7f}", ccy),
-            ("NetLiquidationByCurrency", fmt_money(cash + stock), ccy),
+            ("NetLiquidationByCurrency", fmt_money(cash + stock + options), ccy),
             ("RealizedPnL", "0.00", ccy),
             ("StockMarketValue", fmt_money(stock), ccy),
             ("TotalCashBalance", fmt_money(cash), ccy),
             ("UnrealizedPnL", fmt_money(unrealized), ccy),
         ]
+        if account.has_options:
+            rows.insert(4, ("OptionMarketValue", fmt_money(options), ccy))
+        if account.accrued_by_currency is not None and ccy != account.base_currency:
+            # the base currency's own accrual shares its key with the AccruedCash segment row
+            rows.insert(0, ("AccruedCash", fmt_money(accrued), ccy))
+        return rows
 
     @staticmethod
     def _apply(account: AccountState, tag: str, value: str, currency: str) -> str:
@@ -495,7 +700,11 @@ class SimState:
                 else:
                     currencies = [wanted] if wanted in account.currencies() else []
                 for ccy in currencies:
-                    result.extend((t, v, c) for t, v, c in rows if c == ccy and t in LEDGER_TAGS)
+                    result.extend(
+                        (t, v, c)
+                        for t, v, c in rows
+                        if c == ccy and is_ledger_row(t, c, account.base_currency)
+                    )
                 continue
             if tag not in SUMMARY_TAGS:
                 continue
@@ -554,6 +763,8 @@ class SimState:
             "PreviousDayEquityWithLoanValue": (f.previous_day_equity_with_loan, base),
             "AccruedCash": (f.accrued_cash, base),
         }
+        if account.has_options:
+            computed["OptionMarketValue"] = (f.option_value, "BASE")
         result: dict[str, float] = {}
         for tag, (number, currency) in computed.items():
             override = account.override(tag, currency)
@@ -681,6 +892,21 @@ class SimState:
                 raise ValueError(f"{ccy}: an exchange rate must be positive")
             account.fx[ccy] = float(rate)
         self.settle([account_id])
+
+    def set_rates(self, account_id: str, rates: Mapping[str, Mapping[str, float]]) -> None:
+        """Override margin rates (symbol or "all" -> rate name -> fraction), prices unchanged."""
+        account = self.account(account_id)
+        for key, named in rates.items():
+            if key != "all" and key not in self.instruments:
+                raise KeyError(f"unknown symbol {key!r}")
+            for name, rate in named.items():
+                if name not in RATE_NAMES:
+                    raise ValueError(f"unknown rate {name!r} (rates: {', '.join(RATE_NAMES)})")
+                if not 0 <= rate <= 1:
+                    raise ValueError(f"{key} {name}: a rate is a fraction in [0, 1], got {rate!r}")
+            account.rate_overrides.setdefault(key, {}).update(
+                {name: float(rate) for name, rate in named.items()}
+            )
 
     def settle(self, account_ids: Iterable[str] | None = None) -> None:
         """After a change: a default SMA rises with Reg T excess equity, never falls by a move."""

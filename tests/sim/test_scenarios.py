@@ -20,14 +20,18 @@ from monitor.sim.scenarios import (
     ClearValuesStep,
     DisconnectStep,
     ErrorStep,
+    GarbageStep,
+    ManagedAccountsStep,
     MovesStep,
     PricesStep,
+    RateKeys,
     RestartStep,
     Scenario,
     ScenarioError,
     SetCashStep,
     SetFxStep,
     SetQuantityStep,
+    SetRatesStep,
     SetValuesStep,
     Step,
     builtin_scenarios,
@@ -101,7 +105,7 @@ def test_builtin_scenarios_keep_their_documented_defaults():
             {"accounts": [{"id": "DU1", "bogus": 1}]},
             "accounts[0].bogus: unknown key (allowed: id, base_currency, account_type, cash, fx, "
             "sma, accrued_cash, look_ahead_next_change, look_ahead_next_change_in, values, "
-            "positions)",
+            "positions, managed)",
         ),
         (
             {"accounts": [{"id": "DU1", "positions": [{"symbol": "X", "quantity": 1}]}]},
@@ -114,8 +118,8 @@ def test_builtin_scenarios_keep_their_documented_defaults():
         (
             with_steps({"at": 1, "error": 1100, "disconnect": True}),
             "steps[0]: a step needs exactly one action of prices, moves, set_values, "
-            "clear_values, set_quantity, set_cash, set_fx, error, disconnect, restart; "
-            "got error, disconnect",
+            "clear_values, set_quantity, set_cash, set_fx, error, disconnect, restart, "
+            "set_rates, managed_accounts, garbage; got error, disconnect",
         ),
         (
             with_steps({"at": 1, "prices": {"NOPE": 1.0}}),
@@ -128,8 +132,8 @@ def test_builtin_scenarios_keep_their_documented_defaults():
         (
             with_steps({"at": 1}, {"at": 2, "moves": {"SPY": "x"}}),
             "steps[0]: a step needs exactly one action of prices, moves, set_values, "
-            "clear_values, set_quantity, set_cash, set_fx, error, disconnect, restart; "
-            "got none (and 1 more problem)",
+            "clear_values, set_quantity, set_cash, set_fx, error, disconnect, restart, "
+            "set_rates, managed_accounts, garbage; got none (and 1 more problem)",
         ),
         (
             with_steps({"at": 2, "moves": {"SPY": True}}),
@@ -400,6 +404,9 @@ EXAMPLES: list[Step] = [
     ErrorStep(at=8.0, error=1100, message="link down", req_id=-1),
     DisconnectStep(at=9.0, disconnect=True),
     RestartStep(at=10.0, restart=0.2),
+    SetRatesStep(at=11.0, account="DU1", set_rates={"SPY": RateKeys(maint_rate=0.5)}),
+    ManagedAccountsStep(at=12.0, managed_accounts=["DU1"]),
+    GarbageStep(at=13.0, garbage="stalled_frame"),
 ]
 
 
@@ -491,6 +498,11 @@ def test_every_action_applies_itself_to_the_gateway(simulated_gateway):
                     assert not gateway.link_up  # 1100: nothing streams until 1101/1102
                 elif isinstance(step, RestartStep):
                     await gateway.wait_until(lambda: gateway.restarts == 1 and gateway.listening)
+                elif isinstance(step, SetRatesStep):
+                    # SPY 10 x 456 at 50% + BND 100 x 72 at 25%
+                    assert figures["MaintMarginReq"] == pytest.approx(2_280.0 + 1_800.0)
+                elif isinstance(step, ManagedAccountsStep):
+                    assert gateway.accounts == ["DU1"]
             assert gateway.steps_applied == len(EXAMPLES)
 
     run(body())
