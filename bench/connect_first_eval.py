@@ -32,8 +32,8 @@ from typing import Any
 
 from _common import machine, median, percentile, verdict
 
+from monitor.app import build_service
 from monitor.logs import configure_logging
-from monitor.service import MonitorService
 from monitor.settings import Settings, load_settings
 from monitor.sim.server import SimulatedGateway
 
@@ -83,7 +83,7 @@ async def one_run(
     """Seconds to the first evaluation of every account, and to complete data (if asked)."""
     settings = settings_for(directory, gateway.port, client_id)
     started = time.perf_counter()
-    service = MonitorService(settings)
+    service = build_service(settings)
     try:
         await service.connector.connect()
         accounts = service.connector.accounts()
@@ -104,7 +104,7 @@ async def one_run(
         complete = time.perf_counter() - started
     finally:
         await service.connector.disconnect()
-        service.close()
+        service.store.close()
     return first, complete
 
 

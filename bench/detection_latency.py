@@ -45,9 +45,8 @@ from typing import Any
 
 from _common import machine, median, percentile, verdict
 
-from monitor.daemon import run_daemon
+from monitor.app import build_service, run_daemon
 from monitor.logs import configure_logging
-from monitor.service import MonitorService
 from monitor.settings import Settings, load_settings
 from monitor.sim.receiver import ReceivedMessage, Receiver
 from monitor.sim.scenarios import MovesStep, Scenario, Step, load_scenario
@@ -204,7 +203,7 @@ async def run_trial(trial: Trial, plan: Plan, cadence: float, directory: Path) -
         await gateway.start()
         cadence_start = loop.time()  # the gateway's first push is one cadence from here
         settings = settings_for(directory, gateway.port, receiver.url, trial.estimate)
-        service = MonitorService(settings)
+        service = build_service(settings)
         daemon = asyncio.create_task(run_daemon(settings, stop, service))
         await poll(
             lambda: plan.account in service.views and service.connector.ready(),

@@ -134,8 +134,8 @@ async def read_line(stream: asyncio.StreamReader, timeout: float) -> str:
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak and the idle measurement; returns the figures."""
-    from monitor.daemon import run_daemon
-    from monitor.service import AccountView, MonitorService
+    from monitor.app import build_service, run_daemon
+    from monitor.service import AccountView
     from monitor.settings import load_settings
 
     child = await asyncio.create_subprocess_exec(
@@ -172,7 +172,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 if view.snapshot is not None and view.snapshot.estimated:
                     counts["estimated"] += 1
 
-            service = MonitorService(settings, on_evaluated=seen)
+            service = build_service(settings, on_evaluated=seen)
             updates = [0]
 
             def on_pnl(_: Any) -> None:

@@ -1,7 +1,10 @@
-"""The ``margin-monitor`` command line.
+"""The ``margin-monitor`` command line: every command, on top of everything, imported by nothing.
 
 Every command takes ``--config PATH`` (or ``$MARGIN_MONITOR_CONFIG``). A configuration problem
-prints one message naming the key and exits non-zero without a traceback.
+prints one message naming the key and exits non-zero without a traceback. Commands build what
+they run with the builders of :mod:`monitor.app`; those (and the demo and the summary, which
+bring ib_async, Apprise, APScheduler or matplotlib) are imported inside the command that needs
+them, so ``--help`` starts without them.
 """
 
 from __future__ import annotations
@@ -11,38 +14,27 @@ import asyncio
 import contextlib
 import json
 import math
-import signal
 import sys
 from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
 
-from monitor.gateway import GatewayConnector, GatewayError
 from monitor.logs import configure_logging, redactor
+from monitor.report import EXIT_CODES, account_report, report, unknown
 from monitor.settings import ConfigError, Settings, insecure_permissions_warning, load_settings
 from monitor.sim.scenarios import ScenarioError, load_scenario, scenario_json_schema
 from monitor.sim.server import DEFAULT_SCENARIO, serve
-from rules.model import AccountSnapshot, Finding, Severity, worst
+from rules.catalog import unit_of
+from rules.clock import zone
+from rules.model import Severity
+from rules.text import format_value
 
 log = structlog.get_logger("monitor.cli")
 
-# Snapshot figures in each account of ``check --json`` (None when IB sent no values).
-REPORTED_FIGURES = (
-    "base_currency",
-    "net_liquidation",
-    "excess_liquidity",
-    "cushion",
-    "gross_position_value",
-    "maint_margin_req",
-    "init_margin_req",
-    "equity_with_loan",
-    "available_funds",
-    "sma",
-    "margin_loan",
-    "leverage",
-)
-EXIT_CODES = {Severity.OK: 0, Severity.WARNING: 1, Severity.CRITICAL: 2, Severity.UNKNOWN: 3}
+# The money figures of ``check``'s readable table, in the order shown.
 FIGURES = (
     ("net_liquidation", "Net liquidation"),
     ("equity_with_loan", "Equity with loan"),
@@ -52,8 +44,7 @@ FIGURES = (
     ("excess_liquidity", "Excess liquidity"),
     ("available_funds", "Available funds"),
     ("sma", "SMA"),
-    ("look_ahead_excess_liquidity", "Look-ahead excess liq."),
-    ("cash_balance", "Cash balance"),
+    ("margin_loan", "Margin loan"),
 )
 
 
@@ -155,9 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     peak.add_argument("--value", type=float, default=None, help="new peak (default: forget it)")
     peak.set_defaults(handler=cmd_reset_peak)
 
-    from monitor import summary
-
-    summary.add_command(commands, common)
+    summary = commands.add_parser(
+        "summary", parents=[common], help="build a day's summary from stored history"
+    )
+    summary.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        default=None,
+        help="YYYY-MM-DD (default: today in [summary] timezone)",
+    )
+    summary.add_argument("--account", action="append", default=None, help="repeatable")
+    summary.add_argument("--format", choices=["text", "json", "markdown"], default="text")
+    summary.add_argument("--send", action="store_true", help="send it through the notifier")
+    summary.add_argument(
+        "--chart", type=Path, default=None, help="write the (first account's) chart PNG here"
+    )
+    summary.set_defaults(handler=cmd_summary)
     return parser
 
 
@@ -197,18 +201,10 @@ def prepare(args: argparse.Namespace, *, quiet: bool = False) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGINT/SIGTERM."""
-    from monitor.daemon import run_daemon
+    from monitor.app import run_daemon
 
     settings = prepare(args)
     return asyncio.run(run_daemon(settings))
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    """Set ``stop`` on SIGINT and SIGTERM."""
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
 
 
 # -- check -----------------------------------------------------------------------------------
@@ -217,104 +213,72 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """Evaluate every account once and print the result."""
     settings = prepare(args, quiet=True)
-    report = asyncio.run(run_check(settings))
+    result = asyncio.run(run_check(settings))
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(result, indent=2, default=str))
     else:
-        print(render_check(report))
-    return EXIT_CODES[Severity(report["status"])]
+        print(render_check(result))
+    return EXIT_CODES[Severity(result["status"])]
 
 
 async def run_check(settings: Settings) -> dict[str, Any]:
-    """Connect, snapshot every account, evaluate, disconnect; the ``check --json`` object."""
-    from monitor.service import MonitorService
-    from monitor.store import Store
+    """Connect, snapshot every account, evaluate, disconnect; the ``check --json`` object.
 
-    ib = settings.ib
-    connector = GatewayConnector(
-        ib.host, ib.port, ib.client_id, ib.accounts, ib.timeout, fundamentals=ib.fundamentals
-    )
+    The rules read the daemon's history (peak, a year-ago cost) when there is one; without
+    it an in-memory store stands in, so ``check`` never creates the state file.
+    """
+    from monitor.app import build_connector, build_service, build_store
+    from monitor.gateway import GatewayError
+
+    connector = build_connector(settings)
     try:
         await connector.connect()
     except GatewayError as error:
-        return {"status": "unknown", "error": redactor.clean(str(error)), "accounts": []}
+        return unknown(redactor.clean(str(error)))
+    in_memory = not settings.monitor.database_path.exists()
     try:
-        await connector.wait_ready(min(ib.timeout, 5.0))
-        state_file = settings.monitor.state_path / "monitor.sqlite3"
-        service = MonitorService(
-            settings,
-            connector=connector,
-            # the daemon's history (peak, a year-ago cost) when there is one; never create it
-            store=None if state_file.exists() else Store(":memory:"),
-        )
-        accounts = []
-        for account in connector.accounts():
-            snapshot, findings = service.findings_for(account)
-            accounts.append(account_report(account, snapshot, findings))
+        await connector.wait_ready(min(settings.ib.timeout, 5.0))
+        with build_store(settings, in_memory=in_memory) as store:
+            service = build_service(settings, connector=connector, store=store)
+            accounts = [
+                account_report(account, *service.findings_for(account))
+                for account in connector.accounts()
+            ]
     finally:
         await connector.disconnect()
-    if not accounts:
-        return {
-            "status": "unknown",
-            "error": "the gateway reported no managed accounts (or none of [ib] accounts)",
-            "accounts": [],
-        }
-    severities = [Severity(f["severity"]) for a in accounts for f in a["findings"]]
-    return {"status": worst(severities).value, "accounts": accounts}
+    return report(accounts)
 
 
-def account_report(
-    account: str, snapshot: AccountSnapshot | None, findings: list[Finding]
-) -> dict[str, Any]:
-    """One account's entry in ``check --json``."""
-    entry: dict[str, Any] = {"account": account}
-    entry.update({name: getattr(snapshot, name, None) for name in REPORTED_FIGURES})
-    entry["positions"] = len(snapshot.positions) if snapshot else 0
-    entry["status"] = worst(f.severity for f in findings).value
-    entry["findings"] = [finding.to_dict() for finding in findings]
-    return entry
-
-
-def render_check(report: dict[str, Any]) -> str:
+def render_check(result: dict[str, Any]) -> str:
     """The readable table printed by ``check`` without ``--json``."""
-    lines = [f"status: {report['status'].upper()}"]
-    if report.get("error"):
-        lines.append(f"error: {report['error']}")
-    for entry in report["accounts"]:
+    lines = [f"status: {result['status'].upper()}"]
+    if result.get("error"):
+        lines.append(f"error: {result['error']}")
+    for entry in result["accounts"]:
         base = entry["base_currency"] or ""
         lines.append("")
         lines.append(f"== {entry['account']} ({base}) — {entry['status'].upper()}")
         for key, label in FIGURES:
             value = entry.get(key)
             if value is not None:
-                lines.append(f"  {label:<24}{_money(value, base)}")
+                lines.append(f"  {label:<24}{format_value(value, 'money', base):>20}")
         if entry.get("cushion") is not None:
-            lines.append(f"  {'Cushion':<24}{entry['cushion'] * 100:>16.2f}%")
+            lines.append(f"  {'Cushion':<24}{format_value(entry['cushion'], 'percent'):>20}")
         if entry.get("leverage") is not None:
-            lines.append(f"  {'Leverage':<24}{entry['leverage']:>16.2f}x")
+            lines.append(f"  {'Leverage':<24}{format_value(entry['leverage'], 'multiple'):>20}")
         lines.append("")
-        lines.append(f"  {'rule':<24}{'severity':<10}{'value':>14}{'threshold':>14}  message")
+        lines.append(f"  {'rule':<24}{'severity':<10}{'value':>18}{'threshold':>18}  message")
         for finding in entry["findings"]:
+            unit = unit_of(finding["rule"])
+            value = format_value(finding["value"], unit, base)
+            threshold = format_value(finding["threshold"], unit, base)
             lines.append(
                 f"  {finding['rule']:<24}{finding['severity']:<10}"
-                f"{_number(finding['value']):>14}{_number(finding['threshold']):>14}  "
-                f"{finding['message']}"
+                f"{value:>18}{threshold:>18}  {finding['message']}"
             )
             if finding.get("action") and finding["severity"] in ("warning", "critical"):
                 lines.append(f"  {'':<24}-> {finding['action']}")
     return "\n".join(lines)
-
-
-def _money(value: float, currency: str) -> str:
-    return f"{currency} {value:>16,.2f}"
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if abs(value) < 10:
-        return f"{value:.4f}"
-    return f"{value:,.2f}"
 
 
 # -- demo and simulator ----------------------------------------------------------------------
@@ -322,7 +286,7 @@ def _number(value: float | None) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the monitor against the simulated gateway playing a scripted sell-off."""
-    from monitor.daemon import run_demo
+    from monitor.demo import run_demo
 
     settings = load_settings(args.config) if args.config else Settings()
     register_secrets(settings)
@@ -366,14 +330,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
     """Send one test message per matching target and report what each did."""
-    from monitor.service import MonitorService
+    from monitor.app import build_notifier, build_store
 
     settings = prepare(args, quiet=True)
     if not settings.notify.all_targets():
         print("no notification targets configured ([notify] urls or [[notify.targets]])")
         return 2
-    service = MonitorService(settings)
-    results = asyncio.run(service.notifier.send_test(args.severity))
+    # A test is sent directly, never through the outbox: no state file is needed for it.
+    with build_store(settings, in_memory=True) as store:
+        results = asyncio.run(build_notifier(settings, store).send_test(args.severity))
     failures = 0
     for result in results:
         status = "ok" if result.ok else f"FAILED: {result.error}"
@@ -387,14 +352,80 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
 
 def cmd_reset_peak(args: argparse.Namespace) -> int:
     """Forget (or set) the NLV peak the drawdown rule measures from."""
-    from monitor.store import Store
+    from monitor.app import build_store
 
     settings = prepare(args, quiet=True)
-    store = Store(settings.monitor.state_path / "monitor.sqlite3")
-    store.reset_peak(args.account, args.value)
+    with build_store(settings) as store:
+        store.reset_peak(args.account, args.value)
     shown = "forgotten (the next value becomes the peak)" if args.value is None else args.value
     print(f"peak for {args.account}: {shown}")
     return 0
+
+
+# -- summary ---------------------------------------------------------------------------------
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Print (and optionally send) a day's summary; 1 when there is no history or a send failed."""
+    from monitor.app import build_notifier, build_store
+    from monitor.summary import (
+        build_summaries,
+        chart_levels,
+        render_chart,
+        render_markdown,
+        render_text,
+        send_on_request,
+    )
+
+    settings = prepare(args, quiet=True)
+    summary_zone = zone(settings.summary.timezone)
+    day = args.date or datetime.now(summary_zone).date()
+    database = settings.monitor.database_path
+    if not database.exists():
+        print(
+            f"no history yet: {database} does not exist (run the monitor first)",
+            file=sys.stderr,
+        )
+        return 1
+    with build_store(settings) as store:
+        summaries, samples = build_summaries(store, settings, day, args.account)
+        if args.format == "json":
+            print(json.dumps([s.to_dict() for s in summaries], indent=2))
+        elif args.format == "markdown":
+            print(render_markdown(summaries, summary_zone))
+        else:
+            print(render_text(summaries, summary_zone))
+        if args.chart:
+            first = next((s for s in summaries if samples.get(s.account)), None)
+            if first is None:
+                print(f"no chart: no history for {day.isoformat()}", file=sys.stderr)
+            else:
+                render_chart(
+                    samples[first.account],
+                    args.chart,
+                    title=f"{first.account} {day.isoformat()}",
+                    zone=summary_zone,
+                    gaps=first.gaps,
+                    **chart_levels(settings),
+                )
+        if not args.send:
+            return 0
+        # Through the daemon's notifier (same targets, maximum age and outbox) except for
+        # quiet hours: a summary asked for on the command line goes at once.
+        notifier = build_notifier(settings, store, quiet_hours=False)
+        if not notifier.targets:
+            print("not sent: no notification targets configured ([notify] urls)", file=sys.stderr)
+            return 1
+        delivery = asyncio.run(send_on_request(notifier, settings, summaries, samples, day))
+    if delivery is None:
+        print("not sent: no target receives severity 'info'", file=sys.stderr)
+        return 1
+    print(
+        f"sent to {delivery.sent} target(s); {delivery.failed} failed "
+        "(kept in the outbox for retry)",
+        file=sys.stderr,
+    )
+    return 1 if delivery.failed or not delivery.sent else 0
 
 
 if __name__ == "__main__":

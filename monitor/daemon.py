@@ -1,50 +1,61 @@
-"""The long-running daemon and the demo: the service plus its scheduled jobs.
+"""The process shell around the service: signals, systemd, heartbeat, metrics, scheduler.
 
-APScheduler runs the periodic jobs (the evaluation tick that catches stale data and due
-reminders, history pruning, the daily summary); the service reacts to gateway pushes itself.
+:class:`Daemon` runs one :class:`~monitor.service.MonitorService` until SIGINT/SIGTERM (or a
+``stop`` event): it starts the scheduler with the jobs of :func:`schedule_jobs` (the evaluation
+tick, history pruning, :func:`daily_summary`), the metrics endpoint, the heartbeat to a dead
+man's switch and the systemd watchdog, tells systemd READY and STOPPING, and closes the store
+at the end. It builds none of these: :mod:`monitor.app` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime, timedelta
-from datetime import time as dt_time
+import signal
+import urllib.request
+from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from monitor.service import MonitorService, utc_now
+from monitor.logs import redactor
+from monitor.metrics import MetricsServer
+from monitor.notifier import secret_fragments
+from monitor.service import MonitorService
 from monitor.settings import Settings
+from monitor.summary import send_daily_summary
+from monitor.systemd import feed_watchdog
+from monitor.systemd import notify as sd_notify
+from rules.clock import parse_hhmm, zone
 
 log = structlog.get_logger("monitor.daemon")
 
+HEARTBEAT_TIMEOUT = 10.0
 
-def summary_trigger(settings: Settings) -> CronTrigger:
-    """The daily summary's cron trigger in its configured local time zone (DST-safe)."""
-    hour, minute = (int(part) for part in settings.summary.time.split(":"))
-    return CronTrigger(
-        hour=hour,
-        minute=minute,
-        day_of_week=settings.summary.days,
-        timezone=ZoneInfo(settings.summary.timezone),
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGINT and SIGTERM."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+
+
+async def daily_summary(service: MonitorService, day: date | None = None) -> Path:
+    """The scheduled daily summary of the service's store, sent through its notifier;
+    ``day`` defaults to today by the service's clock. Returns the Markdown file."""
+    return await send_daily_summary(
+        service.store, service.notifier, service.settings, service.clock(), day
     )
 
 
-def build_scheduler(service: MonitorService) -> AsyncIOScheduler:
-    """The scheduler with the daemon's jobs (not started)."""
+def schedule_jobs(scheduler: AsyncIOScheduler, service: MonitorService) -> None:
+    """The daemon's jobs: the evaluation tick that catches stale data and due reminders,
+    history pruning at 03:17, and the daily summary when enabled."""
     settings = service.settings
-    scheduler = AsyncIOScheduler(
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
-    )
     scheduler.add_job(
         service.tick,
         IntervalTrigger(seconds=settings.monitor.evaluate_every_seconds),
@@ -53,137 +64,97 @@ def build_scheduler(service: MonitorService) -> AsyncIOScheduler:
     )
     scheduler.add_job(
         service.prune_history,
-        CronTrigger(hour=3, minute=17, timezone=service.zone or None),
+        CronTrigger(hour=3, minute=17, timezone=service.zone),
         id="prune",
         name="prune history",
     )
     if settings.summary.enabled:
         scheduler.add_job(
-            service.send_daily_summary,
+            daily_summary,
             summary_trigger(settings),
+            args=[service],
             id="summary",
             name="daily summary",
             misfire_grace_time=600,
         )
-    return scheduler
 
 
-async def run_daemon(
-    settings: Settings,
-    stop: asyncio.Event | None = None,
-    service: MonitorService | None = None,
-) -> int:
-    """Run the monitor until ``stop`` is set (or SIGINT/SIGTERM); returns the exit status."""
-    from monitor.cli import install_signal_handlers
-
-    stop = stop or asyncio.Event()
-    install_signal_handlers(stop)
-    service = service or MonitorService(settings)
-    scheduler = build_scheduler(service)
-    scheduler.start()
-    extras = await service.start_extras(stop)
-    try:
-        await service.run(stop)
-    finally:
-        scheduler.shutdown(wait=False)
-        for task in extras:
-            task.cancel()
-        service.close()
-    return 1 if service.failed_task else 0
-
-
-# An illustrative benchmark for the simulated demo only; a real configuration must set its own.
-DEMO_BENCHMARK = 0.0433
-
-
-def accelerated_clock(start: datetime, speed: float) -> Callable[[], datetime]:
-    """A clock that starts at ``start`` and runs ``speed`` times faster than the wall clock."""
-    origin = time.monotonic()
-    return lambda: start + timedelta(seconds=(time.monotonic() - origin) * speed)
-
-
-def session_open(zone: str = "America/New_York") -> datetime:
-    """Today's 09:30 in ``zone``, where an accelerated trading-day scenario starts."""
-    today = datetime.now(ZoneInfo(zone)).date()
-    return datetime.combine(today, dt_time(9, 30), tzinfo=ZoneInfo(zone))
-
-
-async def run_demo(
-    settings: Settings, scenario: str, speed: float | None, state_dir: Path | None = None
-) -> int:
-    """Play a scenario on the simulated gateway and run the monitor against it.
-
-    A scenario played fast (speed 10 or more, e.g. ``trading_day``) runs the monitor on a clock
-    accelerated alike, starting at 09:30 New York time, so alerts, history and the daily summary
-    printed at the end carry session times.
-    """
-    from monitor.sim.scenarios import load_scenario
-    from monitor.sim.server import SimulatedGateway
-
-    loaded = load_scenario(scenario)
-    options = {} if speed is None else {"speed": speed}
-    gateway = SimulatedGateway(loaded, host="127.0.0.1", port=0, **options)
-    port = await gateway.start()
-    accelerated = gateway.speed >= 10
-    clock = accelerated_clock(session_open(), gateway.speed) if accelerated else utc_now
-    state_dir = state_dir or Path(tempfile.mkdtemp(prefix="margin-monitor-demo-"))
-    rules = settings.rules
-    if rules.financing_cost.benchmark_rate is None:  # the demo's loan needs a rate to cost it
-        rules = replace(
-            rules, financing_cost=replace(rules.financing_cost, benchmark_rate=DEMO_BENCHMARK)
-        )
-    if accelerated:  # ten scenario minutes pass in a wall second: judge staleness in session time
-        rules = replace(
-            rules, stale_data=replace(rules.stale_data, stale_minutes=60.0, blind_minutes=30.0)
-        )
-    demo_settings = settings.model_copy(
-        update={
-            "ib": settings.ib.model_copy(
-                update={
-                    "host": "127.0.0.1",
-                    "port": port,
-                    "accounts": [],
-                    "timeout": 5.0,
-                    "reconnect_min_seconds": 0.2,
-                }
-            ),
-            "notify": settings.notify.model_copy(
-                update={"urls": ["console://", *settings.notify.urls], "quiet_hours": None}
-            ),
-            "monitor": settings.monitor.model_copy(
-                update={"state_dir": state_dir, "evaluate_every_seconds": 5.0}
-            ),
-            "summary": settings.summary.model_copy(update={"enabled": False}),
-            "rules": rules,
-        }
+def summary_trigger(settings: Settings) -> CronTrigger:
+    """The daily summary's cron trigger in its configured local time zone (DST-safe)."""
+    at = parse_hhmm(settings.summary.time)
+    return CronTrigger(
+        hour=at.hour,
+        minute=at.minute,
+        day_of_week=settings.summary.days,
+        timezone=zone(settings.summary.timezone),
     )
-    print(
-        f"Simulated IB Gateway on 127.0.0.1:{port} playing {loaded.name!r} "
-        f"at {gateway.speed:g}x; alerts print below as they are sent. (Financing costs assume a "
-        f"{rules.financing_cost.benchmark_rate:.2%} benchmark unless your config sets one.)",
-        flush=True,
-    )
-    stop = asyncio.Event()
-    service = MonitorService(demo_settings, clock=clock)
-    daemon = asyncio.create_task(run_daemon(demo_settings, stop, service))
-    try:
-        await gateway.wait_for_clients(1, timeout=15)
-        await gateway.run_timeline()
-        await service.settle(timeout=10.0)
-        if accelerated:
-            markdown = await service.send_daily_summary()
-            await service.settle(timeout=10.0)
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(daemon, 15)
-        await gateway.stop()
-    fired = [t for t in service.transitions if t.finding.rule == "cushion"]
-    print(
-        f"\nDemo finished: {len(service.transitions)} notifications sent "
-        f"({len(fired)} about the cushion). State kept in {state_dir}."
-    )
-    if accelerated:
-        print(f"Daily summary saved as {markdown} (charts beside it).")
-    print(f"Orders the monitor sent to the gateway: {len(gateway.orders_received)} (read-only).")
-    return 0
+
+
+class Daemon:
+    """Runs the service with its companions until stopped; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: MonitorService,
+        scheduler: AsyncIOScheduler,
+        metrics_server: MetricsServer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.scheduler = scheduler
+        self.metrics_server = metrics_server
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Run until ``stop`` is set (or SIGINT/SIGTERM); the exit status (1 when a task of
+        the service died, so systemd restarts the daemon)."""
+        stop = stop or asyncio.Event()
+        install_signal_handlers(stop)
+        companions: list[asyncio.Task[None]] = []
+        self.scheduler.start()
+        try:
+            companions = await self._start_companions(stop)
+            sd_notify("READY=1")
+            await self.service.run(stop)
+        finally:
+            self.scheduler.shutdown(wait=False)
+            for task in companions:
+                task.cancel()
+            sd_notify("STOPPING=1")
+            self.service.store.close()
+        return 1 if self.service.failed_task else 0
+
+    async def _start_companions(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """The metrics endpoint (bound first: a port in use fails before anything runs), the
+        watchdog and the heartbeat."""
+        tasks = []
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
+            log.info("metrics endpoint", url=self.metrics_server.url)
+            tasks.append(asyncio.create_task(self.metrics_server.serve(stop), name="metrics"))
+        tasks.append(asyncio.create_task(feed_watchdog(stop), name="watchdog"))
+        if self.settings.notify.heartbeat_url is not None:
+            tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
+        return tasks
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Call the dead man's switch URL while the monitor is healthy."""
+        secret = self.settings.notify.heartbeat_url
+        if secret is None:
+            return
+        url = secret.get_secret_value()
+        redactor.register([url, *secret_fragments(url)])
+        every = self.settings.notify.heartbeat_seconds
+        while not stop.is_set():
+            if self.service.healthy():
+                try:
+                    await asyncio.to_thread(_ping, url, HEARTBEAT_TIMEOUT)
+                except Exception as error:
+                    log.warning("heartbeat failed", error=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+
+def _ping(url: str, timeout: float) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        response.read(1024)

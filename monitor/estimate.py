@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from math import isfinite
+from typing import Any
 
 from rules.figures import leveraged_maintenance
 from rules.model import AccountSnapshot, Position, is_number
@@ -126,7 +127,9 @@ class Baseline:
 def make_baseline(snapshot: AccountSnapshot, known_rate: RateLookup) -> Baseline:
     """Split IB's requirement over the positions of ``snapshot`` (known rates first)."""
     valued = [p for p in snapshot.positions if is_number(p.market_value_base)]
-    values = {p.con_id: float(p.market_value_base) for p in valued}  # type: ignore[arg-type]
+    values: dict[int, float] = {
+        p.con_id: value for p in valued if is_number(value := p.market_value_base)
+    }
     quantities = {p.con_id: p.quantity for p in snapshot.positions}
     unvalued = frozenset(p.con_id for p in snapshot.positions if p.con_id not in values)
     maintenance: dict[int, float] = {}
@@ -209,9 +212,11 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
         d_req.append(sum(min(1.0, rate * ratio) * change for rate, change in by_rate.items()))
 
     def moved(figure: float | None, delta: float) -> float | None:
-        return figure + delta if is_number(figure) else None  # type: ignore[operator]
+        return figure + delta if is_number(figure) else None
 
-    changes: dict[str, float | None] = {
+    # AccountSnapshot field -> its moved value (float | None); Any because replace() checks
+    # each keyword against its own field type, which a dict of figures cannot express.
+    changes: dict[str, Any] = {
         "net_liquidation": moved(base.net_liquidation, d_signed),
         "equity_with_loan": moved(base.equity_with_loan, d_signed),
         "gross_position_value": moved(base.gross_position_value, d_gross),
@@ -221,7 +226,7 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
     requirement_delta = dict(zip(REQUIREMENTS, d_req, strict=True))
     base_excess = base.excess_liquidity
     if not is_number(base_excess) and is_number(base.cushion) and is_number(base.net_liquidation):
-        base_excess = base.cushion * base.net_liquidation  # type: ignore[operator]
+        base_excess = base.cushion * base.net_liquidation
     for name, requirement in _LIQUIDITY:
         figure = base_excess if name == "excess_liquidity" else getattr(base, name)
         changes[name] = moved(figure, d_signed - requirement_delta[requirement])
@@ -253,22 +258,36 @@ def moved_since(baseline: Baseline, current: AccountSnapshot) -> bool:
         present += 1
         if position.quantity != baseline.quantities.get(position.con_id, position.quantity):
             return True
-        if is_number(value) and abs(value - before) > 1e-9 * max(1.0, abs(before)):  # type: ignore[operator]
+        if is_number(value) and abs(value - before) > 1e-9 * max(1.0, abs(before)):
             return True
     return present < len(baseline.values)  # a position was closed
 
 
-def estimate_error(baseline: Baseline, truth: AccountSnapshot) -> float | None:
-    """(estimated - reported) ExcessLiquidity for IB's new values, as a fraction of IB's NLV.
+@dataclass(frozen=True, slots=True)
+class EstimateError:
+    """How far the estimate was from IB's new values.
 
-    The estimate is made from the previous baseline with the position values of ``truth``, so
-    both sides describe the same prices. ``None`` when either side lacks the figures.
+    ``estimated`` is the estimate remade from the previous baseline with the position values
+    of IB's new snapshot, so both sides describe the same prices; ``difference`` is its
+    (estimated - reported) ExcessLiquidity and ``of_nlv`` that as a fraction of IB's NLV.
     """
+
+    estimated: AccountSnapshot
+    difference: float
+    of_nlv: float
+
+
+def estimate_error(baseline: Baseline, truth: AccountSnapshot) -> EstimateError | None:
+    """The estimate's error against IB's new values ``truth``; ``None`` when either side
+    lacks ExcessLiquidity."""
     guess = estimate(baseline, truth)
-    if not (is_number(guess.excess_liquidity) and is_number(truth.excess_liquidity)):
+    estimated, reported = guess.excess_liquidity, truth.excess_liquidity
+    if not (is_number(estimated) and is_number(reported)):
         return None
-    scale = abs(truth.net_liquidation) if is_number(truth.net_liquidation) else 0.0  # type: ignore[arg-type]
-    return (guess.excess_liquidity - truth.excess_liquidity) / (scale or 1.0)  # type: ignore[operator]
+    nlv = truth.net_liquidation
+    scale = abs(nlv) if is_number(nlv) else 0.0
+    difference = estimated - reported
+    return EstimateError(guess, difference, difference / (scale or 1.0))
 
 
 def _clamp(rate: float) -> float:

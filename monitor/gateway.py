@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from ib_async import IB, Contract, RequestError
 
+from monitor.clock import Clock, utc_now
 from rules.model import IB_MARGIN_TAGS, AccountSnapshot, Position
 
 log = structlog.get_logger("monitor.gateway")
@@ -241,7 +242,7 @@ class GatewayConnector:
         accounts: Iterable[str] = (),
         timeout: float = 10.0,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         on_update: UpdateCallback | None = None,
         on_link: Callable[[LinkState], None] | None = None,
         fundamentals: bool = True,

@@ -4,25 +4,64 @@
 connection state, notifications by severity and result, evaluation duration and the estimate's
 error; ``/healthz`` answers 200 only while the data is fresh (503 otherwise), so a container
 orchestrator or an uptime checker can tell a blind monitor from a healthy one.
+
+The collector reads a :class:`MetricsSource` at scrape time: the service provides one, but this
+module knows it only by that protocol (the service imports this module, not the reverse).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from typing import Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from monitor.service import MonitorService
+from rules.lifecycle import AlertState
+from rules.model import AccountSnapshot
 
 PREFIX = "margin_monitor"
 log = structlog.get_logger("monitor.metrics")
+
+
+class _View(Protocol):
+    @property
+    def snapshot(self) -> AccountSnapshot | None: ...
+
+
+class _Link(Protocol):
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def live(self) -> bool: ...
+    @property
+    def reconnects(self) -> int: ...
+
+
+class _Connector(Protocol):
+    @property
+    def state(self) -> _Link: ...
+    def last_values_at(self, account: str) -> datetime | None: ...
+
+
+class MetricsSource(Protocol):
+    """What the collector reads at scrape time (``monitor.service.MonitorService``)."""
+
+    @property
+    def views(self) -> Mapping[str, _View]: ...
+    @property
+    def estimate_errors(self) -> Mapping[str, float]: ...
+    @property
+    def states(self) -> Mapping[tuple[str, str], AlertState]: ...
+    @property
+    def connector(self) -> _Connector: ...
+    def clock(self) -> datetime: ...
+    def healthy(self) -> bool: ...
 
 
 class Metrics:
@@ -43,21 +82,25 @@ class Metrics:
             registry=self.registry,
         )
 
-    def attach(self, service: MonitorService) -> None:
-        """Register the collector that reads the service's state at scrape time."""
-        self.registry.register(_ServiceCollector(service))
+    def count_notification(self, severity: str, result: str) -> None:
+        """One delivery attempt's outcome (the notifier's ``on_result`` hook)."""
+        self.notifications.labels(severity, result).inc()
+
+    def attach(self, source: MetricsSource) -> None:
+        """Register the collector that reads ``source`` at scrape time."""
+        self.registry.register(_SourceCollector(source))
 
     def render(self) -> bytes:
         """The exposition text."""
         return generate_latest(self.registry)
 
 
-class _ServiceCollector(Collector):
-    def __init__(self, service: MonitorService) -> None:
-        self.service = service
+class _SourceCollector(Collector):
+    def __init__(self, source: MetricsSource) -> None:
+        self.source = source
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        service = self.service
+        service = self.source
         now = service.clock()
         families = {
             "net_liquidation": GaugeMetricFamily(
@@ -135,26 +178,67 @@ class _ServiceCollector(Collector):
         yield from (estimated, age, error, severity, connected, live, reconnects, healthy)
 
 
-async def serve_metrics(
-    service: MonitorService,
-    host: str,
-    port: int,
-    stop: asyncio.Event,
-    ready: asyncio.Event | None = None,
-) -> None:
-    """Serve ``/metrics`` and ``/healthz`` until ``stop`` is set (HTTP/1.0, one request each).
+REQUEST_TIMEOUT = 5.0
+MAX_LINE = 8192
+MAX_HEADERS = 100
+
+
+class MetricsServer:
+    """``/metrics`` and ``/healthz`` over HTTP/1.0, one request per connection.
 
     ``host`` should stay ``127.0.0.1`` (the default of ``[metrics] host``) unless something
     else must scrape it, e.g. inside a container whose port is published on loopback only.
-    ``port`` 0 picks a free port; the bound one is in ``service.metrics_port`` once ``ready``
-    is set. A slow or malformed client gets no answer and never disturbs the loop.
+    ``port`` 0 picks a free port; the bound one is in :attr:`port` after :meth:`start`. A slow
+    or malformed client gets no answer and never disturbs the loop.
     """
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, metrics: Metrics, healthy: Callable[[], bool], host: str, port: int
+    ) -> None:
+        self.metrics = metrics
+        self.healthy = healthy
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    @property
+    def listening(self) -> bool:
+        """True from :meth:`start` to :meth:`close`."""
+        return self._server is not None
+
+    @property
+    def url(self) -> str:
+        """Where the metrics are served, for the start-up log."""
+        return f"http://{self.host}:{self.port}/metrics"
+
+    async def start(self) -> None:
+        """Bind and start accepting (an ``OSError`` when the port cannot be bound)."""
+        server = await asyncio.start_server(self._handle, self.host, self.port, limit=MAX_LINE)
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Start (unless started) and serve until ``stop`` is set, then close."""
+        if self._server is None:
+            await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             path = await asyncio.wait_for(_read_request(reader), REQUEST_TIMEOUT)
             try:
-                status, body, kind = _route(service, path)
+                status, body, kind = self._route(path)
             except Exception:  # a scrape must never take the endpoint (or the loop) down
                 log.exception("metrics request failed", path=path)
                 status, body, kind = "500 Internal Server Error", b"error\n", "text/plain"
@@ -178,17 +262,14 @@ async def serve_metrics(
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    server = await asyncio.start_server(handle, host, port, limit=MAX_LINE)
-    service.metrics_port = server.sockets[0].getsockname()[1]
-    if ready is not None:
-        ready.set()
-    async with server:
-        await stop.wait()
-
-
-REQUEST_TIMEOUT = 5.0
-MAX_LINE = 8192
-MAX_HEADERS = 100
+    def _route(self, path: str) -> tuple[str, bytes, str]:
+        if path == "/metrics":
+            return "200 OK", self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
+        if path == "/healthz":
+            if self.healthy():
+                return "200 OK", b"ok\n", "text/plain"
+            return "503 Service Unavailable", b"stale or disconnected\n", "text/plain"
+        return "404 Not Found", b"not found\n", "text/plain"
 
 
 async def _read_request(reader: asyncio.StreamReader) -> str:
@@ -201,19 +282,3 @@ async def _read_request(reader: asyncio.StreamReader) -> str:
         raise ValueError("too many header lines")
     parts = request.decode("latin-1").split()
     return parts[1].split("?", 1)[0] if len(parts) >= 2 else "/"
-
-
-def _route(service: MonitorService, path: str) -> tuple[str, bytes, str]:
-    if path == "/metrics":
-        return "200 OK", service.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
-    if path == "/healthz":
-        if service.healthy():
-            return "200 OK", b"ok\n", "text/plain"
-        return "503 Service Unavailable", b"stale or disconnected\n", "text/plain"
-    return "404 Not Found", b"not found\n", "text/plain"
-
-
-def describe(service: Any) -> str:
-    """Where the endpoint listens, for the start-up log."""
-    port = getattr(service, "metrics_port", None)
-    return f"http://{service.settings.metrics.host}:{port}/metrics" if port else "off"

@@ -48,6 +48,7 @@ import apprise
 import structlog
 from apprise import NotifyFormat, NotifyType
 
+from monitor.clock import Clock, utc_now
 from monitor.logs import redactor
 from monitor.store import OutboxItem, Store, scrub_error
 from rules.catalog import unit_of
@@ -61,13 +62,7 @@ log = structlog.get_logger("monitor.notifier")
 SEVERITIES = ("info", "warning", "critical")
 ALERT_SEVERITIES = frozenset({"warning", "critical"})
 
-Clock = Callable[[], datetime]
 ResultHook = Callable[[str, str], None]
-
-
-def utc_now() -> datetime:
-    """The wall clock, timezone-aware UTC."""
-    return datetime.now(UTC)
 
 
 # -- values ------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""The service loop: gateway -> snapshot -> rules -> alert lifecycle -> store and notifier.
+"""The service: gateway -> snapshot -> rules -> alert lifecycle -> store and outbox.
 
-Nothing here computes margin figures (``rules`` does) or talks to Apprise (``notifier`` does).
-The service decides *when* to evaluate (on every change, debounced, and on a periodic tick so
-stale data and reminders are noticed), what context the rules get (the clock, stored peak,
-history, link state), and turns lifecycle transitions into durable notifications.
+Nothing here computes margin figures (``rules`` does), talks to Apprise (``notifier`` does) or
+builds its collaborators (``monitor.app`` does). The service decides *when* to evaluate (on
+every change, debounced, and on a periodic tick so stale data and reminders are noticed), what
+context the rules get (the clock, stored peak, history, link state), and turns lifecycle
+transitions into durable notifications. Process concerns (signals, systemd, heartbeat, metrics
+endpoint, scheduler) are the daemon's.
 """
 
 from __future__ import annotations
@@ -11,48 +13,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time as monotonic_time
-import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 
-from monitor.estimate import Baseline, estimate, make_baseline, moved_since, rate_lookup
+from monitor.clock import Clock, utc_now
+from monitor.estimate import (
+    Baseline,
+    estimate,
+    estimate_error,
+    make_baseline,
+    moved_since,
+    rate_lookup,
+)
 from monitor.gateway import GatewayConnector, LinkState
-from monitor.logs import redactor
-from monitor.metrics import Metrics, describe, serve_metrics
-from monitor.notifier import Notifier, Target, notification_for, secret_fragments
+from monitor.metrics import Metrics
+from monitor.notifier import Notifier, notification_for
 from monitor.settings import Settings
 from monitor.store import Store
-from monitor.systemd import feed_watchdog
-from monitor.systemd import notify as sd_notify
 from rules import enabled_rules, evaluate, leveraged_factors, run_rule
 from rules.catalog import HEALTH_RULE, history_figures_of
-from rules.clock import in_window, parse_window
+from rules.clock import in_window, parse_window, zone
 from rules.lifecycle import AlertState, LifecyclePolicy, Transition, step
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
 
 log = structlog.get_logger("monitor.service")
 
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    """The wall clock, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-def build_targets(settings: Settings) -> list[Target]:
-    """The notifier's targets from ``[notify] urls`` and ``[[notify.targets]]``."""
-    return [
-        Target.from_url(entry.url.get_secret_value(), index, entry.severities, entry.name)
-        for index, entry in enumerate(settings.notify.all_targets(), start=1)
-    ]
+NO_VALUES_YET = "no account values received yet"
 
 
 @dataclass
@@ -65,65 +56,45 @@ class AccountView:
 
 
 class MonitorService:
-    """Wires the connector, rules, lifecycle, store and notifier together."""
+    """Evaluates the connector's accounts and turns alert transitions into notifications.
+
+    It receives its collaborators (built once by :mod:`monitor.app`) and listens to the
+    connector: every update marks its account for evaluation, every link change marks them all.
+    """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        connector: GatewayConnector,
+        store: Store,
+        notifier: Notifier,
+        metrics: Metrics,
         clock: Clock = utc_now,
-        store: Store | None = None,
-        connector: GatewayConnector | None = None,
         on_evaluated: Callable[[str, AccountView], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
-        state_dir = settings.monitor.state_path
-        self.store = store or Store(state_dir / "monitor.sqlite3")
-        self.zone = ZoneInfo(settings.monitor.timezone) if settings.monitor.timezone else None
+        self.connector = connector
+        self.store = store
+        self.notifier = notifier
+        self.metrics = metrics
+        self.on_evaluated = on_evaluated
+        connector.on_update = self.request_evaluation
+        connector.on_link = self._on_link
+        self.zone = zone(settings.monitor.timezone) if settings.monitor.timezone else None
         self.policy = LifecyclePolicy(
             reminder_critical=_minutes(settings.notify.reminder_critical_minutes),
             reminder_warning=_minutes(settings.notify.reminder_warning_minutes),
         )
-        quiet = settings.notify.quiet_hours
-        self.metrics = Metrics()
-        self.notifier = Notifier(
-            build_targets(settings),
-            self.store,
-            clock=clock,
-            max_age=timedelta(hours=settings.notify.max_age_hours),
-            quiet_hours=(
-                (
-                    *quiet.split("-"),
-                    settings.notify.quiet_hours_timezone or settings.monitor.timezone or "",
-                )
-                if quiet
-                else None
-            ),
-            on_result=lambda severity, result: self.metrics.notifications.labels(
-                severity, result
-            ).inc(),
+        window = settings.ib.restart_window
+        self.restart_window = parse_window(window) if window else None
+        self.known_rate = rate_lookup(
+            settings.monitor.maintenance_rates, leveraged_factors(settings.rules.leveraged_etf)
         )
-        ib = settings.ib
-        self.connector = connector or GatewayConnector(
-            ib.host,
-            ib.port,
-            ib.client_id,
-            ib.accounts,
-            ib.timeout,
-            clock=clock,
-            on_update=self.request_evaluation,
-            on_link=self._on_link,
-            fundamentals=ib.fundamentals,
-            reconnect_min=ib.reconnect_min_seconds,
-            reconnect_max=ib.reconnect_max_seconds,
-            probe_after=ib.probe_after_seconds,
-        )
-        self.restart_window = parse_window(ib.restart_window) if ib.restart_window else None
-        self.states: dict[tuple[str, str], AlertState] = self.store.load_alert_states()
+        self.states: dict[tuple[str, str], AlertState] = store.load_alert_states()
         self.views: dict[str, AccountView] = {}
         self.known_accounts: set[str] = {account for account, _ in self.states}
-        self.on_evaluated = on_evaluated
         # The latest transitions, for the demo's recap and tests (bounded: the daemon runs for
         # months; the store keeps the full record).
         self.transitions: deque[Transition] = deque(maxlen=10_000)
@@ -137,12 +108,8 @@ class MonitorService:
         self.baselines: dict[str, Baseline] = {}
         self.last_estimates: dict[str, AccountSnapshot] = {}
         self.estimate_errors: dict[str, float] = {}
-        self.metrics_port: int | None = None
         self.failed_task: str | None = None
-        self.metrics.attach(self)
-        self.known_rate = rate_lookup(
-            settings.monitor.maintenance_rates, leveraged_factors(settings.rules.leveraged_etf)
-        )
+        metrics.attach(self)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -197,24 +164,6 @@ class MonitorService:
                     log.error("task failed", task=task.get_name(), error=str(task.exception()))
             log.info("monitor stopped")
 
-    async def start_extras(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        """The daemon's companions: metrics endpoint, heartbeat, systemd readiness and watchdog."""
-        tasks = [asyncio.create_task(feed_watchdog(stop), name="watchdog")]
-        if self.settings.notify.heartbeat_url is not None:
-            tasks.append(asyncio.create_task(self._heartbeat_loop(stop), name="heartbeat"))
-        metrics = self.settings.metrics
-        if metrics.port is not None:
-            ready = asyncio.Event()
-            tasks.append(
-                asyncio.create_task(
-                    serve_metrics(self, metrics.host, metrics.port, stop, ready), name="metrics"
-                )
-            )
-            await asyncio.wait_for(ready.wait(), 10)
-            log.info("metrics endpoint", url=describe(self))
-        sd_notify("READY=1")
-        return tasks
-
     async def _evaluate_loop(self, stop: asyncio.Event) -> None:
         debounce = self.settings.monitor.evaluate_debounce_seconds
         while not stop.is_set():
@@ -245,12 +194,6 @@ class MonitorService:
             self.clock() - timedelta(days=self.settings.monitor.history_retention_days)
         )
 
-    async def send_daily_summary(self) -> Path:
-        """Scheduled: build, save and send the daily summary; returns the Markdown file."""
-        from monitor.summary import send_daily_summary
-
-        return await send_daily_summary(self)
-
     async def settle(self, timeout: float) -> bool:
         """Wait (bounded) until no evaluation is pending or running and the outbox has nothing
         due or being sent (a row in flight is leased, so ``store.due`` alone would miss it)."""
@@ -268,26 +211,6 @@ class MonitorService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), min(0.2, deadline - loop.time()))
         return False
-
-    def close(self) -> None:
-        """Tell systemd we are stopping and release the store."""
-        sd_notify("STOPPING=1")
-        self.store.close()
-
-    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
-        """Call the dead man's switch URL while the monitor is healthy."""
-        assert self.settings.notify.heartbeat_url is not None
-        url = self.settings.notify.heartbeat_url.get_secret_value()
-        redactor.register([url, *secret_fragments(url)])
-        every = self.settings.notify.heartbeat_seconds
-        while not stop.is_set():
-            if self.healthy():
-                try:
-                    await asyncio.to_thread(_ping, url, 10.0)
-                except Exception as error:
-                    log.warning("heartbeat failed", error=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
 
     def healthy(self) -> bool:
         """Connected, with live data no older than the stale limit."""
@@ -338,18 +261,18 @@ class MonitorService:
         context = self.context(account, snapshot)
         config = self.settings.rules
         reason = self._missing_reason(account, snapshot)
-        if reason is not None:
-            # Every rule holds its alert; only the health rule judges the link itself.
-            health_input = snapshot or AccountSnapshot(account, "", context.now)
-            return snapshot, [
-                run_rule(rule, health_input, context, config)
-                if rule == HEALTH_RULE
-                else missing_finding(account, rule, reason)
-                for rule in enabled_rules(config)
-            ]
-        if self.settings.monitor.estimate:
-            snapshot = self._estimate(account, snapshot)
-        return snapshot, evaluate(snapshot, context, config)
+        if reason is None and snapshot is not None:
+            if self.settings.monitor.estimate:
+                snapshot = self._estimate(account, snapshot)
+            return snapshot, evaluate(snapshot, context, config)
+        # Every rule holds its alert; only the health rule judges the link itself.
+        health_input = snapshot or AccountSnapshot(account, "", context.now)
+        return snapshot, [
+            run_rule(rule, health_input, context, config)
+            if rule == HEALTH_RULE
+            else missing_finding(account, rule, reason or NO_VALUES_YET)
+            for rule in enabled_rules(config)
+        ]
 
     def _estimate(self, account: str, snapshot: AccountSnapshot) -> AccountSnapshot:
         """Between IB's account updates, move the figures with the streamed position values.
@@ -384,21 +307,20 @@ class MonitorService:
         new snapshot, so both sides describe the same prices (the last estimate made may
         predate the final price moves). Kept in ``estimate_errors`` as a fraction of NLV.
         """
-        guess = estimate(baseline, truth)
-        if guess.excess_liquidity is None or truth.excess_liquidity is None:
+        error = estimate_error(baseline, truth)
+        if error is None:
             return
-        error = guess.excess_liquidity - truth.excess_liquidity
-        scale = abs(truth.net_liquidation or 0.0) or 1.0
-        self.estimate_errors[account] = error / scale
+        self.estimate_errors[account] = error.of_nlv
+        guess = error.estimated
         log.info(
             "estimate replaced by IB's values",
             account=account,
-            estimated_excess_liquidity=round(guess.excess_liquidity, 2),
-            reported_excess_liquidity=round(truth.excess_liquidity, 2),
-            estimated_cushion=None if guess.cushion is None else round(guess.cushion, 6),
-            reported_cushion=None if truth.cushion is None else round(truth.cushion, 6),
-            difference=round(error, 2),
-            difference_of_nlv=round(error / scale, 6),
+            estimated_excess_liquidity=_rounded(guess.excess_liquidity, 2),
+            reported_excess_liquidity=_rounded(truth.excess_liquidity, 2),
+            estimated_cushion=_rounded(guess.cushion, 6),
+            reported_cushion=_rounded(truth.cushion, 6),
+            difference=round(error.difference, 2),
+            difference_of_nlv=round(error.of_nlv, 6),
             seconds_since_previous=round((truth.as_of - baseline.snapshot.as_of).total_seconds()),
         )
 
@@ -412,7 +334,7 @@ class MonitorService:
         if account not in self.connector.accounts():
             return f"account {account} is not in the managed accounts list"
         if snapshot is None:
-            return "no account values received yet"
+            return NO_VALUES_YET
         return None
 
     async def evaluate_account(self, account: str) -> list[Finding]:
@@ -524,6 +446,5 @@ def _minutes(value: float | None) -> timedelta | None:
     return timedelta(minutes=value) if value else None
 
 
-def _ping(url: str, timeout: float) -> None:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        response.read(1024)
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

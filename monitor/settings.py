@@ -27,17 +27,17 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
-    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
+from rules import RulesConfig
 from rules.clock import parse_hhmm, parse_window
-from rules.config import RulesConfig
 
 ENV_PREFIX = "MARGIN_MONITOR_"
 CONFIG_ENV = "MARGIN_MONITOR_CONFIG"
-NOTIFY_SEVERITIES = ("info", "warning", "critical")
+NotifySeverity = Literal["info", "warning", "critical"]
+NOTIFY_SEVERITIES: tuple[NotifySeverity, ...] = ("info", "warning", "critical")
 
 
 class ConfigError(Exception):
@@ -74,7 +74,7 @@ class NotifyTarget(_Section):
     """One Apprise URL and the severities it receives."""
 
     url: SecretStr
-    severities: list[Literal["info", "warning", "critical"]] = Field(
+    severities: list[NotifySeverity] = Field(
         default_factory=lambda: list(NOTIFY_SEVERITIES)
     )
     name: str | None = None
@@ -123,6 +123,16 @@ class MonitorSettings(_Section):
     def state_path(self) -> Path:
         """The state directory with ``~`` expanded."""
         return self.state_dir.expanduser()
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file of alert states, outbox, history and peaks in the state directory."""
+        return self.state_path / "monitor.sqlite3"
+
+    @property
+    def summaries_path(self) -> Path:
+        """Where the daily summaries (Markdown and charts) are kept."""
+        return self.state_path / "summaries"
 
 
 class SummarySettings(_Section):
@@ -174,9 +184,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment first, then the TOML data handed to :func:`load_settings`."""
-        toml_data = _TOML_DATA.get(settings_cls, {})
-        return (env_settings, InitSettingsSource(settings_cls, init_kwargs=toml_data))
+        """Environment first, then the keyword arguments: the file's data that
+        :func:`load_settings` passes as ``Settings(**data)``."""
+        return (env_settings, init_settings)
 
     @model_validator(mode="before")
     @classmethod
@@ -209,9 +219,6 @@ class Settings(BaseSettings):
         return values
 
 
-_TOML_DATA: dict[type, dict[str, Any]] = {}
-
-
 def config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
     """The config file to read: ``--config``, else ``$MARGIN_MONITOR_CONFIG``, else none."""
     chosen = explicit or os.environ.get(CONFIG_ENV) or None
@@ -221,19 +228,23 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read the TOML file (if any) and the environment; :class:`ConfigError` on any problem."""
     file_path = config_path(path)
-    data: dict[str, Any] = {}
-    if file_path is not None:
-        data = _read_toml(file_path)
-    _TOML_DATA[Settings] = data
+    data = _read_toml(file_path) if file_path is not None else {}
+    # A top-level key starting with "_" would reach pydantic-settings as one of its own
+    # options (``_env_file``, ``_secrets_dir``...) instead of the data: refuse it like any
+    # other unknown key.
+    private = sorted(key for key in data if key.startswith("_"))
+    if private:
+        where = f" in {file_path}" if file_path else ""
+        raise ConfigError(
+            f"invalid configuration{where}: {private[0]}: unknown key "
+            "(check the spelling against config.example.toml)"
+        )
     try:
-        settings = Settings()
+        return Settings(**data)
     except ValidationError as error:
         raise ConfigError(_describe(error, file_path)) from None
     except (ValueError, TypeError) as error:
         raise ConfigError(f"configuration: {error}") from None
-    finally:
-        _TOML_DATA.pop(Settings, None)
-    return settings
 
 
 def insecure_permissions_warning(

@@ -32,10 +32,11 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from monitor.clock import utc_now
 from rules.clock import as_utc, iso_utc, parse_iso
 from rules.lifecycle import AlertState, Transition
 from rules.model import Severity
@@ -171,17 +172,27 @@ class StoreError(RuntimeError):
 
 
 class OutboxNotification(Protocol):
-    """What :meth:`Store.enqueue` reads from a notification (``monitor.notifier.Notification``)."""
+    """What :meth:`Store.enqueue` reads from a notification (``monitor.notifier.Notification``,
+    a frozen dataclass: hence read-only properties here)."""
 
-    id: str
-    account: str
-    rule: str
-    severity: str
-    kind: str
-    title: str
-    body: str
-    created_at: datetime
-    attachments: tuple[str, ...]
+    @property
+    def id(self) -> str: ...
+    @property
+    def account(self) -> str: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def attachments(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +336,7 @@ class Store:
                     iso_utc(state.last_notified),
                     _finite(state.last_value),
                     state.sequence,
-                    iso_utc(datetime.now(UTC)),
+                    iso_utc(utc_now()),
                 ),
             )
 
@@ -648,7 +659,7 @@ class Store:
                 "INSERT INTO peaks (account, peak, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (account) DO UPDATE SET peak = excluded.peak,"
                 " updated_at = excluded.updated_at WHERE excluded.peak > peaks.peak",
-                (account, value, iso_utc(datetime.now(UTC))),
+                (account, value, iso_utc(utc_now())),
             )
         return self.peak(account)
 
@@ -660,7 +671,7 @@ class Store:
             else:
                 self._db.execute(
                     "INSERT OR REPLACE INTO peaks (account, peak, updated_at) VALUES (?, ?, ?)",
-                    (account, float(value), iso_utc(datetime.now(UTC))),
+                    (account, float(value), iso_utc(utc_now())),
                 )
 
     # -- alert events and gaps -------------------------------------------------------------
@@ -751,6 +762,14 @@ def _minute_bounds(start: datetime, end: datetime) -> tuple[int, int]:
     return int(as_utc(start).timestamp() // 60), int(as_utc(end).timestamp() // 60)
 
 
+def _instant(text: str) -> datetime:
+    """A ``NOT NULL`` time column as an aware datetime."""
+    moment = parse_iso(text)
+    if moment is None:
+        raise StoreError(f"a required time is empty in the state file: {text!r}")
+    return moment
+
+
 def _item(row: sqlite3.Row) -> OutboxItem:
     return OutboxItem(
         notification_id=row["notification_id"],
@@ -763,10 +782,10 @@ def _item(row: sqlite3.Row) -> OutboxItem:
         title=row["title"],
         body=row["body"],
         attachments=tuple(json.loads(row["attachments"] or "[]")),
-        created_at=parse_iso(row["created_at"]),  # type: ignore[arg-type]
-        not_before=parse_iso(row["not_before"]),  # type: ignore[arg-type]
+        created_at=_instant(row["created_at"]),
+        not_before=_instant(row["not_before"]),
         attempts=int(row["attempts"]),
-        next_attempt_at=parse_iso(row["next_attempt_at"]),  # type: ignore[arg-type]
+        next_attempt_at=_instant(row["next_attempt_at"]),
         last_error=row["last_error"],
         status=row["status"],
         sent_at=parse_iso(row["sent_at"]),

@@ -8,29 +8,25 @@ the state directory. ``margin-monitor summary`` builds the same thing on demand.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from rules import figures
-from rules.config import RulesConfig
+from monitor.notifier import DeliveryReport, Notification, Notifier
+from monitor.settings import Settings
+from monitor.store import Store
+from rules import RulesConfig, figures
+from rules.clock import zone as zone_named
+from rules.model import is_number
 from rules.text import format_value
-
-if TYPE_CHECKING:
-    from monitor.notifier import Notification
-    from monitor.service import MonitorService
-    from monitor.settings import Settings
-    from monitor.store import Store
 
 log = structlog.get_logger("monitor.summary")
 
@@ -125,19 +121,19 @@ def summarize(
     config = rules_config or RulesConfig()
     result = AccountDay(account, day, base_currency=base_currency, samples=len(samples))
     ordered = sorted(samples, key=lambda sample: sample.at)
-    nlvs = [s.net_liquidation for s in ordered if _finite(s.net_liquidation)]
+    nlvs = [v for s in ordered if is_number(v := s.net_liquidation)]
     if nlvs:
         result.nlv_open, result.nlv_close = nlvs[0], nlvs[-1]
         result.nlv_high, result.nlv_low = max(nlvs), min(nlvs)
         result.peak = max(peak or nlvs[0], result.nlv_high)
         result.drawdown = figures.drawdown(result.nlv_close, result.peak)
-    cushions = [(s.cushion, s.at) for s in ordered if _finite(s.cushion)]
+    cushions = [(v, s.at) for s in ordered if is_number(v := s.cushion)]
     if cushions:
         low = min(cushions, key=lambda item: item[0])
         result.cushion_min, result.cushion_min_at = low
         result.cushion_max = max(value for value, _ in cushions)
         result.cushion_close = cushions[-1][0]
-    leverages = [s.leverage for s in ordered if _finite(s.leverage)]
+    leverages = [v for s in ordered if is_number(v := s.leverage)]
     if leverages:
         result.leverage_min, result.leverage_max = min(leverages), max(leverages)
     last = ordered[-1] if ordered else None
@@ -153,7 +149,7 @@ def summarize(
 
 def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
     loan = last.margin_loan
-    if not _finite(loan):
+    if not is_number(loan):
         return
     result.margin_loan = loan
     cost = figures.financing_cost(loan, config.financing_cost)
@@ -173,7 +169,7 @@ def _liquidation(result: AccountDay, last: Sample) -> None:
         last.maint_margin_req,
         last.net_liquidation,
     )
-    if not all(_finite(value) for value in (el, gpv, maint, nlv)) or not gpv:
+    if not (is_number(el) and is_number(gpv) and is_number(maint) and is_number(nlv)) or not gpv:
         return
     rate = maint / gpv
     result.distance_to_liquidation = figures.distance_to_liquidation(el, gpv, rate)
@@ -183,23 +179,7 @@ def _liquidation(result: AccountDay, last: Sample) -> None:
     }
 
 
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
-
-
 # -- rendering -------------------------------------------------------------------------------
-
-
-def _money(value: float | None, currency: str) -> str:
-    return format_value(value, "money", currency)
-
-
-def _pct(value: float | None, digits: int = 1) -> str:
-    return format_value(value, "percent", digits=digits)
-
-
-def _ratio(value: float | None) -> str:
-    return format_value(value, "multiple")
 
 
 def _clock(value: datetime | None, zone: ZoneInfo) -> str:
@@ -213,42 +193,65 @@ def _loan_line(summary: AccountDay) -> str:
         return "Margin loan: n/a"
     if summary.margin_loan <= 0:
         return "Margin loan: none"
-    loan = f"Margin loan {_money(summary.margin_loan, c)}"
+    loan = "Margin loan " + format_value(summary.margin_loan, "money", c)
     if summary.annual_cost is None:
         return f"{loan}: cost unknown (set [rules.financing_cost] benchmark_rate)"
+    daily = format_value(summary.daily_cost, "money", c)
+    annual = format_value(summary.annual_cost, "money", c)
+    effective = format_value(summary.effective_rate, "percent")
     rise = f"+{(summary.rate_rise or 0.0) * 100:g} pp"
+    rise_cost = format_value(summary.cost_of_half_point, "money", c)
     return (
-        f"{loan}: {_money(summary.daily_cost, c)}/day, {_money(summary.annual_cost, c)}/year, "
-        f"effective {_pct(summary.effective_rate, 2)}; {rise} costs "
-        f"{_money(summary.cost_of_half_point, c)}/year"
+        f"{loan}: {daily}/day, {annual}/year, effective {effective}; "
+        f"{rise} costs {rise_cost}/year"
     )
 
 
 def _distance(value: float | None) -> str:
     """d* as a percentage; at 100% or more no fall of the positions can liquidate."""
-    if value is not None and value >= 1:
-        return f"{_pct(value)} (no fall can liquidate)"
-    return _pct(value)
+    shown = format_value(value, "percent", digits=1)
+    return f"{shown} (no fall can liquidate)" if value is not None and value >= 1 else shown
 
 
 def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
-    """The summary as readable lines (used by text and Markdown output)."""
+    """The summary as readable lines (used by text and Markdown output).
+
+    Percentages read with one decimal (``24.6%``), money with its currency, leverage as a
+    multiple, all through :func:`rules.text.format_value`.
+    """
     c = summary.base_currency
-    falls = ", ".join(f"{k}: {_pct(v)}" for k, v in summary.cushion_after_falls.items()) or "n/a"
+    pct = {
+        name: format_value(getattr(summary, name), "percent", digits=1)
+        for name in ("drawdown", "cushion_min", "cushion_max", "cushion_close")
+    }
+    nlv = {
+        "open": summary.nlv_open,
+        "close": summary.nlv_close,
+        "high": summary.nlv_high,
+        "low": summary.nlv_low,
+    }
+    falls = ", ".join(
+        f"{fall}: {format_value(value, 'percent', digits=1)}"
+        for fall, value in summary.cushion_after_falls.items()
+    )
     lines = [
-        f"NLV: open {_money(summary.nlv_open, c)}, close {_money(summary.nlv_close, c)}, "
-        f"high {_money(summary.nlv_high, c)}, low {_money(summary.nlv_low, c)}",
-        f"Peak {_money(summary.peak, c)}; drawdown {_pct(summary.drawdown)}",
-        f"Cushion: min {_pct(summary.cushion_min)} at {_clock(summary.cushion_min_at, zone)}, "
-        f"max {_pct(summary.cushion_max)}, close {_pct(summary.cushion_close)}",
-        f"Leverage: {_ratio(summary.leverage_min)} to {_ratio(summary.leverage_max)}",
+        "NLV: " + ", ".join(f"{k} {format_value(v, 'money', c)}" for k, v in nlv.items()),
+        f"Peak {format_value(summary.peak, 'money', c)}; drawdown {pct['drawdown']}",
+        f"Cushion: min {pct['cushion_min']} at {_clock(summary.cushion_min_at, zone)}, "
+        f"max {pct['cushion_max']}, close {pct['cushion_close']}",
+        f"Leverage: {format_value(summary.leverage_min, 'multiple')} to "
+        f"{format_value(summary.leverage_max, 'multiple')}",
         _loan_line(summary),
         f"Distance to liquidation: {_distance(summary.distance_to_liquidation)}; "
-        f"cushion after a fall of {falls}",
-        f"Leveraged-ETF sleeve: {_pct(summary.leveraged_etf_share)}",
+        f"cushion after a fall of {falls or 'n/a'}",
+        "Leveraged-ETF sleeve: "
+        + format_value(summary.leveraged_etf_share, "percent", digits=1),
     ]
     if summary.largest_positions:
-        top = ", ".join(f"{p['symbol']} {_pct(p.get('share'))}" for p in summary.largest_positions)
+        top = ", ".join(
+            f"{p['symbol']} {format_value(p.get('share'), 'percent', digits=1)}"
+            for p in summary.largest_positions
+        )
         lines.append(f"Largest positions: {top}")
     if summary.alerts:
         fired = sum(1 for event in summary.alerts if event.get("kind") in ("fired", "escalated"))
@@ -328,8 +331,8 @@ def render_chart(
     top, bottom = figure.subplots(2, 1, sharex=True)
     ordered = sorted(samples, key=lambda sample: sample.at)
     times = [s.at.astimezone(zone) if zone else s.at for s in ordered]
-    cushion = [s.cushion * 100 if _finite(s.cushion) else math.nan for s in ordered]
-    leverage = [s.leverage if _finite(s.leverage) else math.nan for s in ordered]
+    cushion = [100 * v if is_number(v := s.cushion) else math.nan for s in ordered]
+    leverage = [v if is_number(v := s.leverage) else math.nan for s in ordered]
     marker = "o" if len(ordered) < 30 else None  # a sparse day still shows its points
     top.plot(times, cushion, color="tab:blue", marker=marker, markersize=3, label="cushion %")
     for level, colour in zip(cushion_levels, ("orange", "red"), strict=False):
@@ -374,7 +377,7 @@ def build_summaries(
     accounts: Sequence[str] | None = None,
 ) -> tuple[list[AccountDay], dict[str, list[Sample]]]:
     """Every account's day from the store (accounts default to those with history that day)."""
-    zone = ZoneInfo(settings.summary.timezone)
+    zone = zone_named(settings.summary.timezone)
     start, end = day_bounds(day, zone)
     chosen = list(accounts) if accounts else store.accounts_with_samples(start, end)
     summaries, samples_by_account = [], {}
@@ -444,7 +447,7 @@ def charts_for(
     settings: Settings,
 ) -> list[Path]:
     """One chart per account with history, named after the account and day."""
-    zone = ZoneInfo(settings.summary.timezone)
+    zone = zone_named(settings.summary.timezone)
     paths = []
     for summary in summaries:
         rows = samples.get(summary.account) or []
@@ -477,8 +480,6 @@ def summary_notification(
     charts: Sequence[Path],
 ) -> Notification:
     """The ``info`` notification carrying the summary text and the charts."""
-    from monitor.notifier import Notification
-
     return Notification(
         id=notification_id,
         account="*",
@@ -492,20 +493,20 @@ def summary_notification(
     )
 
 
-async def send_daily_summary(service: MonitorService, day: date | None = None) -> Path:
+async def send_daily_summary(
+    store: Store, notifier: Notifier, settings: Settings, now: datetime, day: date | None = None
+) -> Path:
     """Build the day's summary, save it as Markdown, log it, and send it as ``info`` with charts.
 
-    ``day`` defaults to today in ``[summary] timezone`` by the service's clock. The Markdown and
-    the charts go to ``<state_dir>/summaries/``; the charts are drawn in a worker thread so the
+    ``day`` defaults to the day of ``now`` in ``[summary] timezone``. The Markdown and the
+    charts go to ``<state_dir>/summaries/``; the charts are drawn in a worker thread so the
     event loop (and the systemd watchdog it feeds) is not held up. The notification id is
     ``summary:<day>``: a job that fires twice for one day (restart, misfire) is sent once.
     """
-    settings = service.settings
-    zone = ZoneInfo(settings.summary.timezone)
-    now = service.clock()
+    zone = zone_named(settings.summary.timezone)
     day = day or now.astimezone(zone).date()
-    summaries, samples = build_summaries(service.store, settings, day)
-    directory = settings.monitor.state_path / "summaries"
+    summaries, samples = build_summaries(store, settings, day)
+    directory = settings.monitor.summaries_path
     directory.mkdir(parents=True, exist_ok=True)
     markdown_path = directory / f"summary-{day.isoformat()}.md"
     markdown_path.write_text(render_markdown(summaries, zone), encoding="utf-8")
@@ -517,109 +518,28 @@ async def send_daily_summary(service: MonitorService, day: date | None = None) -
         charts=[str(path) for path in charts],
         accounts=[s.to_dict() for s in summaries],
     )
-    await service.notifier.submit(
+    await notifier.submit(
         summary_notification(summaries, zone, day, f"summary:{day.isoformat()}", now, charts)
     )
     return markdown_path
 
 
-# -- command line --------------------------------------------------------------------------------
-
-
-def add_command(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Register ``margin-monitor summary``."""
-    parser = commands.add_parser(
-        "summary", parents=[common], help="build a day's summary from stored history"
-    )
-    parser.add_argument(
-        "--date",
-        type=date.fromisoformat,
-        default=None,
-        help="YYYY-MM-DD (default: today in [summary] timezone)",
-    )
-    parser.add_argument("--account", action="append", default=None, help="repeatable")
-    parser.add_argument("--format", choices=["text", "json", "markdown"], default="text")
-    parser.add_argument("--send", action="store_true", help="send it through the notifier")
-    parser.add_argument(
-        "--chart", type=Path, default=None, help="write the (first account's) chart PNG here"
-    )
-    parser.set_defaults(handler=cmd_summary)
-
-
-def cmd_summary(args: argparse.Namespace) -> int:
-    """Print (and optionally send) a day's summary; 1 when there is no history or a send failed."""
-    from monitor.cli import prepare
-    from monitor.store import Store
-
-    settings = prepare(args, quiet=True)
-    zone = ZoneInfo(settings.summary.timezone)
-    day = args.date or datetime.now(zone).date()
-    store_path = settings.monitor.state_path / "monitor.sqlite3"
-    if not store_path.exists():
-        print(
-            f"no history yet: {store_path} does not exist (run the monitor first)",
-            file=sys.stderr,
-        )
-        return 1
-    store = Store(store_path)
-    try:
-        summaries, samples = build_summaries(store, settings, day, args.account)
-        if args.format == "json":
-            print(json.dumps([s.to_dict() for s in summaries], indent=2))
-        elif args.format == "markdown":
-            print(render_markdown(summaries, zone))
-        else:
-            print(render_text(summaries, zone))
-        if args.chart:
-            first = next((s for s in summaries if samples.get(s.account)), None)
-            if first is None:
-                print(f"no chart: no history for {day.isoformat()}", file=sys.stderr)
-            else:
-                render_chart(
-                    samples[first.account],
-                    args.chart,
-                    title=f"{first.account} {day.isoformat()}",
-                    zone=zone,
-                    gaps=first.gaps,
-                    **chart_levels(settings),
-                )
-        if args.send:
-            return asyncio.run(_send(store, settings, summaries, samples, zone, day))
-    finally:
-        store.close()
-    return 0
-
-
-async def _send(
-    store: Store,
+async def send_on_request(
+    notifier: Notifier,
     settings: Settings,
     summaries: list[AccountDay],
     samples: dict[str, list[Sample]],
-    zone: ZoneInfo,
     day: date,
-) -> int:
-    """Queue the summary in the outbox and deliver exactly that notification now."""
-    from monitor.notifier import Notifier
-    from monitor.service import build_targets
-
-    targets = build_targets(settings)
-    if not targets:
-        print("not sent: no notification targets configured ([notify] urls)", file=sys.stderr)
-        return 1
-    directory = settings.monitor.state_path / "summaries"
-    charts = charts_for(summaries, samples, directory, settings)
-    notifier = Notifier(targets, store)
+) -> DeliveryReport | None:
+    """Queue a summary asked for by hand (its own id, so it never collides with the daily one)
+    and deliver exactly that notification now: alerts the daemon has pending stay the
+    daemon's business. ``None`` when no target receives ``info``."""
+    zone = zone_named(settings.summary.timezone)
+    charts = charts_for(summaries, samples, settings.monitor.summaries_path, settings)
     now = datetime.now(zone)
     note = summary_notification(
         summaries, zone, day, f"summary:{day.isoformat()}:manual:{now.isoformat()}", now, charts
     )
     if not notifier.enqueue(note):
-        print("not sent: no target receives severity 'info'", file=sys.stderr)
-        return 1
-    # Only this notification: alerts the daemon has pending stay the daemon's business.
-    report = await notifier.deliver_due(ids=[note.id])
-    print(
-        f"sent to {report.sent} target(s); {report.failed} failed (kept in the outbox for retry)",
-        file=sys.stderr,
-    )
-    return 1 if report.failed or not report.sent else 0
+        return None
+    return await notifier.deliver_due(ids=[note.id])

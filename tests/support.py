@@ -1,9 +1,10 @@
-"""Helpers shared by the integration tests: a config for a monitor on a local gateway, and a
-bounded wait on a condition (never a sleep for luck)."""
+"""Helpers shared by the integration tests: a config for a monitor on a local gateway, and the
+one bounded wait on a condition (never a sleep for luck)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +42,7 @@ def write_config(
     notify = {"urls": urls, **sections.get("notify", {})}
     monitor = {
         "state_dir": str(state_dir or tmp_path / "state"),
-        "evaluate_every_seconds": 0.2,
+        "evaluate_every_seconds": 0.05,
         **sections.get("monitor", {}),
     }
     lines = []
@@ -63,14 +64,30 @@ def make_settings(tmp_path: Path, port: int, urls: list[str], **sections: Any) -
     return load_settings(write_config(tmp_path, port, urls, **sections))
 
 
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it holds; fail the test with ``what`` after ``timeout`` s."""
+async def until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    changed: asyncio.Event | None = None,
+) -> None:
+    """Wait until ``predicate()`` holds; fail the test naming ``what`` after ``timeout`` s.
+
+    The predicate is checked every 20 ms, or, given ``changed`` (an event the code under test
+    sets when something happened), each time that event is set.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
-        if loop.time() > deadline:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
             raise AssertionError(f"timed out after {timeout:g} s waiting until {what}")
-        await asyncio.sleep(0.02)
+        if changed is None:
+            await asyncio.sleep(min(0.02, remaining))
+            continue
+        changed.clear()  # no await since the check: nothing can have set it in between
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), remaining)
 
 
 def toml_value(value: Any) -> str:

@@ -13,7 +13,6 @@ estimated cushion is within one percentage point of the true cushion.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,9 +21,9 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
-from support import make_settings
+from support import make_settings, until
 
-from monitor.daemon import run_daemon
+from monitor.app import build_daemon, build_service
 from monitor.estimate import (
     estimate,
     estimate_error,
@@ -32,7 +31,7 @@ from monitor.estimate import (
     moved_since,
     rate_lookup,
 )
-from monitor.service import AccountView, MonitorService
+from monitor.service import AccountView
 from monitor.settings import Settings
 from monitor.sim.receiver import ReceivedMessage, Receiver
 from monitor.sim.server import SimulatedGateway
@@ -256,7 +255,11 @@ def test_estimate_error_compares_like_with_like():
     truth = book(stock("AAA", 90_000.0, quantity=1_000.0), cash=-50_000.0, maint=27_000.0)
     truth = replace(truth, as_of=SAMPLE_TIME + timedelta(minutes=3))
     # estimate: EL 25,000 + (-10,000) - 0.25 x (-10,000) = 17,500; IB says 40,000 - 27,000
-    assert estimate_error(baseline, truth) == pytest.approx((17_500.0 - 13_000.0) / 40_000.0)
+    error = estimate_error(baseline, truth)
+    assert error is not None
+    assert error.difference == pytest.approx(17_500.0 - 13_000.0)
+    assert error.of_nlv == pytest.approx((17_500.0 - 13_000.0) / 40_000.0)
+    assert error.estimated.excess_liquidity == pytest.approx(17_500.0)
 
 
 # -- the real pipeline: ib_async against the simulated gateway --------------------------------
@@ -326,7 +329,7 @@ class Watched:
         self.gateway = gateway
         self.views: dict[str, AccountView] = {}
         self._changed = asyncio.Event()
-        self.service = MonitorService(settings, on_evaluated=self._seen)
+        self.service = build_service(settings, on_evaluated=self._seen)
         self.stop = asyncio.Event()
         self.task: asyncio.Task[int] | None = None
 
@@ -335,7 +338,8 @@ class Watched:
         self._changed.set()
 
     async def __aenter__(self) -> Watched:
-        self.task = asyncio.create_task(run_daemon(self.service.settings, self.stop, self.service))
+        daemon = build_daemon(self.service.settings, service=self.service)
+        self.task = asyncio.create_task(daemon.run(self.stop))
         for account in self.gateway.accounts:
             await self.wait(account, lambda view: not view.snapshot.estimated, "first values")
         return self
@@ -349,18 +353,13 @@ class Watched:
         self, account: str, predicate: Callable[[AccountView], bool], what: str, timeout=10.0
     ) -> AccountView:
         """Wait until the latest evaluation of ``account`` satisfies ``predicate``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+
+        def holds() -> bool:
             view = self.views.get(account)
-            if view is not None and view.snapshot is not None and predicate(view):
-                return view
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"{account}: timed out waiting for {what}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            return view is not None and view.snapshot is not None and predicate(view)
+
+        await until(holds, timeout, f"{account}: {what}", changed=self._changed)
+        return self.views[account]
 
     def current_values(self, account: str) -> dict[int, float]:
         """The simulator's position values now (position currency), by con_id."""
@@ -405,6 +404,7 @@ def beta(symbol: str) -> float:
     return {"TQQQ": 3.0, "SQQQ": -3.0, "VTI": 1.0, "SAP": 0.7}.get(symbol, 1.5)
 
 
+@pytest.mark.slow
 def test_estimate_tracks_the_simulators_excess_liquidity_over_a_day(simulated_gateway, tmp_path):
     """40 steps of moves, no account push: the estimated EL stays within 1% of NLV of the
     simulator's recomputed EL (with rates derived from IB's requirement), and within cents
@@ -450,6 +450,7 @@ def test_estimate_tracks_the_simulators_excess_liquidity_over_a_day(simulated_ga
     assert authoritative_as_of is not None
 
 
+@pytest.mark.slow
 def test_estimate_errors_are_recorded_at_each_push_and_stay_small(simulated_gateway, tmp_path):
     """IB's pushes (every 10 steps here) replace the estimate; the error is recorded."""
 
@@ -618,6 +619,7 @@ def wide_scenario(accounts: int = 2, positions: int = 30) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_values_streaming_in_after_connecting_raise_no_false_estimate(simulated_gateway, tmp_path):
     """Two accounts of 30 names: most position values arrive seconds after the account values.
     Until prices move the monitor shows IB's own figures; after a move the estimate is right."""
@@ -627,11 +629,7 @@ def test_values_streaming_in_after_connecting_raise_no_false_estimate(simulated_
             settings = make_settings(tmp_path, gateway.port, [])
             async with Watched(gateway, settings) as watched:
                 connector = watched.service.connector
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 20
-                while not connector.ready():  # every value and contract type in
-                    assert loop.time() < deadline, "values did not arrive"
-                    await asyncio.sleep(0.05)
+                await until(connector.ready, 20, "every value and contract type is in")
                 settled = []
                 for account in gateway.accounts:
                     settled.append((await watched.wait_current(account)).snapshot)

@@ -1,7 +1,7 @@
 """The Prometheus endpoint and /healthz, scraped over 127.0.0.1 with urllib.
 
-The service is real (``MonitorService`` on a SQLite file in tmp_path, its notifier posting to a
-local ``Receiver``) but not run: the account's last evaluation is set by hand as an
+The service is real (built by ``monitor.app`` on a SQLite file in tmp_path, its notifier posting
+to a local ``Receiver``) but not run: the account's last evaluation is set by hand as an
 ``AccountView``, the gateway link is described through the connector's state, and time is an
 injected clock, so "stale" is reached by moving the clock, not by waiting.
 """
@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import until
 
-from monitor.metrics import serve_metrics
+from monitor.app import build_daemon, build_service
+from monitor.metrics import MetricsServer
 from monitor.notifier import Notification
 from monitor.service import AccountView, MonitorService
 from monitor.settings import load_settings
@@ -73,7 +75,7 @@ def make_service(tmp_path: Path, receiver: Receiver, clock: Clock) -> MonitorSer
         encoding="utf-8",
     )
     config.chmod(0o600)
-    return MonitorService(load_settings(config), clock=clock)
+    return build_service(load_settings(config), clock=clock)
 
 
 def link_up(service: MonitorService, last_values: datetime) -> None:
@@ -108,11 +110,14 @@ def value(scrape: dict, name: str, **labels: str) -> float:
     return scrape[(name, frozenset(labels.items()))]
 
 
-async def serving(service: MonitorService, host: str) -> tuple[asyncio.Event, asyncio.Task]:
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve_metrics(service, host, 0, stop, ready))
-    await asyncio.wait_for(ready.wait(), 5)
-    return stop, task
+async def serving(
+    service: MonitorService, host: str
+) -> tuple[MetricsServer, asyncio.Event, asyncio.Task]:
+    """The service's endpoint bound to a free port of ``host``, served until the event is set."""
+    server = MetricsServer(service.metrics, service.healthy, host, 0)
+    await server.start()
+    stop = asyncio.Event()
+    return server, stop, asyncio.create_task(server.serve(stop))
 
 
 def test_the_endpoint_binds_loopback_by_default():
@@ -130,7 +135,7 @@ def test_metrics_and_health_over_loopback(tmp_path):
         try:
             asyncio.run(scenario(service, receiver, clock))
         finally:
-            service.close()
+            service.store.close()
 
 
 async def scenario(service: MonitorService, receiver: Receiver, clock: Clock) -> None:
@@ -149,8 +154,8 @@ async def scenario(service: MonitorService, receiver: Receiver, clock: Clock) ->
     )
 
     host = service.settings.metrics.host
-    stop, task = await serving(service, host)
-    base = f"http://127.0.0.1:{service.metrics_port}"
+    server, stop, task = await serving(service, host)
+    base = f"http://127.0.0.1:{server.port}"
     try:
         status, text = await asyncio.to_thread(get, base + "/metrics")
         assert status == 200
@@ -212,12 +217,12 @@ def test_a_malformed_client_does_not_stop_the_endpoint(tmp_path):
         try:
             asyncio.run(malformed(service))
         finally:
-            service.close()
+            service.store.close()
 
 
 async def malformed(service: MonitorService) -> None:
-    stop, task = await serving(service, "127.0.0.1")
-    port = service.metrics_port
+    server, stop, task = await serving(service, "127.0.0.1")
+    port = server.port
     try:
 
         def abuse() -> bytes:
@@ -249,3 +254,46 @@ async def malformed(service: MonitorService) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_daemon_serves_the_endpoint_while_it_runs(tmp_path):
+    """With ``[metrics] port`` set, the daemon built by ``monitor.app`` answers /metrics and
+    /healthz on it while it runs (503: no gateway answers, so nothing is fresh) and stops
+    listening when it stops."""
+    port = free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"[ib]\nport = {free_port()}\ntimeout = 1\n"
+        f'[monitor]\nstate_dir = "{tmp_path / "state"}"\n'
+        f"[metrics]\nport = {port}\n[summary]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    async def scenario() -> tuple[int, str, int]:
+        stop = asyncio.Event()
+        daemon = build_daemon(load_settings(config))
+        task = asyncio.create_task(daemon.run(stop))
+        assert daemon.metrics_server is not None
+        server = daemon.metrics_server
+        await until(lambda: server.listening, 5, "the endpoint listens")
+        status, text = await asyncio.to_thread(get, base + "/metrics")
+        health, _ = await asyncio.to_thread(get, base + "/healthz")
+        stop.set()
+        assert await asyncio.wait_for(task, 15) == 0
+        assert not server.listening
+        return status, text, health
+
+    status, text, health = asyncio.run(scenario())
+    assert status == 200
+    assert value(samples(text), "margin_monitor_connected") == 0
+    assert health == 503
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()

@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from monitor.app import build_service
 from monitor.cli import main
-from monitor.daemon import summary_trigger
-from monitor.service import MonitorService
+from monitor.daemon import daily_summary, summary_trigger
 from monitor.settings import load_settings
 from monitor.sim.receiver import Receiver
 from monitor.store import Store
@@ -48,7 +48,6 @@ from monitor.summary import (
     render_lines,
     render_markdown,
     render_text,
-    send_daily_summary,
     summarize,
 )
 from rules.checks.leverage import LeverageConfig
@@ -168,7 +167,7 @@ def configured(tmp_path):
     """(settings, config path, state file) with the synthetic day stored."""
     config = write_config(tmp_path)
     settings = load_settings(config)
-    state_file = settings.monitor.state_path / "monitor.sqlite3"
+    state_file = settings.monitor.database_path
     store_day(state_file)
     return settings, config, state_file
 
@@ -297,7 +296,7 @@ def test_the_local_day_follows_daylight_saving_changes(tmp_path, day, hours, ins
     assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(hours=hours)
 
     settings = load_settings(write_config(tmp_path))
-    with Store(settings.monitor.state_path / "monitor.sqlite3") as store:
+    with Store(settings.monitor.database_path) as store:
         for index, moment in enumerate(sorted(inside + outside)):
             nlv = 100_000 + 1_000 * index
             store.record_sample(ACCOUNT, moment, row(nlv, nlv / 2, nlv, nlv / 4))
@@ -395,8 +394,8 @@ def test_a_disabled_leverage_level_is_left_off_the_chart(tmp_path):
     settings = load_settings(write_config(tmp_path))
     rules = replace(settings.rules, leverage=LeverageConfig(warning=1.6, critical=None))
     settings = settings.model_copy(update={"rules": rules})
-    store_day(settings.monitor.state_path / "monitor.sqlite3")
-    with Store(settings.monitor.state_path / "monitor.sqlite3") as store:
+    store_day(settings.monitor.database_path)
+    with Store(settings.monitor.database_path) as store:
         summaries, samples = build_summaries(store, settings, DAY, [ACCOUNT])
     (path,) = charts_for(summaries, samples, tmp_path / "charts", settings)
     assert png_size(path) == CHART_SIZE
@@ -511,13 +510,13 @@ def test_send_daily_summary_saves_markdown_and_sends_once_per_day(configured):
         )
         # 21:30 in New York on the 15th is already the 16th in UTC: the day is the local one.
         clock_time = datetime(2026, 6, 16, 1, 30, tzinfo=UTC)
-        service = MonitorService(settings, clock=lambda: clock_time)
+        service = build_service(settings, clock=lambda: clock_time)
         try:
-            path = asyncio.run(send_daily_summary(service))
+            path = asyncio.run(daily_summary(service))
             assert receiver.wait_for(1, timeout=10)
-            asyncio.run(send_daily_summary(service))
+            asyncio.run(daily_summary(service))
         finally:
-            service.close()
+            service.store.close()
         messages = receiver.messages
 
     assert path == settings.monitor.state_path / "summaries" / "summary-2026-06-15.md"
@@ -597,7 +596,7 @@ def test_a_configured_time_zone_and_days_are_honoured(tmp_path):
 def test_the_daemon_starts_without_importing_matplotlib():
     """matplotlib is imported only when a chart is drawn: the daemon and CLI start fast."""
     code = (
-        "import sys, monitor.cli, monitor.daemon, monitor.service, monitor.summary;"
+        "import sys, monitor.cli, monitor.app, monitor.demo, monitor.service, monitor.summary;"
         "sys.exit('matplotlib' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)

@@ -9,8 +9,8 @@ import json
 import pytest
 from support import make_settings
 
+from monitor.app import build_service, run_daemon
 from monitor.cli import main, run_check
-from monitor.daemon import run_daemon
 from monitor.settings import load_settings
 from monitor.sim.receiver import ReceivedMessage, Receiver
 from rules import RULES
@@ -21,6 +21,7 @@ def cushion_messages(messages: list[ReceivedMessage], account: str) -> list[str]
     return [m.title for m in messages if m.title.split()[1:3] == [account, "cushion"]]
 
 
+@pytest.mark.slow
 def test_selloff_notifies_warning_then_critical_then_recovery(simulated_gateway, tmp_path):
     """The scripted sell-off: exactly one warning, one escalation to critical, one recovery."""
 
@@ -64,9 +65,7 @@ def test_healthy_accounts_send_nothing(simulated_gateway, tmp_path):
         with Receiver() as receiver:
             async with simulated_gateway("healthy") as gateway:
                 settings = make_settings(tmp_path, gateway.port, [receiver.url])
-                from monitor.service import MonitorService
-
-                service = MonitorService(settings)
+                service = build_service(settings)
                 stop = asyncio.Event()
                 daemon = asyncio.create_task(run_daemon(settings, stop, service))
                 await gateway.wait_until(
@@ -177,10 +176,11 @@ def test_eur_base_account_reports_in_euros(simulated_gateway, tmp_path):
     assert all("USD " not in action for action in actions)
 
 
+@pytest.mark.slow
 def test_accelerated_trading_day_then_summary_for_that_date(tmp_path, capsys):
     """A whole simulated session (accelerated), then `summary --date D` prints the day's
     figures and `--send` delivers them with the charts to a local receiver."""
-    from monitor.daemon import run_demo, session_open
+    from monitor.demo import run_demo, session_open
 
     state = tmp_path / "state"
     with Receiver() as receiver:

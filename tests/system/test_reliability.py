@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 from support import CLIENT_ID, make_settings, until, write_config
 
-from monitor.daemon import run_daemon
+from monitor.app import build_daemon, build_service
+from monitor.clock import Clock, utc_now
 from monitor.gateway import GatewayConnector, GatewayError
 from monitor.notifier import Notification, Notifier, Target
-from monitor.service import AccountView, MonitorService, utc_now
+from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
 from monitor.sim.receiver import ReceivedMessage, Receiver
 from monitor.sim.server import GARBAGE_KINDS, SimulatedGateway
@@ -92,18 +93,18 @@ class Recorder:
 
 @contextlib.asynccontextmanager
 async def daemon(
-    settings: Settings, clock: Callable[[], datetime] = utc_now
+    settings: Settings, clock: Clock = utc_now
 ) -> AsyncIterator[tuple[MonitorService, Recorder]]:
     """The real daemon (scheduler, connector, evaluator, notifier) in this event loop.
 
     The notifier retries after 0.1 s instead of 5 s so a recovered endpoint is tried at once.
     """
     recorder = Recorder()
-    service = MonitorService(settings, clock=clock, on_evaluated=recorder)
+    service = build_service(settings, clock=clock, on_evaluated=recorder)
     service.notifier.backoff_base = timedelta(milliseconds=100)
     service.notifier.backoff_max = timedelta(seconds=1)
     stop = asyncio.Event()
-    task = asyncio.create_task(run_daemon(settings, stop, service))
+    task = asyncio.create_task(build_daemon(settings, service=service).run(stop))
     try:
         yield service, recorder
         assert not task.done(), "the daemon ended on its own"
@@ -160,6 +161,7 @@ async def breach(gateway: SimulatedGateway, receiver: Receiver) -> None:
 # -- 1. the gateway drops and restarts in the middle of a breach -------------------------------
 
 
+@pytest.mark.slow
 def test_drop_and_restart_mid_breach_fire_once_hold_and_recover_once(simulated_gateway, tmp_path):
     """A breach fires once; a dropped connection and a gateway restart during it neither
     repeat it nor resolve it (the findings say the data is missing); the recovery after the

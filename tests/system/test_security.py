@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 from ib_async import IB
+from support import until
 
+from monitor.app import build_service, run_daemon
 from monitor.cli import build_parser, prepare
-from monitor.daemon import run_daemon
-from monitor.metrics import serve_metrics
-from monitor.service import MonitorService
+from monitor.metrics import MetricsServer
 from monitor.settings import MetricsSettings, load_settings
 from monitor.sim.receiver import Receiver
 from monitor.sim.server import SimulatedGateway, serve
@@ -55,6 +55,7 @@ ORDER_METHODS = frozenset(
 # -- the connection is read-only ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_full_selloff_run_sends_no_order_message(simulated_gateway, tmp_path):
     """The whole scripted sell-off through the daemon: the gateway received no order message.
     A control client that does send one shows that the gateway would have recorded it."""
@@ -157,18 +158,16 @@ def test_secrets_never_reach_logs_errors_or_the_state_file(simulated_gateway, tm
 
     async def scenario(config: Path, receiver: Receiver, gateway: SimulatedGateway) -> list:
         settings = prepare(argparse.Namespace(config=str(config)))
-        service = MonitorService(settings)
+        service = build_service(settings)
         service.notifier.backoff_base = service.notifier.backoff_base / 50
         stop = asyncio.Event()
         daemon = asyncio.create_task(run_daemon(settings, stop, service))
         await gateway.wait_for_clients(1, timeout=10)
         receiver.set_failing(True)
         gateway.move_prices({"all": -0.32})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not service.store.deliveries(outcome="failed"):
-            assert loop.time() < deadline, "no failed delivery"
-            await asyncio.sleep(0.02)
+        await until(
+            lambda: bool(service.store.deliveries(outcome="failed")), 10, "a delivery failed"
+        )
         receiver.set_failing(False)
         await receiver.wait_until_async(
             lambda got: any("CRITICAL" in m.title and "cushion" in m.title for m in got), 10
@@ -282,15 +281,13 @@ def test_the_simulator_and_the_metrics_endpoint_listen_on_loopback_only(tmp_path
         config = tmp_path / "config.toml"
         config.write_text(f'[monitor]\nstate_dir = "{tmp_path / "state"}"\n')
         settings = load_settings(config)
-        service = MonitorService(settings)
-        stop, ready = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(serve_metrics(service, settings.metrics.host, 0, stop, ready))
-        await asyncio.wait_for(ready.wait(), 10)
-        assert service.metrics_port
-        metrics = listening_addresses(service.metrics_port)
-        stop.set()
-        await asyncio.wait_for(task, 10)
-        service.close()
+        service = build_service(settings)
+        # [metrics] host at its default, on any free port
+        server = MetricsServer(service.metrics, service.healthy, settings.metrics.host, 0)
+        await server.start()
+        metrics = listening_addresses(server.port)
+        await server.close()
+        service.store.close()
         return simulator, metrics
 
     simulator, metrics = asyncio.run(scenario())

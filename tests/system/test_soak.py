@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from support import make_settings, until
 
-from monitor.daemon import run_daemon
+from monitor.app import build_daemon, build_service
 from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
 from monitor.sim.receiver import Receiver
@@ -102,11 +102,12 @@ class Daemon:
 
     async def start(self) -> MonitorService:
         """Start a fresh process-equivalent: new service, state loaded from the store."""
-        service = MonitorService(self.settings, on_evaluated=self._evaluated)
+        service = build_service(self.settings, on_evaluated=self._evaluated)
         service.notifier.backoff_base = timedelta(milliseconds=100)
         service.notifier.backoff_max = timedelta(seconds=1)
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(run_daemon(self.settings, self._stop, service))
+        daemon = build_daemon(self.settings, service=service)
+        self._task = asyncio.create_task(daemon.run(self._stop))
         self.service = service
         return service
 

@@ -1,0 +1,166 @@
+"""The composition root: every command builds its parts here, from ``Settings``, the same way.
+
+One builder per part, each taking the settings plus only what a caller may need to override:
+
+- :func:`build_store` the SQLite state (``in_memory`` for commands that must not create it),
+- :func:`build_connector` the read-only gateway link (``client_id`` for a command that runs
+  beside the daemon), with the reconnect and probe settings,
+- :func:`build_notifier` the Apprise targets with the outbox, quiet hours and maximum age
+  (``quiet_hours=False`` for a message the user asks for on the command line),
+- :func:`build_service` the service around those (a store or a connector passed in instead),
+- :func:`build_scheduler` the daemon's jobs, :func:`build_metrics_server` the endpoint,
+- :func:`build_daemon` all of it as a runnable :class:`~monitor.daemon.Daemon`.
+
+A variation of the whole set (the demo's simulated gateway and own state directory) is a
+variation of the settings, passed to the same builders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.clock import Clock, utc_now
+from monitor.daemon import Daemon, schedule_jobs
+from monitor.gateway import GatewayConnector
+from monitor.metrics import Metrics, MetricsServer
+from monitor.notifier import Notifier, QuietHours, Target
+from monitor.service import AccountView, MonitorService
+from monitor.settings import Settings
+from monitor.store import Store
+from rules.clock import parse_window, zone
+
+EvaluatedHook = Callable[[str, AccountView], None]
+
+
+def build_store(settings: Settings, *, in_memory: bool = False) -> Store:
+    """The state database at ``settings.monitor.database_path`` (created when missing), or a
+    private in-memory one that leaves no file behind."""
+    return Store(":memory:" if in_memory else settings.monitor.database_path)
+
+
+def build_targets(settings: Settings) -> list[Target]:
+    """The notification targets from ``[notify] urls`` and ``[[notify.targets]]``."""
+    return [
+        Target.from_url(entry.url.get_secret_value(), index, entry.severities, entry.name)
+        for index, entry in enumerate(settings.notify.all_targets(), start=1)
+    ]
+
+
+def build_quiet_hours(settings: Settings) -> QuietHours | None:
+    """``[notify] quiet_hours`` on its clock (``quiet_hours_timezone``, else ``[monitor]
+    timezone``, else the machine's), or ``None`` when not set."""
+    notify = settings.notify
+    if not notify.quiet_hours:
+        return None
+    start, end = parse_window(notify.quiet_hours)
+    name = notify.quiet_hours_timezone or settings.monitor.timezone
+    return QuietHours(start, end, zone(name) if name else None)
+
+
+def build_notifier(
+    settings: Settings,
+    store: Store,
+    *,
+    clock: Clock = utc_now,
+    metrics: Metrics | None = None,
+    quiet_hours: bool = True,
+) -> Notifier:
+    """The notifier over ``store``'s outbox, with the configured targets, maximum age and
+    (unless ``quiet_hours`` is False) quiet hours; delivery outcomes counted in ``metrics``."""
+    return Notifier(
+        build_targets(settings),
+        store,
+        clock=clock,
+        max_age=timedelta(hours=settings.notify.max_age_hours),
+        quiet_hours=build_quiet_hours(settings) if quiet_hours else None,
+        on_result=metrics.count_notification if metrics is not None else None,
+    )
+
+
+def build_connector(
+    settings: Settings, *, clock: Clock = utc_now, client_id: int | None = None
+) -> GatewayConnector:
+    """The read-only gateway connector of ``[ib]`` (``client_id`` overrides its id)."""
+    ib = settings.ib
+    return GatewayConnector(
+        ib.host,
+        ib.port,
+        ib.client_id if client_id is None else client_id,
+        ib.accounts,
+        ib.timeout,
+        clock=clock,
+        fundamentals=ib.fundamentals,
+        reconnect_min=ib.reconnect_min_seconds,
+        reconnect_max=ib.reconnect_max_seconds,
+        probe_after=ib.probe_after_seconds,
+    )
+
+
+def build_service(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    store: Store | None = None,
+    connector: GatewayConnector | None = None,
+    on_evaluated: EvaluatedHook | None = None,
+) -> MonitorService:
+    """The service with its store, connector, notifier and metrics, each built from
+    ``settings`` unless given (every part reads the same ``clock``)."""
+    store = store if store is not None else build_store(settings)
+    metrics = Metrics()
+    return MonitorService(
+        settings,
+        connector=connector if connector is not None else build_connector(settings, clock=clock),
+        store=store,
+        notifier=build_notifier(settings, store, clock=clock, metrics=metrics),
+        metrics=metrics,
+        clock=clock,
+        on_evaluated=on_evaluated,
+    )
+
+
+def build_scheduler(service: MonitorService) -> AsyncIOScheduler:
+    """The daemon's scheduler (not started) with the daemon's jobs on it."""
+    scheduler = AsyncIOScheduler(
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
+    )
+    schedule_jobs(scheduler, service)
+    return scheduler
+
+
+def build_metrics_server(settings: Settings, service: MonitorService) -> MetricsServer | None:
+    """The ``/metrics`` and ``/healthz`` endpoint of ``[metrics]``, or ``None`` when off."""
+    port = settings.metrics.port
+    if port is None:
+        return None
+    return MetricsServer(service.metrics, service.healthy, settings.metrics.host, port)
+
+
+def build_daemon(
+    settings: Settings,
+    *,
+    service: MonitorService | None = None,
+    clock: Clock = utc_now,
+    on_evaluated: EvaluatedHook | None = None,
+) -> Daemon:
+    """The daemon around ``service`` (built from ``settings`` with ``clock`` and
+    ``on_evaluated`` when not given), its scheduler and its metrics endpoint."""
+    if service is None:
+        service = build_service(settings, clock=clock, on_evaluated=on_evaluated)
+    return Daemon(
+        settings, service, build_scheduler(service), build_metrics_server(settings, service)
+    )
+
+
+async def run_daemon(
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    service: MonitorService | None = None,
+) -> int:
+    """Build the daemon (around ``service`` when given) and run it until ``stop`` is set or
+    SIGINT/SIGTERM arrives; the exit status."""
+    return await build_daemon(settings, service=service).run(stop)
