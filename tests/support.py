@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,38 @@ def write_config(
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
     return path
+
+
+class SteppingClock:
+    """A wall clock and a monotonic clock, both running in real time, that a test moves.
+
+    :meth:`advance` lets time pass on both (minutes go by without waiting); :meth:`step` moves
+    the wall clock alone, as an NTP correction or a VM resumed from suspend does. Hand the
+    instance to the builders as ``clock`` and its :meth:`monotonic` as ``monotonic``.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = start or datetime.now(UTC)
+        self._origin = time.monotonic()
+        self.offset = timedelta()
+        self.elapsed = 0.0
+
+    def __call__(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._origin) + self.offset
+
+    def monotonic(self) -> float:
+        """The monotonic clock: real seconds plus every :meth:`advance`."""
+        return time.monotonic() + self.elapsed
+
+    def advance(self, **delta: float) -> None:
+        """Let ``timedelta(**delta)`` pass on both clocks."""
+        moved = timedelta(**delta)
+        self.offset += moved
+        self.elapsed += moved.total_seconds()
+
+    def step(self, **delta: float) -> None:
+        """Step the wall clock alone by ``timedelta(**delta)`` (negative: back)."""
+        self.offset += timedelta(**delta)
 
 
 def make_settings(tmp_path: Path, port: int, urls: list[str], **sections: Any) -> Settings:

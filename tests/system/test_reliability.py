@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import CLIENT_ID, make_settings, until, write_config
+from support import CLIENT_ID, SteppingClock, make_settings, until, write_config
 
 from monitor.app import build_daemon, build_service
-from monitor.clock import Clock, utc_now
+from monitor.clock import Clock, Monotonic, utc_now
 from monitor.gateway import GatewayConnector, GatewayError
 from monitor.notifier import Notification, Notifier, Target
 from monitor.service import AccountView, MonitorService
@@ -43,22 +43,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-class SteppingClock:
-    """The wall clock plus an offset the test moves forward: minutes pass without waiting."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._start = start or datetime.now(UTC)
-        self._origin = time.monotonic()
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return self._start + timedelta(seconds=time.monotonic() - self._origin) + self.offset
-
-    def advance(self, **delta: float) -> None:
-        """Jump forward by ``timedelta(**delta)``."""
-        self.offset += timedelta(**delta)
 
 
 class Recorder:
@@ -93,14 +77,17 @@ class Recorder:
 
 @contextlib.asynccontextmanager
 async def daemon(
-    settings: Settings, clock: Clock = utc_now
+    settings: Settings, clock: Clock = utc_now, monotonic: Monotonic = time.monotonic
 ) -> AsyncIterator[tuple[MonitorService, Recorder]]:
     """The real daemon (scheduler, connector, evaluator, notifier) in this event loop.
 
     The notifier retries after 0.1 s instead of 5 s so a recovered endpoint is tried at once.
+    A :class:`SteppingClock` passed as ``clock`` also provides the monotonic clock.
     """
     recorder = Recorder()
-    service = build_service(settings, clock=clock, on_evaluated=recorder)
+    if isinstance(clock, SteppingClock):
+        monotonic = clock.monotonic
+    service = build_service(settings, clock=clock, monotonic=monotonic, on_evaluated=recorder)
     service.notifier.backoff_base = timedelta(milliseconds=100)
     service.notifier.backoff_max = timedelta(seconds=1)
     stop = asyncio.Event()
