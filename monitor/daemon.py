@@ -41,6 +41,18 @@ log = structlog.get_logger("monitor.daemon")
 HEARTBEAT_TIMEOUT = 10.0
 
 
+def warn_if_exposed(host: str, listener: str) -> None:
+    """Log a warning naming the risk when ``listener`` is bound beyond loopback."""
+    if beyond_loopback(host):
+        log.warning(
+            f"{listener} listens beyond loopback",
+            host=host,
+            risk="anyone who can reach this port reads every account's figures (net "
+            "liquidation, cushion, alerts) without authentication; bind 127.0.0.1 and "
+            "publish the port to trusted clients only",
+        )
+
+
 def install_signal_handlers(stop: asyncio.Event) -> None:
     """Set ``stop`` on SIGINT and SIGTERM."""
     loop = asyncio.get_running_loop()
@@ -138,14 +150,7 @@ class Daemon:
                     "another port)"
                 ) from None
             log.info("metrics endpoint", url=server.url)
-            if beyond_loopback(server.host):
-                log.warning(
-                    "metrics endpoint listens beyond loopback",
-                    host=server.host,
-                    risk="anyone who can reach this port reads every account's figures "
-                    "(net liquidation, cushion, alerts) without authentication; bind "
-                    "127.0.0.1 and publish the port to trusted scrapers only",
-                )
+            warn_if_exposed(server.host, "metrics endpoint")
             tasks.append(asyncio.create_task(self.metrics_server.serve(stop), name="metrics"))
         tasks.append(asyncio.create_task(feed_watchdog(stop), name="watchdog"))
         if self.settings.notify.heartbeat_url is not None:

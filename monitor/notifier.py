@@ -735,8 +735,11 @@ class Notifier:
         target = lane.target
         now = self.clock()
         lease = now + timedelta(seconds=self.send_timeout + 10)
-        if not self.store.claim(item.notification_id, item.target, now, lease):
-            return None
+        try:
+            if not self.store.claim(item.notification_id, item.target, now, lease):
+                return None
+        except StoreError as problem:  # no lease can be written: send all the same (degraded)
+            self._store_trouble(problem)
 
         def record(sent_at: datetime) -> None:  # in the sending thread
             try:
@@ -959,7 +962,10 @@ class Notifier:
         reason = getattr(problem, "reason", str(problem))
         if self.store_problem != reason:
             self.store_problem = reason
-            log.error("outbox not usable; sending what is in memory only", reason=reason)
+            log.warning(
+                "outbox not usable; delivery outcomes are kept in memory until it is",
+                reason=reason,
+            )
 
     # -- the loop --------------------------------------------------------------------------
 

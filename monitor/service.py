@@ -269,7 +269,8 @@ class MonitorService:
         while loop.time() < deadline:
             now = self.clock()
             sending = any(
-                item.next_attempt_at <= now and item.not_before <= now
+                item.next_attempt_at <= now
+                and (item.not_before <= item.created_at or item.not_before <= now)
                 for item in self.store.outbox("pending")
             )
             if not (self._dirty or self._wake.is_set() or self._evaluating or sending):

@@ -451,12 +451,15 @@ class Store:
         ``target_keys`` is an iterable of stable target keys, or a mapping key -> safe display
         name. An existing (id, target) row is left untouched, whatever its status: this is what
         keeps a duplicate id from ever being sent twice. The first attempt is due at
-        ``not_before`` (quiet hours), else ``now``, else the notification's ``created_at``.
+        ``not_before`` (quiet hours), else ``now``, else the notification's ``created_at``. A
+        row not held back has ``not_before = created_at``, so only quiet hours ever hold a row
+        by the wall clock (a clock stepped back does not).
         """
         names = dict(target_keys) if isinstance(target_keys, Mapping) else None
         keys = list(names) if names is not None else list(target_keys)
         created = iso_utc(notification.created_at)
         start = iso_utc(not_before or now or notification.created_at)
+        held = iso_utc(not_before) if not_before is not None else created
         attachments = json.dumps([str(path) for path in notification.attachments])
         inserted = 0
         with self.transaction():
@@ -478,7 +481,7 @@ class Store:
                         notification.body,
                         attachments,
                         created,
-                        start,
+                        held,
                         start,
                     ),
                 )
@@ -486,15 +489,16 @@ class Store:
         return inserted > 0
 
     def pending_for(self, target: str, now: datetime) -> list[OutboxItem]:
-        """One target's pending rows that are not held back (quiet hours) nor leased by
-        another process, oldest first, whatever their ``next_attempt_at``: the daemon times
-        its retries itself, on the monotonic clock."""
+        """One target's pending rows that are not held back by quiet hours nor leased,
+        oldest first, whatever their ``next_attempt_at``: the daemon times its retries itself,
+        on the monotonic clock."""
         stamp = iso_utc(now)
         rows = self._query(
-            "SELECT * FROM outbox WHERE status = 'pending' AND target = ? AND not_before <= ?"
-            " AND (lease_until IS NULL OR lease_until <= ? OR lease_owner = ?)"
+            "SELECT * FROM outbox WHERE status = 'pending' AND target = ?"
+            " AND (not_before <= created_at OR not_before <= ?)"
+            " AND (lease_until IS NULL OR lease_until <= ?)"
             " ORDER BY created_at, notification_id",
-            (target, stamp, stamp, os.getpid()),
+            (target, stamp, stamp),
         )
         return [_item(row) for row in rows]
 
@@ -503,7 +507,8 @@ class Store:
         stamp = iso_utc(now)
         sql = (
             "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-            " AND not_before <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+            " AND (not_before <= created_at OR not_before <= ?)"
+            " AND (lease_until IS NULL OR lease_until <= ?)"
         )
         parameters: list[Any] = [stamp, stamp, stamp]
         if ids is not None:
@@ -931,7 +936,7 @@ def open_state(
     prepare_state_dir(path.parent)
     try:
         if path.exists() and not path.is_file():
-            raise StateUnavailable("it is not a regular file", damaged=True)
+            raise StateUnavailable("it is not a regular file (damaged)", damaged=True)
         store = Store(path)
         try:
             store.verify()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import until
+from support import free_port, until
 
 from monitor.app import build_daemon, build_service
 from monitor.metrics import MetricsServer
@@ -265,13 +265,6 @@ async def malformed(service: MonitorService) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_the_daemon_serves_the_endpoint_while_it_runs(tmp_path):
