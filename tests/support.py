@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -240,3 +242,41 @@ async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
         )
     finally:
         handle.close()
+
+
+@contextlib.contextmanager
+def tiny_filesystem(path: Path, size: str = "4m") -> Iterator[str | None]:
+    """Mount a tmpfs of ``size`` at ``path`` for the block; yields ``None`` when mounted, else
+    why it could not be (it takes root or CAP_SYS_ADMIN): the caller skips, saying so."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        yield (
+            "a full disk needs a small filesystem, and mounting one is not allowed here "
+            f"({mounted.stderr.strip() or 'mount failed'})"
+        )
+        return
+    try:
+        yield None
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the filesystem is full; returns it (delete it to free the space)."""
+    filler = directory / "filler"
+    with filler.open("ab", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 512)
+    return filler

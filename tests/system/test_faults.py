@@ -3,7 +3,8 @@ clock, a second daemon or the link itself misbehaves.
 
 Everything is real: the unmodified ib_async against the simulated gateway over loopback, Apprise
 posting to local receivers that answer at once, fail, never answer or dribble, SQLite on a real
-(tiny, where the machine allows mounting one) filesystem, real daemon processes. Minutes pass
+(tiny, where the machine allows mounting one: else that test is skipped, saying why)
+filesystem, real daemon processes. Minutes pass
 through :class:`~support.SteppingClock`, which also steps the wall clock alone. Every wait is a
 condition with a deadline.
 """
@@ -12,18 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,10 +32,12 @@ from support import (
     ROOT,
     SteppingClock,
     daemon,
+    fill,
     free_port,
     has,
     make_settings,
     start_daemon,
+    tiny_filesystem,
     titles,
     until,
     write_config,
@@ -77,46 +77,6 @@ def get(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
-
-
-# -- a small filesystem ------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def tiny_filesystem(path: Path, size: str = "4m") -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``path``; the test is skipped, saying why, where this
-    machine does not let the test mount one (it takes root or CAP_SYS_ADMIN)."""
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(
-            "a full disk needs a small filesystem, and mounting one is not allowed here "
-            f"({mounted.stderr.strip() or 'mount failed'})"
-        )
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Write a file until the filesystem is full; returns it (delete it to free the space)."""
-    filler = directory / "filler"
-    with filler.open("ab", buffering=0) as handle:
-        try:
-            while True:
-                handle.write(b"\0" * 65536)
-        except OSError as error:
-            assert error.errno == errno.ENOSPC, error
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(b"\0" * 512)
-    return filler
 
 
 # -- blind from the first second ---------------------------------------------------------------
@@ -283,10 +243,10 @@ def test_a_full_disk_degrades_to_direct_sends_then_recovers_by_itself(simulated_
     traceback reaches the log. Once space returns the monitor says so by itself and writes
     down what it sent meanwhile: the outbox and the alert events hold the breach, each id
     delivered once, and the recovery goes through the outbox as usual."""
-    state = tiny_filesystem(tmp_path / "state")
+    directory = tmp_path / "state"
 
     async def scenario() -> tuple[list[ReceivedMessage], list[ReceivedMessage], Any]:
-        with state as directory, Receiver() as receiver, Receiver() as pager:
+        with Receiver() as receiver, Receiver() as pager:
             async with simulated_gateway("selloff") as gateway:
                 initial = dict(gateway.state.prices)
                 settings = make_settings(
@@ -322,7 +282,9 @@ def test_a_full_disk_degrades_to_direct_sends_then_recovers_by_itself(simulated_
                     )
                     return receiver.messages, pager.messages, record
 
-    with capture_logs() as logs:
+    with tiny_filesystem(directory) as refused, capture_logs() as logs:
+        if refused:
+            pytest.skip(refused)
         messages, paged, (outbox, events) = asyncio.run(scenario())
     assert titles(messages, ACCOUNT, "cushion") == [CRITICAL, RESOLVED]
     assert [m.title for m in messages if m.title.startswith("[") and "monitor" in m.title] == [
