@@ -43,7 +43,7 @@ from monitor.notifier import (
 )
 from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
-from monitor.store import StateLock, Store, open_state
+from monitor.store import StateLock, Store, StoreError, open_state
 from rules.clock import parse_window, zone
 
 EvaluatedHook = Callable[[str, AccountView], None]
@@ -229,7 +229,10 @@ def open_daemon_service(settings: Settings) -> MonitorService:
     a damaged file is moved aside (and the operator told), orphaned leases are released."""
     now = utc_now()
     store, reset = open_state(settings.monitor.database_path, now, recover=True)
-    released = store.release_orphaned_leases()
+    try:
+        released = store.release_orphaned_leases()
+    except StoreError:  # a full disk: the service degrades at its first write
+        released = 0
     if released:
         log.info("notifications left mid-send by a stopped process are retried", rows=released)
     service = build_service(settings, store=store)

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -947,12 +948,14 @@ def open_state(
     except StateUnavailable as error:
         if not (error.damaged and recover):
             hint = "; the daemon moves it aside at its next start" if error.damaged else ""
-            raise StateDirError(f"state file {path} cannot be used: {error.reason}{hint}") from None
+            reason = error.reason if error.damaged or _has_space(path.parent) else _FULL
+            raise StateDirError(f"state file {path} cannot be used: {reason}{hint}") from None
         reset = StateReset(move_aside(path, now), error.reason)
     try:
         return Store(path), reset
     except StateUnavailable as error:
-        raise StateDirError(f"state file {path} cannot be created: {error.reason}") from None
+        reason = error.reason if _has_space(path.parent) else _FULL
+        raise StateDirError(f"state file {path} cannot be created: {reason}") from None
 
 
 def move_aside(path: Path, now: datetime) -> Path:
@@ -1023,6 +1026,18 @@ class StateLock:
 
     def __exit__(self, *_: object) -> None:
         self.release()
+
+
+_FULL = _REASONS["SQLITE_FULL"]
+
+
+def _has_space(directory: Path) -> bool:
+    """False when the filesystem of ``directory`` has no block left (SQLite then often says
+    only "disk I/O error")."""
+    try:
+        return shutil.disk_usage(directory).free > 0
+    except OSError:
+        return True
 
 
 def _os_reason(error: OSError) -> str:

@@ -44,6 +44,7 @@ from support import (
 )
 
 from monitor.app import open_daemon_service, run_daemon
+from monitor.cli import main
 from monitor.sim.receiver import ReceivedMessage, Receiver
 from monitor.sim.server import WEDGE_KINDS
 from monitor.store import LOCK_NAME
@@ -68,6 +69,11 @@ def ids_once(*receivers: Receiver) -> None:
     for receiver in receivers:
         twice = sorted(i for i, n in Counter(receiver.ids()).items() if n > 1)
         assert not twice, f"delivered more than once: {twice}"
+
+
+def count(messages: list[ReceivedMessage], title: str) -> int:
+    """How many of ``messages`` have exactly this title."""
+    return sum(1 for message in messages if message.title == title)
 
 
 def get(url: str) -> int:
@@ -237,12 +243,15 @@ def test_a_wedged_link_turns_unhealthy_and_reconnects_within_15_seconds(
 
 
 @pytest.mark.slow
-def test_a_full_disk_degrades_to_direct_sends_then_recovers_by_itself(simulated_gateway, tmp_path):
+def test_a_full_disk_degrades_to_direct_sends_then_recovers_by_itself(
+    simulated_gateway, tmp_path, capsys
+):
     """The state directory's filesystem fills up mid-run. The breach is still delivered,
     directly, with a critical "monitor degraded: state not writable" to every target; no
     traceback reaches the log. Once space returns the monitor says so by itself and writes
     down what it sent meanwhile: the outbox and the alert events hold the breach, each id
-    delivered once, and the recovery goes through the outbox as usual."""
+    delivered once, and the recovery goes through the outbox as usual. A daemon started on a
+    disk that is already full stops at once with one line saying so (exit 2)."""
     directory = tmp_path / "state"
 
     async def scenario() -> tuple[list[ReceivedMessage], list[ReceivedMessage], Any]:
@@ -280,17 +289,20 @@ def test_a_full_disk_degrades_to_direct_sends_then_recovers_by_itself(simulated_
                         service.store.outbox(),
                         service.store.alert_events(ACCOUNT, *far),
                     )
-                    return receiver.messages, pager.messages, record
+                return receiver.messages, pager.messages, record
 
     with tiny_filesystem(directory) as refused, capture_logs() as logs:
         if refused:
             pytest.skip(refused)
         messages, paged, (outbox, events) = asyncio.run(scenario())
+        filler = fill(directory)  # a start on a full disk: one line, exit 2 (no traceback)
+        assert main(["run", "--config", str(tmp_path / "config.toml")]) == 2
+        filler.unlink()
+    started = capsys.readouterr().err
+    assert started.startswith("margin-monitor: state file ") and started.count("\n") == 1
+    assert "no space left on the device" in started
     assert titles(messages, ACCOUNT, "cushion") == [CRITICAL, RESOLVED]
-    assert [m.title for m in messages if m.title.startswith("[") and "monitor" in m.title] == [
-        DEGRADED,
-        WRITABLE,
-    ]
+    assert [m.title for m in messages if "monitor" in m.title] == [DEGRADED, WRITABLE]
     assert [m.title for m in paged] == [DEGRADED, WRITABLE]
     degraded = next(m for m in messages if m.title == DEGRADED)
     assert "no space left on the device" in degraded.message
