@@ -56,12 +56,12 @@ class DrawdownConfig(RuleConfig):
 
 
 def account_drawdown(snapshot: AccountSnapshot, context: EvaluationContext) -> dict[str, float]:
-    """The account's NLV, its peak (stored peak or NLV, whichever is higher) and how far below
-    it NLV is; empty when NLV or the peak is unknown."""
+    """The account's NLV, its peak (the recorded peak or NLV, whichever is higher: with none
+    recorded yet NLV is the peak) and how far below it NLV is; empty when NLV is unknown."""
     nlv, stored = snapshot.net_liquidation, context.peak_net_liquidation
-    if not (is_number(nlv) and is_number(stored) and stored > 0):
+    if not (is_number(nlv) and nlv > 0):
         return {}
-    peak = max(stored, nlv)
+    peak = max(stored, nlv) if is_number(stored) and stored > 0 else nlv
     below = figures.drawdown(nlv, peak)
     assert below is not None  # the peak is a positive number
     return {"account_peak": peak, "net_liquidation": nlv, "account_drawdown": below}
@@ -126,7 +126,7 @@ def _account_text(snapshot: AccountSnapshot, account: dict[str, float]) -> str:
     """The account's own drawdown, and why it is not the market's."""
     ccy = snapshot.base_currency
     if not account:
-        return "the account's own NLV drawdown is unknown (no NLV or recorded peak yet)"
+        return "the account's own NLV drawdown is unknown (no NetLiquidation)"
     leverage = snapshot.leverage
     magnified = f" ({leverage:.2f}x gross here)" if leverage is not None else ""
     return (
@@ -165,7 +165,8 @@ def _account_only(
     ccy = snapshot.base_currency
     threshold = config.warning if config.warning is not None else config.critical
     account = account_drawdown(snapshot, context)
-    if not account:
+    stored = context.peak_net_liquidation
+    if not (is_number(stored) and stored > 0):
         return not_applicable(
             rule,
             snapshot,

@@ -70,16 +70,22 @@ def _unit_values(snapshot: AccountSnapshot) -> dict[int, tuple[float, float | No
     return units
 
 
-def largest_price_move(before: AccountSnapshot, after: AccountSnapshot) -> float | None:
-    """The largest relative price change of a holding between two snapshots; ``None`` when the
-    holdings differ (a trade) or a price is missing."""
+def same_holdings(before: AccountSnapshot, after: AccountSnapshot) -> bool:
+    """True when both snapshots hold the same contracts in the same quantities (no trade)."""
     old, new = _unit_values(before), _unit_values(after)
-    if old.keys() != new.keys():
+    return old.keys() == new.keys() and all(new[k][0] == old[k][0] for k in new)
+
+
+def largest_price_move(before: AccountSnapshot, after: AccountSnapshot) -> float | None:
+    """The largest relative price change of a holding between two snapshots of the same
+    holdings; ``None`` when the holdings differ or a price is missing."""
+    if not same_holdings(before, after):
         return None
+    old, new = _unit_values(before), _unit_values(after)
     largest = 0.0
-    for con_id, (quantity, unit) in new.items():
-        quantity_before, unit_before = old[con_id]
-        if quantity != quantity_before or unit is None or unit_before is None:
+    for con_id, (_, unit) in new.items():
+        unit_before = old[con_id][1]
+        if unit is None or unit_before is None:
             return None
         if unit_before:
             largest = max(largest, abs(unit / unit_before - 1.0))
@@ -98,13 +104,15 @@ def margin_terms(
     before, now = _rate(previous), _rate(snapshot)
     if before is None or now is None:
         return _held(snapshot, "Not compared: MaintMarginReq or GrossPositionValue missing")
-    move = largest_price_move(previous, snapshot)
-    if move is None:
+    if not same_holdings(previous, snapshot):
         return _held(
             snapshot,
             f"Not compared: the holdings changed since IB's previous update (maintenance "
             f"{pct(before)} then, {pct(now)} now, a different book)",
         )
+    move = largest_price_move(previous, snapshot)
+    if move is None:
+        return _held(snapshot, "Not compared: a holding had no price at one of the two updates")
     if move > config.price_tolerance:
         return _held(
             snapshot,

@@ -104,10 +104,14 @@ def test_the_account_falling_alone_does_not_trigger_the_market_rule():
 
 
 def test_a_price_above_the_prior_peak_is_the_new_peak():
-    """SPY at 610 above a 600 peak: no drawdown (the peak is max(peak, price))."""
+    """SPY at 610 above a 600 peak: no drawdown (the peak is max(peak, price)); with no NLV
+    peak recorded yet, NLV 100,000 is the account's peak (0% below it)."""
     finding = drawdown(sample_snapshot(), market(610.0, 600.0), DrawdownConfig())
     assert finding.severity is OK and finding.value == 0.0
-    assert "own NLV drawdown is unknown" in finding.message
+    assert "NLV is 0% below its peak of USD 100,000.00" in finding.message
+    no_nlv = sample_snapshot(net_liquidation=None)
+    unknown = drawdown(no_nlv, market(610.0, 600.0), DrawdownConfig())
+    assert "own NLV drawdown is unknown (no NetLiquidation)" in unknown.message
 
 
 @pytest.mark.parametrize(
