@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, date, datetime, time
 
 from monitor.trading_calendar import trading_day, trading_day_at
@@ -35,3 +37,16 @@ def test_a_regular_day_and_the_exchange_clock():
 def test_a_day_beyond_the_calendar_is_unknown():
     """Far outside the library's range: None (the windows then fall on weekdays)."""
     assert trading_day(date(2099, 1, 2)) is None
+
+
+def test_the_command_line_starts_without_the_calendar_library():
+    """Importing the CLI loads neither exchange_calendars nor pandas (0.5 s): the calendar is
+    imported on the first evaluation only."""
+    code = (
+        "import sys, monitor.cli, monitor.app, monitor.service; "
+        "print(sorted(m for m in ('exchange_calendars', 'pandas') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

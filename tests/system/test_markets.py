@@ -8,12 +8,13 @@ again here where a test asserts it.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import pytest
 from support import make_settings, until
 
-from monitor.app import build_service, run_daemon
+from monitor.app import build_connector, build_service, build_store, run_daemon
 from monitor.cli import run_check
 from monitor.service import AccountView
 from monitor.sim.receiver import ReceivedMessage, Receiver
@@ -227,3 +228,44 @@ def test_an_estimate_of_an_options_book_moves_nlv_only_and_says_what_it_cannot_k
     assert cushion.estimated
     assert "cannot know how their requirements change" in cushion.message
     assert cushion.details["estimate_caveat"]
+
+
+@pytest.mark.parametrize(
+    ("moment", "severity"),
+    [
+        ("2026-11-25T16:00:00-05:00", "critical"),  # a regular day, inside 15:50-17:20
+        ("2026-11-26T16:00:00-05:00", "warning"),  # Thanksgiving: no session, no check
+        ("2026-11-27T13:30:00-05:00", "critical"),  # 13:00 close: the check is 12:50-14:20
+        ("2026-11-27T16:00:00-05:00", "warning"),  # ... so 16:00 is past it
+    ],
+    ids=["regular", "thanksgiving", "early-close-inside", "early-close-after"],
+)
+def test_the_service_hands_the_nyse_calendar_to_the_sma_rule(
+    simulated_gateway, tmp_path, moment, severity
+):
+    """sma_lookahead's account has SMA below 0; the service's clock is set to ``moment``: the
+    SMA check's window follows the real NYSE calendar (exchange_calendars) through the
+    service's evaluation context."""
+    now = datetime.fromisoformat(moment)
+
+    async def run() -> dict[str, Any]:
+        async with simulated_gateway("sma_lookahead") as gateway:
+            settings = make_settings(tmp_path, gateway.port, [])
+            connector = build_connector(settings, clock=lambda: now)
+            await connector.connect()
+            try:
+                await connector.wait_ready(5.0)
+                with build_store(settings, in_memory=True) as store:
+                    service = build_service(
+                        settings, clock=lambda: now, store=store, connector=connector
+                    )
+                    account = connector.accounts()[0]
+                    _, findings = service.findings_for(account)
+            finally:
+                await connector.disconnect()
+            return next(f for f in findings if f.rule == "sma").to_dict()
+
+    sma = asyncio.run(run())
+    assert sma["severity"] == severity
+    if moment.startswith("2026-11-27"):
+        assert "12:50-14:20 America/New_York (early close at 13:00" in sma["message"]
