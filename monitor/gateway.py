@@ -661,14 +661,21 @@ class GatewayConnector:
         assert bench is not None
         spec = bench.spec
         qualified: Contract | None = None
+        unknown = (
+            f"IB knows no {spec.symbol} on {spec.exchange} in {spec.currency} (check "
+            "[rules.drawdown] benchmark)"
+        )
         try:
-            found = await asyncio.wait_for(self.ib.qualifyContractsAsync(contract), self.timeout)
+            try:
+                found = await asyncio.wait_for(
+                    self.ib.qualifyContractsAsync(contract), self.timeout
+                )
+            except RequestError as error:
+                found = []
+                unknown += f": error {error.code}, {error.message}"
             qualified = next((c for c in found if isinstance(c, Contract) and c.conId), None)
             if qualified is None:
-                bench.history_error = (
-                    f"IB knows no {spec.symbol} on {spec.exchange} in {spec.currency} (set "
-                    "[rules.drawdown] benchmark)"
-                )
+                bench.history_error = unknown
             else:
                 bars = await asyncio.wait_for(
                     self.ib.reqHistoricalDataAsync(

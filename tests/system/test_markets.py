@@ -116,14 +116,15 @@ def test_check_measures_the_market_drawdown_from_daily_bars(simulated_gateway, t
 
 
 def test_check_says_plainly_when_the_benchmark_has_no_data(simulated_gateway, tmp_path):
-    """healthy serves no SPY: IB answers the daily-bar request with an error; the drawdown
+    """healthy serves no SPY: IB answers the contract lookup with error 200; the drawdown
     finding says so, holds (data_missing) and leaves the account's status ok."""
     report = checked(simulated_gateway, tmp_path, "healthy")
     assert report["status"] == "ok"
     drawdown = finding(report["accounts"][0], "drawdown")
     assert drawdown["data_missing"] and drawdown["value"] is None
     assert drawdown["message"].startswith("Market drawdown unknown: no SPY price")
-    assert "IB refused the daily bars: error 200" in drawdown["message"]
+    assert "IB knows no SPY on SMART in USD" in drawdown["message"]
+    assert "error 200" in drawdown["message"]
 
 
 def alerts(messages: list[ReceivedMessage], rule: str) -> list[ReceivedMessage]:
@@ -140,6 +141,7 @@ def test_the_daemon_alerts_on_the_market_drawdown_and_on_ib_tightening(
     DU4100001: NLV 108,000, GPV 148,000. Maintenance 37,000 -> 51,800 (+10.0 points); EL
     71,000 -> 56,200 (cost 14,800); cushion 65.7% -> 52%. The trim at the 25% floor: 14,800 /
     0.25 = 59,200.00; at the new 35%: 42,285.71; deposit 14,800 / (1 - 0.657407) = 43,200.00.
+    Then SPY's streamed price falls 2% to 511.56: 1 - 511.56 / 600 = 14.74% below the peak.
     """
 
     async def scenario() -> list[ReceivedMessage]:
@@ -159,6 +161,18 @@ def test_the_daemon_alerts_on_the_market_drawdown_and_on_ib_tightening(
                 gateway.set_rates(None, {"all": {"maint_rate": 0.35, "init_rate": 0.35}})
                 messages = await receiver.wait_until_async(
                     lambda got: bool(alerts(got, "margin_terms")), timeout=15
+                )
+                gateway.move_prices({"SPY": -0.02})  # streamed: 522 -> 511.56
+
+                def market_drawdown() -> float | None:
+                    view = seen.get("DU4100001")
+                    rule = [f for f in view.findings if f.rule == "drawdown"] if view else []
+                    return rule[0].value if rule else None
+
+                await until(
+                    lambda: market_drawdown() == pytest.approx(1 - 511.56 / 600),
+                    10,
+                    "the streamed SPY price reaches the drawdown rule",
                 )
                 stop.set()
                 await asyncio.wait_for(daemon, 15)
