@@ -94,11 +94,13 @@ def in_window(
 class WindowToday:
     """A daily window as it falls today: ``inside`` it now, ``text`` saying where it is
     (``15:30-16:00 America/New_York``, moved before an early close, or why there is none) and
-    ``starts``, when it opens (``15:30 America/New_York``; the next session's when none today)."""
+    ``starts``, when it opens (``15:30 America/New_York``; the next session's when none today);
+    ``exists`` is False on a day the exchange does not trade."""
 
     inside: bool
     text: str
     starts: str
+    exists: bool = True
 
 
 def session_window(
@@ -124,7 +126,7 @@ def session_window(
         return WindowToday(inside, span, starts)
     if not trading_day.is_session:
         closed = f"no {start}-{end} {timezone} window today: the exchange is closed"
-        return WindowToday(False, closed, f"the next session's {starts}")
+        return WindowToday(False, closed, f"the next session's {starts}", exists=False)
     shift = trading_day.close_shift
     begin = datetime.combine(local.date(), parse_hhmm(start), tzinfo=clock) + shift
     finish = datetime.combine(local.date(), parse_hhmm(end), tzinfo=clock) + shift

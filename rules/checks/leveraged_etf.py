@@ -252,7 +252,7 @@ def leveraged_etf(
         where = "inside" if window else "outside"
         parts.append(
             f"the projected cushion is below the critical level {pct(critical_level)} "
-            f"({where} the {span} rebalancing window)"
+            + (f"({where} the {span} rebalancing window)" if today.exists else f"({span})")
         )
         target = levels.warning
         average = required / sleeve if sleeve else 1.0

@@ -65,7 +65,8 @@ def sma(snapshot: AccountSnapshot, context: EvaluationContext, config: SmaConfig
             "a Reg T call or liquidation follows on a day with a position change"
         )
     else:
-        message = f"SMA is {money(value, ccy)}, below 0: it must be 0 or more by the {span} check"
+        check = f"the {span} check" if today.exists else f"the next session's check ({span})"
+        message = f"SMA is {money(value, ccy)}, below 0: it must be 0 or more by {check}"
     action = None
     if severity is not Severity.OK:
         deficit = -value

@@ -126,3 +126,20 @@ def test_sma_window_follows_the_calendar():
         SmaConfig(),
     )
     assert "before the next session's 15:50 America/New_York" in holiday.action
+    assert holiday.message == (
+        "SMA is USD -5,000.00, below 0: it must be 0 or more by the next session's check (no "
+        "15:50-17:20 America/New_York window today: the exchange is closed)"
+    )
+
+
+def test_leveraged_etf_message_on_a_holiday_reads_plainly():
+    """Thanksgiving: the projected cushion is a warning and the message says why there is no
+    rebalancing window, the action when to act."""
+    snapshot = sample_snapshot(SLEEVE, excess_liquidity=15_000.0)
+    context = EvaluationContext(now=ny(THANKSGIVING.day, 15, 45), trading_day=THANKSGIVING)
+    finding = leveraged_etf(snapshot, context, LeveragedEtfConfig())
+    assert (
+        "below the critical level 10% (no 15:30-16:00 America/New_York window today: the "
+        "exchange is closed)" in finding.message
+    )
+    assert "; Before the next session's 15:30 America/New_York, sell" in finding.action
