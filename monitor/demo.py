@@ -45,9 +45,16 @@ def session_open(zone_name: str = "America/New_York") -> datetime:
     return datetime.combine(today, dt_time(9, 30), tzinfo=zone(zone_name))
 
 
-def demo_rules(rules: RulesConfig, accelerated: bool) -> RulesConfig:
-    """The rules as configured, with a benchmark rate so the demo's loan has a cost, and (when
-    accelerated: ten scenario minutes pass in a wall second) staleness judged in session time."""
+def demo_rules(
+    rules: RulesConfig, accelerated: bool, instruments: frozenset[str] = frozenset()
+) -> RulesConfig:
+    """The rules as configured, with a benchmark rate so the demo's loan has a cost, the
+    account's own drawdown measured when the scenario serves no market benchmark (rather than
+    IB's "no security definition" on the console), and (when accelerated: ten scenario minutes
+    pass in a wall second) staleness judged in session time."""
+    drawdown = rules.drawdown
+    if drawdown.benchmark and drawdown.benchmark not in instruments:
+        rules = replace(rules, drawdown=replace(drawdown, benchmark=""))
     if rules.financing_cost.benchmark_rate is None:
         rules = replace(
             rules, financing_cost=replace(rules.financing_cost, benchmark_rate=DEMO_BENCHMARK)
@@ -59,7 +66,13 @@ def demo_rules(rules: RulesConfig, accelerated: bool) -> RulesConfig:
     return rules
 
 
-def demo_settings(settings: Settings, port: int, state_dir: Path, accelerated: bool) -> Settings:
+def demo_settings(
+    settings: Settings,
+    port: int,
+    state_dir: Path,
+    accelerated: bool,
+    instruments: frozenset[str] = frozenset(),
+) -> Settings:
     """``settings`` pointed at the simulated gateway on ``port`` with ``state_dir``, printing
     notifications on the console (quiet hours off) and no scheduled summary."""
     return settings.model_copy(
@@ -80,7 +93,7 @@ def demo_settings(settings: Settings, port: int, state_dir: Path, accelerated: b
                 update={"state_dir": state_dir, "evaluate_every_seconds": 5.0}
             ),
             "summary": settings.summary.model_copy(update={"enabled": False}),
-            "rules": demo_rules(settings.rules, accelerated),
+            "rules": demo_rules(settings.rules, accelerated, instruments),
         }
     )
 
@@ -100,7 +113,9 @@ async def run_demo(
     accelerated = gateway.speed >= ACCELERATED_SPEED
     clock = accelerated_clock(session_open(), gateway.speed) if accelerated else utc_now
     state_dir = state_dir or Path(tempfile.mkdtemp(prefix="margin-monitor-demo-"))
-    configured = demo_settings(settings, port, state_dir, accelerated)
+    configured = demo_settings(
+        settings, port, state_dir, accelerated, frozenset(loaded.resolved_instruments)
+    )
     print(
         f"Simulated IB Gateway on 127.0.0.1:{port} playing {loaded.name!r} "
         f"at {gateway.speed:g}x; alerts print below as they are sent. (Financing costs assume a "

@@ -37,8 +37,10 @@ BEFORE_CLOSE = replace(NOON, now=datetime(2026, 5, 11, 19, 45, tzinfo=UTC))  # 1
 IN_REG_T_WINDOW = replace(NOON, now=datetime(2026, 5, 11, 20, 30, tzinfo=UTC))  # 16:30
 
 #: Rules whose action is the seed's prescribed response rather than a fix of what they measure
-#: (a drawdown or a cost rise is cut by a loan cut, not undone) or that have no money action.
-NO_FIXING_ACTION = {"drawdown", "financing_cost", "stale_data"}
+#: (a market drawdown or a cost rise is answered by a loan cut, not undone; a rise of IB's
+#: terms resolves at IB's next update, its trim restores the cushion the cushion rule
+#: measures) or that have no money action.
+NO_FIXING_ACTION = {"drawdown", "financing_cost", "margin_terms", "stale_data"}
 
 STOCKS = ("AAA", "BBB", "CCC", "DDD", "SCHD", "VOO", "BND", "SGOV")
 FUNDS = ("TQQQ", "SQQQ", "SSO", "SH")  # 3x, -3x, 2x, and a -1x fund that is not leveraged
