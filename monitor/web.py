@@ -424,7 +424,8 @@ class WebServer:
 
     def _fragments(self, account: str | None, changed: set[str]) -> list[dict[str, str]]:
         """The page parts to replace: the link's banner, then each changed card (and, on an
-        account's page, its live section; on the overview, the counts)."""
+        account's page, its chart and the rest of its live part; on the overview, the
+        counts)."""
         link = link_status(self.source)
         fragments = [{"id": "link-status", "html": self._render("status.html", link=link)}]
         if account is not None:
@@ -434,9 +435,10 @@ class WebServer:
                     fragments.append(
                         {"id": f"card-{account}", "html": self._render("card.html", c=page.card)}
                     )
-                    fragments.append(
-                        {"id": "live", "html": self._render("account_live.html", page=page)}
-                    )
+                    for part, template in (("chart", "account_chart"), ("live", "account_live")):
+                        fragments.append(
+                            {"id": part, "html": self._render(f"{template}.html", page=page)}
+                        )
             return fragments
         accounts = known_accounts(self.source)
         for name in sorted(changed):
