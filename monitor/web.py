@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ import structlog
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from monitor.settings import ConfigError
 from monitor.webview import (
     EvaluatedView,
     Recent,
@@ -216,7 +218,8 @@ class WebServer:
         return self._token is not None
 
     async def start(self) -> None:
-        """Bind and start serving (an ``OSError`` when the port cannot be bound)."""
+        """Bind and start serving; :class:`~monitor.settings.ConfigError` naming ``[web] port``
+        when it cannot be bound (in use, or not allowed), so the daemon stops with one line."""
         app = web.Application(middlewares=[self._guard])
         app.on_response_prepare.append(_security_headers)
         app.on_shutdown.append(self._on_shutdown)
@@ -233,8 +236,14 @@ class WebServer:
         site = web.TCPSite(runner, self.host, self.port)
         try:
             await site.start()
-        except BaseException:
+        except BaseException as error:
             await runner.cleanup()
+            if isinstance(error, OSError):
+                reason = os.strerror(error.errno) if error.errno else str(error)
+                raise ConfigError(
+                    f"the status page cannot listen on {self.host}:{self.port} ({reason}): "
+                    "set another [web] port, or stop what uses it"
+                ) from None
             raise
         self._runner = runner
         self.port = runner.addresses[0][1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from support import make_settings
 from web_support import running_page, with_page
 
 from monitor.app import build_service
+from monitor.cli import main
 from monitor.daemon import announce_web_server, daily_summary
 from monitor.settings import ConfigError, load_settings
 from monitor.web import WebServer
@@ -300,6 +302,26 @@ def test_beyond_loopback_the_token_is_required_and_the_start_says_so(tmp_path):
     assert "beyond loopback" in logs[0]["event"] and "[web] token" in logs[0]["event"]
     assert TOKEN not in json.dumps(logs)
     service.store.close()
+
+
+def test_a_port_in_use_stops_the_daemon_with_one_line(tmp_path, capsys):
+    """``run`` with ``[web] port`` taken by another program: one line naming the port and what
+    to do, exit status 2 (a configuration problem: systemd does not restart it), no
+    traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[ib]\nport = 9\n[monitor]\nstate_dir = "{tmp_path}"\n[web]\nport = {port}\n'
+        )
+        assert main(["run", "--config", str(config)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"margin-monitor: the status page cannot listen on 127.0.0.1:{port} (Address already "
+        "in use): set another [web] port, or stop what uses it"
+    )
 
 
 def test_the_token_is_a_secret_for_the_log_redactor(tmp_path):
