@@ -27,7 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.clock import Clock, utc_now
 from monitor.daemon import Daemon, schedule_jobs
-from monitor.gateway import GatewayConnector
+from monitor.gateway import BenchmarkSpec, GatewayConnector
 from monitor.metrics import Metrics, MetricsServer
 from monitor.notifier import Notifier, QuietHours, Target
 from monitor.service import AccountView, MonitorService
@@ -89,7 +89,8 @@ def build_notifier(
 def build_connector(
     settings: Settings, *, clock: Clock = utc_now, client_id: int | None = None
 ) -> GatewayConnector:
-    """The read-only gateway connector of ``[ib]`` (``client_id`` overrides its id)."""
+    """The read-only gateway connector of ``[ib]`` (``client_id`` overrides its id), following
+    the market benchmark of ``[rules.drawdown]`` when that rule measures one."""
     ib = settings.ib
     return GatewayConnector(
         ib.host,
@@ -102,6 +103,17 @@ def build_connector(
         reconnect_min=ib.reconnect_min_seconds,
         reconnect_max=ib.reconnect_max_seconds,
         probe_after=ib.probe_after_seconds,
+        benchmark=benchmark_spec(settings),
+    )
+
+
+def benchmark_spec(settings: Settings) -> BenchmarkSpec | None:
+    """The benchmark ``[rules.drawdown]`` measures (``None``: disabled, or no benchmark)."""
+    rule = settings.rules.drawdown
+    if not rule.enabled or not rule.benchmark:
+        return None
+    return BenchmarkSpec(
+        rule.benchmark, rule.benchmark_exchange, rule.benchmark_currency, rule.lookback_days
     )
 
 

@@ -48,9 +48,16 @@ def session_open(zone_name: str = "America/New_York") -> datetime:
     return datetime.combine(today, dt_time(9, 30), tzinfo=zone(zone_name))
 
 
-def demo_rules(rules: RulesConfig, accelerated: bool) -> RulesConfig:
-    """The rules as configured, with a benchmark rate so the demo's loan has a cost, and (when
-    accelerated: ten scenario minutes pass in a wall second) staleness judged in session time."""
+def demo_rules(
+    rules: RulesConfig, accelerated: bool, instruments: frozenset[str] = frozenset()
+) -> RulesConfig:
+    """The rules as configured, with a benchmark rate so the demo's loan has a cost, the
+    account's own drawdown measured when the scenario serves no market benchmark (rather than
+    IB's "no security definition" on the console), and (when accelerated: ten scenario minutes
+    pass in a wall second) staleness judged in session time."""
+    drawdown = rules.drawdown
+    if drawdown.benchmark and drawdown.benchmark not in instruments:
+        rules = replace(rules, drawdown=replace(drawdown, benchmark=""))
     if rules.financing_cost.benchmark_rate is None:
         rules = replace(
             rules, financing_cost=replace(rules.financing_cost, benchmark_rate=DEMO_BENCHMARK)
@@ -62,7 +69,13 @@ def demo_rules(rules: RulesConfig, accelerated: bool) -> RulesConfig:
     return rules
 
 
-def demo_settings(settings: Settings, port: int, state_dir: Path, accelerated: bool) -> Settings:
+def demo_settings(
+    settings: Settings,
+    port: int,
+    state_dir: Path,
+    accelerated: bool,
+    instruments: frozenset[str] = frozenset(),
+) -> Settings:
     """``settings`` pointed at the simulated gateway on ``port`` with ``state_dir``, printing
     notifications on the console (quiet hours off), the status page on (a free port unless
     ``[web] port`` is set) and no scheduled summary."""
@@ -85,7 +98,7 @@ def demo_settings(settings: Settings, port: int, state_dir: Path, accelerated: b
             ),
             "summary": settings.summary.model_copy(update={"enabled": False}),
             "web": settings.web.model_copy(update={"port": settings.web.port or 0}),
-            "rules": demo_rules(settings.rules, accelerated),
+            "rules": demo_rules(settings.rules, accelerated, instruments),
         }
     )
 
@@ -121,7 +134,9 @@ async def run_demo(
     accelerated = gateway.speed >= ACCELERATED_SPEED
     clock = accelerated_clock(session_open(), gateway.speed) if accelerated else utc_now
     state_dir = state_dir or Path(tempfile.mkdtemp(prefix="margin-monitor-demo-"))
-    configured = demo_settings(settings, port, state_dir, accelerated)
+    configured = demo_settings(
+        settings, port, state_dir, accelerated, frozenset(loaded.resolved_instruments)
+    )
     print(
         f"Simulated IB Gateway on 127.0.0.1:{port} playing {loaded.name!r} "
         f"at {gateway.speed:g}x; alerts print below as they are sent. (Financing costs assume a "

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from monitor import trading_calendar
 from monitor.clock import Clock, utc_now
 from monitor.estimate import (
     Baseline,
@@ -28,6 +29,7 @@ from monitor.estimate import (
     estimate_error,
     make_baseline,
     moved_since,
+    options_caveat,
     rate_lookup,
 )
 from monitor.gateway import GatewayConnector, LinkState
@@ -108,6 +110,9 @@ class MonitorService:
         self.baselines: dict[str, Baseline] = {}
         self.last_estimates: dict[str, AccountSnapshot] = {}
         self.estimate_errors: dict[str, float] = {}
+        # Per account: IB's latest authoritative snapshot and the one before it (margin terms).
+        self.authoritative: dict[str, AccountSnapshot] = {}
+        self.previous_authoritative: dict[str, AccountSnapshot] = {}
         self.failed_task: str | None = None
         metrics.attach(self)
 
@@ -136,6 +141,8 @@ class MonitorService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: the connector, the evaluator and the notifier."""
+        # The exchange calendar loads pandas (about half a second): off the event loop, once.
+        warming = asyncio.create_task(asyncio.to_thread(trading_calendar.warm), name="calendar")
         tasks = [
             asyncio.create_task(self.connector.run(stop), name="gateway"),
             asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
@@ -153,6 +160,7 @@ class MonitorService:
                 stop.set()
         finally:
             stopping.cancel()
+            warming.cancel()
             self._wake.set()
             done, pending = await asyncio.wait(tasks, timeout=10)
             for task in pending:
@@ -241,6 +249,7 @@ class MonitorService:
             # After 1100 nothing IB sends is live: the data is as old as the loss, at least
             # (so a long 1100 becomes a stale-data warning instead of passing silently).
             last_update = min(last_update, not_live_since) if last_update else not_live_since
+        quote = self.connector.benchmark_quote()
         return EvaluationContext(
             now=now,
             peak_net_liquidation=self.store.peak(account),
@@ -252,19 +261,42 @@ class MonitorService:
             in_restart_window=bool(
                 self.restart_window and in_window(now, self.restart_window, self.zone)
             ),
+            benchmark_symbol=quote.symbol if quote else None,
+            benchmark_price=quote.price if quote else None,
+            benchmark_peak=quote.peak if quote else None,
+            benchmark_peak_on=quote.peak_on if quote else None,
+            benchmark_note=quote.note if quote else None,
+            previous_snapshot=self.previous_authoritative.get(account),
+            trading_day=trading_calendar.trading_day_at(now),
         )
+
+    def _track_authoritative(self, account: str, snapshot: AccountSnapshot) -> None:
+        """Keep IB's latest snapshot and the one before it: a new one is a new ``as_of``
+        (IB pushed values). The first look after a push with every position valued is kept,
+        with the position values of that moment (IB's requirement was computed at those
+        prices)."""
+        latest = self.authoritative.get(account)
+        if latest is not None and latest.as_of == snapshot.as_of:
+            if any(p.market_value is None for p in latest.positions):
+                self.authoritative[account] = snapshot  # values streamed in after IB's push
+            return
+        if latest is not None:
+            self.previous_authoritative[account] = latest
+        self.authoritative[account] = snapshot
 
     def findings_for(self, account: str) -> tuple[AccountSnapshot | None, list[Finding]]:
         """Snapshot and findings for one account, holding alerts when data is not live."""
         link = self.connector.state
         snapshot = self.connector.snapshot(account) if link.connected else None
-        context = self.context(account, snapshot)
         config = self.settings.rules
         reason = self._missing_reason(account, snapshot)
         if reason is None and snapshot is not None:
+            self._track_authoritative(account, snapshot)
+            context = self.context(account, snapshot)
             if self.settings.monitor.estimate:
                 snapshot = self._estimate(account, snapshot)
-            return snapshot, evaluate(snapshot, context, config)
+            return snapshot, with_caveat(snapshot, evaluate(snapshot, context, config))
+        context = self.context(account, snapshot)
         # Every rule holds its alert; only the health rule judges the link itself.
         health_input = snapshot or AccountSnapshot(account, "", context.now)
         return snapshot, [
@@ -406,6 +438,21 @@ def missing_finding(account: str, rule: str, reason: str) -> Finding:
         message=f"no data: {reason}",
         data_missing=True,
     )
+
+
+def with_caveat(snapshot: AccountSnapshot, findings: list[Finding]) -> list[Finding]:
+    """Findings made on an estimate of a book with options, saying what it cannot know."""
+    caveat = options_caveat(snapshot)
+    if caveat is None:
+        return findings
+    return [
+        replace(
+            finding,
+            message=f"{finding.message} ({caveat})",
+            details={**finding.details, "estimate_caveat": caveat},
+        )
+        for finding in findings
+    ]
 
 
 def history_figures(snapshot: AccountSnapshot, findings: list[Finding]) -> dict[str, Any]:

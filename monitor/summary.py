@@ -77,6 +77,8 @@ class AccountDay:
     effective_rate: float | None = None
     cost_of_half_point: float | None = None
     rate_rise: float | None = None
+    financing_by_currency: list[dict[str, Any]] = field(default_factory=list)
+    market_drawdown: float | None = None
     distance_to_liquidation: float | None = None
     cushion_after_falls: dict[str, float | None] = field(default_factory=dict)
     leveraged_etf_share: float | None = None
@@ -141,6 +143,7 @@ def summarize(
         _financing(result, last, config)
         _liquidation(result, last)
         result.leveraged_etf_share = last.extra.get("leveraged_etf_share")
+        result.market_drawdown = last.extra.get("market_drawdown")
         result.largest_positions = list(last.extra.get("largest_positions", []))
     result.alerts = [dict(event) for event in events]
     result.gaps = [dict(gap) for gap in gaps]
@@ -148,6 +151,12 @@ def summarize(
 
 
 def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
+    """The day's loan and its cost: each currency's debit as the rule costed it (history),
+    else the base loan on the configured USD terms (history from before per-currency costs)."""
+    breakdown = last.extra.get("financing_by_currency")
+    if breakdown:
+        _per_currency(result, breakdown, config)
+        return
     loan = last.margin_loan
     if not is_number(loan):
         return
@@ -160,6 +169,21 @@ def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
     result.effective_rate = cost.effective_rate
     result.cost_of_half_point = cost.cost_of_rise
     result.rate_rise = cost.rate_rise
+
+
+def _per_currency(result: AccountDay, rows: list[dict[str, Any]], config: RulesConfig) -> None:
+    """Totals in base currency from the per-currency rows (unknown when one row's is)."""
+    result.financing_by_currency = [dict(row) for row in rows]
+    result.margin_loan = sum(row.get("debit_base") or 0.0 for row in rows)
+    annual = [row.get("annual_cost_base") for row in rows]
+    daily = [row.get("daily_cost_base") for row in rows]
+    if all(is_number(v) for v in annual) and all(is_number(v) for v in daily):
+        result.annual_cost = sum(v for v in annual if v is not None)
+        result.daily_cost = sum(v for v in daily if v is not None)
+        result.effective_rate = figures.effective_rate(result.annual_cost, result.margin_loan)
+        rise = config.financing_cost.rate_rise
+        result.cost_of_half_point = figures.cost_of_rate_rise(result.margin_loan, rise)
+        result.rate_rise = rise
 
 
 def _liquidation(result: AccountDay, last: Sample) -> None:
@@ -195,6 +219,8 @@ def _loan_line(summary: AccountDay) -> str:
         return "Margin loan: none"
     loan = "Margin loan " + format_value(summary.margin_loan, "money", c)
     if summary.annual_cost is None:
+        if summary.financing_by_currency:
+            return f"{loan}: cost unknown (see the currencies below)"
         return f"{loan}: cost unknown (set [rules.financing_cost] benchmark_rate)"
     daily = format_value(summary.daily_cost, "money", c)
     annual = format_value(summary.annual_cost, "money", c)
@@ -205,6 +231,30 @@ def _loan_line(summary: AccountDay) -> str:
         f"{loan}: {daily}/day, {annual}/year, effective {effective}; "
         f"{rise} costs {rise_cost}/year"
     )
+
+
+def _currency_lines(summary: AccountDay) -> list[str]:
+    """One line per currency in debit, in its own currency (each has its own terms)."""
+    base = summary.base_currency
+    rows = summary.financing_by_currency
+    if not rows or (len(rows) == 1 and rows[0].get("currency") == base):
+        return []
+    lines = []
+    for row in rows:
+        ccy = row.get("currency", "")
+        debit = format_value(row.get("debit"), "money", ccy)
+        if row.get("debit_base") is not None and ccy != base:
+            debit += f" ({format_value(row['debit_base'], 'money', base)})"
+        if row.get("annual_cost") is None:
+            lines.append(f"  {debit}: cost unknown: {row.get('unknown') or 'n/a'}")
+            continue
+        lines.append(
+            f"  {debit}: {format_value(row['annual_cost'], 'money', ccy)}/year, "
+            f"{format_value(row.get('daily_cost'), 'money', ccy)}/day on "
+            f"actual/{row.get('day_count')}, effective "
+            f"{format_value(row.get('effective_rate'), 'percent')}"
+        )
+    return lines
 
 
 def _distance(value: float | None) -> str:
@@ -236,12 +286,19 @@ def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
     )
     lines = [
         "NLV: " + ", ".join(f"{k} {format_value(v, 'money', c)}" for k, v in nlv.items()),
-        f"Peak {format_value(summary.peak, 'money', c)}; drawdown {pct['drawdown']}",
+        f"Peak {format_value(summary.peak, 'money', c)}; drawdown {pct['drawdown']}"
+        + (
+            f" (the market benchmark: {format_value(summary.market_drawdown, 'percent', digits=1)}"
+            " below its prior peak)"
+            if summary.market_drawdown is not None
+            else ""
+        ),
         f"Cushion: min {pct['cushion_min']} at {_clock(summary.cushion_min_at, zone)}, "
         f"max {pct['cushion_max']}, close {pct['cushion_close']}",
         f"Leverage: {format_value(summary.leverage_min, 'multiple')} to "
         f"{format_value(summary.leverage_max, 'multiple')}",
         _loan_line(summary),
+        *_currency_lines(summary),
         f"Distance to liquidation: {_distance(summary.distance_to_liquidation)}; "
         f"cushion after a fall of {falls or 'n/a'}",
         "Leveraged-ETF sleeve: "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +112,10 @@ class AccountSnapshot:
 
     ``as_of`` is when these values were received (timezone-aware UTC). For an estimate made
     from streaming prices between IB's account updates, ``estimated`` is true and
-    ``authoritative_as_of`` is when IB last sent account values.
+    ``authoritative_as_of`` is when IB last sent account values. ``cash_balances`` holds the
+    cash of each currency in that currency (TotalCashBalance per currency, CashBalance as
+    fallback; negative = a debit financed in that currency), ``cash_balance`` their sum in
+    base currency.
     """
 
     account: str
@@ -142,6 +145,7 @@ class AccountSnapshot:
     positions: tuple[Position, ...] = ()
     estimated: bool = False
     authoritative_as_of: datetime | None = None
+    cash_balances: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def margin_loan(self) -> float | None:
@@ -177,12 +181,48 @@ class AccountSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class TradingDay:
+    """The exchange's session on one date, on the exchange's clock (e.g. the NYSE's).
+
+    ``open``/``close`` are aware datetimes, both ``None`` when the exchange has no session
+    that day (a holiday or a weekend). ``early_close`` marks a shortened session (e.g. the day
+    after Thanksgiving closes at 13:00); ``regular_close`` is when a normal session would
+    close that day, so a window defined against the normal close can move with the day's.
+    """
+
+    day: date
+    open: datetime | None = None
+    close: datetime | None = None
+    early_close: bool = False
+    regular_close: datetime | None = None
+
+    @property
+    def is_session(self) -> bool:
+        """True when the exchange trades that day."""
+        return self.open is not None and self.close is not None
+
+    @property
+    def close_shift(self) -> timedelta:
+        """How much earlier (negative) than a regular session this one closes."""
+        if self.close is None or self.regular_close is None:
+            return timedelta(0)
+        return self.close - self.regular_close
+
+
+@dataclass(frozen=True, slots=True)
 class EvaluationContext:
     """What a rule may know besides the snapshot: the clock and stored history.
 
     Rules never read a clock or a database: the service passes both in here.
     ``now`` is timezone-aware. ``connected`` and ``disconnected_since`` describe the gateway
     link; ``last_update`` is when the account's values last arrived from IB.
+
+    The market benchmark (``[rules.drawdown] benchmark``): ``benchmark_price`` now,
+    ``benchmark_peak`` its highest daily close (or streamed price) and ``benchmark_peak_on``
+    the day of it; ``benchmark_note`` says why a figure is missing. ``previous_snapshot`` is
+    the account's authoritative snapshot from IB's update before the current one (``None``
+    until there are two). ``trading_day`` is today's exchange session; ``None`` means the
+    calendar is not known, and windows then fall on weekdays only.
     """
 
     now: datetime
@@ -193,6 +233,13 @@ class EvaluationContext:
     disconnected_since: datetime | None = None
     last_update: datetime | None = None
     in_restart_window: bool = False
+    benchmark_symbol: str | None = None
+    benchmark_price: float | None = None
+    benchmark_peak: float | None = None
+    benchmark_peak_on: date | None = None
+    benchmark_note: str | None = None
+    previous_snapshot: AccountSnapshot | None = None
+    trading_day: TradingDay | None = None
 
 
 @dataclass(frozen=True, slots=True)

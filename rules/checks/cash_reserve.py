@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rules import figures
-from rules.checks.financing_cost import NO_BENCHMARK, FinancingCostConfig
+from rules.checks.financing_cost import (
+    FinancingCostConfig,
+    breakdown_text,
+    financing_breakdown,
+)
 from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
 from rules.model import (
     AccountSnapshot,
@@ -50,19 +53,22 @@ def cash_reserve(
     ``quarters`` quarters of the projected financing cost (from ``[rules.financing_cost]``)."""
     rule = "cash_reserve"
     tiers = financing or FinancingCostConfig()
-    lacking = absent(snapshot, "cash_balance")
+    financing_now = financing_breakdown(snapshot, tiers)
+    lacking = [] if financing_now is not None else absent(snapshot, "cash_balance")
     if not config.reserve_symbols:
         lacking += absent(snapshot, "excess_liquidity")
-    if lacking:
+    if lacking or financing_now is None:
         return missing(rule, snapshot, lacking)
-    loan = snapshot.margin_loan
-    assert loan is not None  # absent() vouched for the cash balance
     ccy = snapshot.base_currency
-    if loan <= 0:
+    if not financing_now.debits:
         return not_applicable(rule, snapshot, "No margin loan: no financing cost to reserve for")
-    cost = figures.financing_cost(loan, tiers)
+    cost = financing_now.total()
     if cost is None:
-        return not_applicable(rule, snapshot, f"Reserve not checked; {NO_BENCHMARK}")
+        return not_applicable(
+            rule,
+            snapshot,
+            "Reserve not checked; financing cost not computed: " + "; ".join(financing_now.unknown),
+        )
     if config.reserve_symbols:
         positions = Book.of(snapshot) if book is None else book
         unpriced = [s for s in config.reserve_symbols if s in positions.unpriced]
@@ -82,7 +88,8 @@ def cash_reserve(
     cover_text = f", {covers:.1f} quarters" if covers is not None else ""
     message = (
         f"Reserve {money(reserve, ccy)} ({source}{cover_text}) against {quarters} of financing "
-        f"cost, {money(needed, ccy)} ({money(quarterly, ccy)} a quarter)"
+        f"cost, {money(needed, ccy)} ({money(quarterly, ccy)} a quarter on "
+        f"{breakdown_text(financing_now)})"
     )
     if severity is not Severity.OK:
         message = "Reserve too small: " + message
@@ -116,6 +123,7 @@ def cash_reserve(
             "required": needed,
             "quarterly_cost": quarterly,
             "source": source,
+            "currencies": [d.to_dict() for d in financing_now.debits],
         },
     )
 
@@ -126,6 +134,6 @@ SPEC = RuleSpec(
     CashReserveConfig,
     "money",
     "reserve vs two quarters of financing cost",
-    reads=("cash_balance", "excess_liquidity", "positions"),
+    reads=("cash_balance", "cash_balances", "excess_liquidity", "positions"),
     shares={"financing": "financing_cost"},
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 from rules import figures
 from rules.checks.cushion import CushionConfig
-from rules.clock import in_window, window_of, zone
+from rules.clock import session_window
 from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
 from rules.model import (
     AccountSnapshot,
@@ -108,8 +108,9 @@ class LeveragedEtfConfig(RuleConfig):
     The sleeve (their absolute value over NLV) against ``sleeve_cap``; each one's Reg T
     requirement Min(``reg_t_base`` x |factor|, 100%); the cushion that would remain if those
     requirements applied now, graded against the cushion rule's critical level (or
-    ``projected_critical``): below it is critical inside the window (weekdays,
-    ``window_start``-``window_end`` in ``timezone``), a warning outside it. The action aims at
+    ``projected_critical``): below it is critical inside the window (``window_start``-
+    ``window_end`` in ``timezone`` on the exchange's trading days, moved before an early
+    close; weekdays when the calendar is unknown), a warning outside it. The action aims at
     the cushion rule's warning level. ``factors`` adds to or overrides the built-in table
     (0 removes a symbol).
     """
@@ -162,7 +163,8 @@ def leveraged_etf(
     Projected EL = EL - sum(|value| x max(0, requirement - current rate)), where the current rate
     is IB's maintenance for the fund, Min(25% x |factor|, 100%) long or Min(30% x |factor|, 100%)
     short (already inside MaintMarginReq). A projected cushion below the cushion rule's critical
-    level is critical inside the pre-close window (weekdays, 15:30-16:00 ET), a warning outside.
+    level is critical inside the pre-close window (15:30-16:00 ET on trading days, 30 minutes
+    before an early close, none on holidays), a warning outside.
     """
     rule = "leveraged_etf"
     levels = cushion or CushionConfig()
@@ -221,12 +223,10 @@ def leveraged_etf(
     critical_level = (
         config.projected_critical if config.projected_critical is not None else levels.critical
     )
-    window = in_window(
-        context.now,
-        window_of(config.window_start, config.window_end),
-        zone(config.timezone),
-        weekdays_only=True,
+    today = session_window(
+        context.now, config.window_start, config.window_end, config.timezone, context.trading_day
     )
+    window = today.inside
     sleeve_sev, sleeve_clear = grade_above(share, config.sleeve_cap, None, config.clear_margin)
     proj_sev, proj_clear = grade_below(projected, None, critical_level, config.clear_margin)
     if not window:
@@ -235,7 +235,7 @@ def leveraged_etf(
     severity = worst((sleeve_sev, proj_sev))
     clear = worst((sleeve_clear, proj_clear))
     symbols = names(row["symbol"] for row in rows)
-    span = f"{config.window_start}-{config.window_end} {config.timezone}"
+    span = today.text
     summary = (
         f"leveraged ETFs ({symbols}) are {pct(share)} of NLV; at their Reg T requirement the "
         f"cushion would be {pct(projected)}"
@@ -252,12 +252,12 @@ def leveraged_etf(
         where = "inside" if window else "outside"
         parts.append(
             f"the projected cushion is below the critical level {pct(critical_level)} "
-            f"({where} the {span} rebalancing window)"
+            + (f"({where} the {span} rebalancing window)" if today.exists else f"({span})")
         )
         target = levels.warning
         average = required / sleeve if sleeve else 1.0
         sale = max(0.0, (target * nlv - projected_el) / average)
-        when = "Now" if window else f"Before {config.window_start} {config.timezone}"
+        when = "Now" if window else f"Before {today.starts}"
         if sale <= sleeve:
             actions.append(
                 f"{when}, sell about {money(sale, ccy)} of leveraged ETFs (at their "

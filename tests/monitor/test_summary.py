@@ -50,9 +50,11 @@ from monitor.summary import (
     render_text,
     summarize,
 )
+from rules.checks.financing_cost import CurrencyTerms, FinancingCostConfig, financing_cost
 from rules.checks.leverage import LeverageConfig
 from rules.lifecycle import step
-from rules.model import Finding, Severity, grade_above
+from rules.model import EvaluationContext, Finding, Severity, grade_above
+from rules.samples import sample_snapshot
 
 NEW_YORK = ZoneInfo("America/New_York")
 DAY = date(2026, 6, 15)
@@ -331,6 +333,36 @@ def test_no_loan_an_unknown_cost_and_an_unreachable_liquidation_are_said_plainly
     assert unknown.margin_loan == 50_000 and unknown.annual_cost is None
     expected = "Margin loan 50,000.00: cost unknown (set [rules.financing_cost] benchmark_rate)"
     assert expected in render_lines(unknown, NEW_YORK)
+
+
+def test_the_loan_is_broken_down_per_currency_as_the_rule_costed_it():
+    """The EUR account with a CHF debit (history row from the financing_cost rule, CHF
+    benchmark 0.5%): CHF 25,000.00 = EUR 26,500.00 costs CHF 500.00 a year = EUR 530.00, CHF
+    1.39 = EUR 1.47 a day on actual/360; +0.5 pp on EUR 26,500 = EUR 132.50 a year. The
+    market benchmark's drawdown (13%) is shown beside the NLV drawdown."""
+    terms = FinancingCostConfig(currencies={"CHF": CurrencyTerms(benchmark_rate=0.005)})
+    snapshot = sample_snapshot(
+        base_currency="EUR",
+        cash_balances={"EUR": 8_000.0, "CHF": -25_000.0},
+        exchange_rates={"CHF": 1.06},
+    )
+    finding = financing_cost(snapshot, EvaluationContext(now=snapshot.as_of), terms)
+    at = datetime(2026, 11, 20, 21, 0, tzinfo=UTC)
+    extra = {"financing_by_currency": finding.details["currencies"], "market_drawdown": 0.13}
+    sample = Sample(at=at, net_liquidation=27_868.0, margin_loan=18_500.0, extra=extra)
+    day = summarize(ACCOUNT, DAY, [sample], peak=30_000.0, base_currency="EUR")
+    assert day.margin_loan == pytest.approx(26_500.0)
+    assert day.annual_cost == pytest.approx(530.0)
+    lines = render_lines(day, NEW_YORK)
+    assert (
+        "Margin loan EUR 26,500.00: EUR 1.47/day, EUR 530.00/year, effective 2.00%; "
+        "+0.5 pp costs EUR 132.50/year"
+    ) in lines
+    assert (
+        "  CHF 25,000.00 (EUR 26,500.00): CHF 500.00/year, CHF 1.39/day on actual/360, "
+        "effective 2.00%"
+    ) in lines
+    assert any("(the market benchmark: 13.0% below its prior peak)" in line for line in lines)
 
 
 # -- renderings ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ CATALOG = [
     "cash_reserve",
     "financing_cost",
     "drawdown",
+    "margin_terms",
     "concentration",
     "leveraged_etf",
     "shares_outstanding",
