@@ -471,19 +471,45 @@ def report_figures(entry: Mapping[str, Any]) -> list[Figure]:
     """Every figure of the report entry, in its order, whatever keys it carries."""
     base = entry.get("base_currency") or ""
     return [
-        _figure(entry, key, unit_for(key), base) for key in entry if key not in NOT_FIGURES
+        _figure(entry, key, None, base) for key in entry if key not in NOT_FIGURES
     ]
 
 
-def unit_for(key: str) -> Unit:
-    """How a report figure reads, from its name: ratios, multiples, counts, else money."""
-    if key == "cushion" or key.endswith(("_ratio", "_share", "_rate", "cushion")):
-        return "percent"
-    if key.endswith("leverage"):
-        return "multiple"
-    if key in ("positions",) or key.endswith(("_count", "_seconds")):
-        return "number"
-    return "money"
+#: Figures that are amounts in the account's base currency: the report's, and those the
+#: rules put at the top of a finding's details (deeper, a name can mean another currency).
+BASE_MONEY = frozenset(
+    {
+        "net_liquidation", "excess_liquidity", "gross_position_value", "maint_margin_req",
+        "init_margin_req", "equity_with_loan", "available_funds", "sma", "margin_loan",
+        "long_value", "reserve", "required", "quarterly_cost", "annual_financing_cost",
+        "look_ahead_excess_liquidity", "projected_excess_liquidity", "deposit", "account_peak",
+        "ib_warning_line", "annual_cost", "daily_cost", "cost_of_rise", "below_peak",
+        "requirement_increase", "excess_liquidity_cost",
+    }
+)
+#: Words that make a figure a fraction shown as a percentage (``sleeve_share``, ``cap``...).
+PERCENT_WORDS = frozenset(
+    {"cushion", "share", "rate", "ratio", "drawdown", "distance", "cap", "weight", "drift",
+     "move", "jump"}
+)
+#: An amount named with its currency: ``net_liquidation_usd``.
+CURRENCY_SUFFIX = re.compile(r"_(usd|eur|gbp|chf|jpy|cad|aud|hkd|sgd|sek|nok|dkk)$")
+
+
+def reading(key: str, *, nested: bool = False) -> tuple[Unit, str | None]:
+    """How a figure named ``key`` reads: its unit and, for money, its currency (``None``: the
+    base currency). Only names known to be base-currency amounts get the base currency; an
+    unknown name reads as a plain number rather than risk a wrong currency."""
+    name = key.lower()
+    if name.endswith("leverage"):
+        return "multiple", None
+    if PERCENT_WORDS & set(name.split("_")):
+        return "percent", None
+    if name.endswith("_base") or (name in BASE_MONEY and not nested):
+        return "money", None
+    if match := CURRENCY_SUFFIX.search(name):
+        return "money", match.group(1).upper()
+    return "number", None
 
 
 def finding_row(finding: Mapping[str, Any], base: str) -> FindingRow:
@@ -506,8 +532,7 @@ def finding_row(finding: Mapping[str, Any], base: str) -> FindingRow:
         estimated=bool(finding.get("estimated")),
         data_missing=bool(finding.get("data_missing")),
         details=[
-            _figure(details, key, unit_for(key), base, label=key.replace("_", " "))
-            for key in details
+            _figure(details, key, None, base, label=key.replace("_", " ")) for key in details
         ],
     )
 
@@ -644,16 +669,21 @@ def _rates(
 
 
 def _figure(
-    entry: Mapping[str, Any], key: str, unit: Unit, base: str, *, label: str | None = None
+    entry: Mapping[str, Any], key: str, unit: Unit | None, base: str, *, label: str | None = None
 ) -> Figure:
-    """``entry[key]`` with its label and text (``n/a`` when missing or unknown)."""
+    """``entry[key]`` with its label and text (``n/a`` when missing or unknown); its unit
+    from its name unless given."""
     value = entry.get(key)
     shown = label or LABELS.get(key, key.replace("_", " ").capitalize())
+    if unit is None:
+        unit, currency = reading(key)
+        return Figure(key, shown, value, _text(value, unit, currency or base))
     return Figure(key, shown, value, _text(value, unit, base))
 
 
-def _text(value: Any, unit: Unit, base: str) -> str:
-    """Any report value as text: numbers by ``unit``, nested tables as ``key: value`` lists."""
+def _text(value: Any, unit: Unit, currency: str) -> str:
+    """Any value as text: numbers by ``unit`` (money in ``currency``), tables as ``key:
+    value`` pairs each read by its own name, lists joined."""
     if value is None:
         return NOT_AVAILABLE
     if isinstance(value, bool):
@@ -661,11 +691,17 @@ def _text(value: Any, unit: Unit, base: str) -> str:
     if isinstance(value, int | float):
         if unit == "number" and float(value).is_integer():
             return f"{int(value):,}"
-        return format_value(float(value), unit, base)
+        return format_value(float(value), unit, currency)
     if isinstance(value, Mapping):
-        return "; ".join(f"{k}: {_text(v, unit_for(str(k)), base)}" for k, v in value.items())
+        parts = []
+        for key, item in value.items():
+            inner, named = reading(str(key), nested=True)
+            if inner == "number" and unit == "percent":
+                inner = unit  # a table of fractions: {"-10%": 0.55}
+            parts.append(f"{key}: {_text(item, inner, named or currency)}")
+        return "; ".join(parts) or "none"
     if isinstance(value, list | tuple):
-        return ", ".join(_text(item, unit, base) for item in value)
+        return ", ".join(_text(item, unit, currency) for item in value) or "none"
     return str(value)
 
 

@@ -151,7 +151,8 @@ def test_an_estimate_is_marked_as_such(source):
 def test_every_figure_of_the_report_is_shown_whatever_its_keys(source):
     """The account page lists every key of the entry: known ones with their labels, new ones
     by name; a missing cushion reads n/a beside its reason; a table (per currency) reads as
-    ``key: value`` pairs, each in its own unit."""
+    ``key: value`` pairs, each by its own name: an amount in another currency (the CHF debit)
+    is never labelled with the base currency, one named ``_base`` or ``_usd`` is."""
     entry = {
         "account": "DU1",
         "base_currency": "EUR",
@@ -159,7 +160,10 @@ def test_every_figure_of_the_report_is_shown_whatever_its_keys(source):
         "cushion": None,
         "cushion_reason": "no equity: NLV is not positive",
         "net_leverage": 1.25,
-        "financing_by_currency": {"CHF": 12.5, "CHF_rate": 0.035},
+        "financing_by_currency": [
+            {"currency": "CHF", "debit": 25_000.0, "debit_base": 26_500.0, "effective_rate": 0.035}
+        ],
+        "net_liquidation_usd": 1_080.0,
         "positions": 3,
         "status": "critical",
         "findings": [],
@@ -170,7 +174,11 @@ def test_every_figure_of_the_report_is_shown_whatever_its_keys(source):
         "cushion": ("Cushion", "n/a"),
         "cushion_reason": ("Cushion reason", "no equity: NLV is not positive"),
         "net_leverage": ("Net leverage", "1.25x"),
-        "financing_by_currency": ("Financing by currency", "CHF: EUR 12.50; CHF_rate: 3.50%"),
+        "financing_by_currency": (
+            "Financing by currency",
+            "currency: CHF; debit: 25,000; debit_base: EUR 26,500.00; effective_rate: 3.50%",
+        ),
+        "net_liquidation_usd": ("Net liquidation usd", "USD 1,080.00"),
         "positions": ("Positions", "3"),
     }
 
