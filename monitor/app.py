@@ -9,6 +9,7 @@ One builder per part, each taking the settings plus only what a caller may need 
   (``quiet_hours=False`` for a message the user asks for on the command line),
 - :func:`build_service` the service around those (a store or a connector passed in instead),
 - :func:`build_scheduler` the daemon's jobs, :func:`build_metrics_server` the endpoint,
+  :func:`build_web_server` the status page (its libraries imported only when it is on),
 - :func:`build_daemon` all of it as a runnable :class:`~monitor.daemon.Daemon`.
 
 A variation of the whole set (the demo's simulated gateway and own state directory) is a
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -32,6 +34,9 @@ from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
 from monitor.store import Store
 from rules.clock import parse_window, zone
+
+if TYPE_CHECKING:
+    from monitor.web import WebServer
 
 EvaluatedHook = Callable[[str, AccountView], None]
 
@@ -152,6 +157,33 @@ def build_metrics_server(settings: Settings, service: MonitorService) -> Metrics
     return MetricsServer(service.metrics, service.healthy, settings.metrics.host, port)
 
 
+def build_web_server(settings: Settings, service: MonitorService) -> WebServer | None:
+    """The status page of ``[web]`` over ``service`` (fed by its evaluations), or ``None`` when
+    off. aiohttp and Jinja2 are imported here, only when it is on: other commands start
+    without them."""
+    web = settings.web
+    if web.port is None:
+        return None
+    from monitor.web import WebServer
+
+    token = web.token.get_secret_value() if web.token is not None else None
+    server = WebServer(service, web.host, web.port, token=token)
+    service.on_evaluated = both(service.on_evaluated, server.evaluated)
+    return server
+
+
+def both(first: EvaluatedHook | None, second: EvaluatedHook) -> EvaluatedHook:
+    """One evaluation hook calling ``first`` (when set), then ``second``."""
+    if first is None:
+        return second
+
+    def hook(account: str, view: AccountView) -> None:
+        first(account, view)
+        second(account, view)
+
+    return hook
+
+
 def build_daemon(
     settings: Settings,
     *,
@@ -160,11 +192,15 @@ def build_daemon(
     on_evaluated: EvaluatedHook | None = None,
 ) -> Daemon:
     """The daemon around ``service`` (built from ``settings`` with ``clock`` and
-    ``on_evaluated`` when not given), its scheduler and its metrics endpoint."""
+    ``on_evaluated`` when not given), its scheduler, its metrics endpoint and status page."""
     if service is None:
         service = build_service(settings, clock=clock, on_evaluated=on_evaluated)
     return Daemon(
-        settings, service, build_scheduler(service), build_metrics_server(settings, service)
+        settings,
+        service,
+        build_scheduler(service),
+        build_metrics_server(settings, service),
+        web_server=build_web_server(settings, service),
     )
 
 

@@ -2,9 +2,9 @@
 
 :class:`Daemon` runs one :class:`~monitor.service.MonitorService` until SIGINT/SIGTERM (or a
 ``stop`` event): it starts the scheduler with the jobs of :func:`schedule_jobs` (the evaluation
-tick, history pruning, :func:`daily_summary`), the metrics endpoint, the heartbeat to a dead
-man's switch and the systemd watchdog, tells systemd READY and STOPPING, and closes the store
-at the end. It builds none of these: :mod:`monitor.app` does.
+tick, history pruning, :func:`daily_summary`), the metrics endpoint, the status page, the
+heartbeat to a dead man's switch and the systemd watchdog, tells systemd READY and STOPPING,
+and closes the store at the end. It builds none of these: :mod:`monitor.app` does.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import signal
 import urllib.request
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -25,11 +26,14 @@ from monitor.logs import redactor
 from monitor.metrics import MetricsServer
 from monitor.notifier import secret_fragments
 from monitor.service import MonitorService
-from monitor.settings import Settings
+from monitor.settings import Settings, is_loopback
 from monitor.summary import send_daily_summary
 from monitor.systemd import feed_watchdog
 from monitor.systemd import notify as sd_notify
 from rules.clock import parse_hhmm, zone
+
+if TYPE_CHECKING:
+    from monitor.web import WebServer
 
 log = structlog.get_logger("monitor.daemon")
 
@@ -99,11 +103,14 @@ class Daemon:
         service: MonitorService,
         scheduler: AsyncIOScheduler,
         metrics_server: MetricsServer | None = None,
+        *,
+        web_server: WebServer | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
         self.scheduler = scheduler
         self.metrics_server = metrics_server
+        self.web_server = web_server
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Run until ``stop`` is set (or SIGINT/SIGTERM); the exit status (1 when a task of
@@ -132,6 +139,10 @@ class Daemon:
             await self.metrics_server.start()
             log.info("metrics endpoint", url=self.metrics_server.url)
             tasks.append(asyncio.create_task(self.metrics_server.serve(stop), name="metrics"))
+        if self.web_server is not None:
+            await self.web_server.start()
+            tasks.append(asyncio.create_task(self.web_server.serve(stop), name="web"))
+            announce_web_server(self.web_server)
         tasks.append(asyncio.create_task(feed_watchdog(stop), name="watchdog"))
         if self.settings.notify.heartbeat_url is not None:
             tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
@@ -153,6 +164,18 @@ class Daemon:
                     log.warning("heartbeat failed", error=type(error).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
+
+
+def announce_web_server(server: WebServer) -> None:
+    """Log where the status page is; beyond loopback, a warning that says the token guards it."""
+    if is_loopback(server.host):
+        log.info("status page", url=server.url, token_required=server.protected)
+    else:
+        log.warning(
+            "status page listening beyond loopback: every request needs [web] token; "
+            "serve it behind TLS so the token does not cross the network in clear",
+            url=server.url,
+        )
 
 
 def _ping(url: str, timeout: float) -> None:
