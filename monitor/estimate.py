@@ -45,7 +45,7 @@ from math import isfinite
 from typing import Any
 
 from rules.figures import leveraged_maintenance
-from rules.model import AccountSnapshot, Position, is_number
+from rules.model import EXCESS_OF, REQUIREMENT_FIELDS, AccountSnapshot, Position, is_number
 
 RateLookup = Callable[[Position], float | None]
 
@@ -67,23 +67,10 @@ def is_option(position: Position) -> bool:
 DEFAULT_RATE = 0.25
 
 #: Requirement figures moved with the positions (maintenance first: the others scale from it).
-REQUIREMENTS = (
-    "maint_margin_req",
-    "init_margin_req",
-    "look_ahead_maint_margin_req",
-    "look_ahead_init_margin_req",
-    "full_maint_margin_req",
-    "full_init_margin_req",
-)
+REQUIREMENTS = REQUIREMENT_FIELDS
 
 #: Figure = ELV minus a requirement: (figure, requirement).
-_LIQUIDITY = (
-    ("excess_liquidity", "maint_margin_req"),
-    ("available_funds", "init_margin_req"),
-    ("look_ahead_excess_liquidity", "look_ahead_maint_margin_req"),
-    ("look_ahead_available_funds", "look_ahead_init_margin_req"),
-    ("full_excess_liquidity", "full_maint_margin_req"),
-)
+_LIQUIDITY = EXCESS_OF
 
 
 def rate_lookup(overrides: Mapping[str, float], factors: Mapping[str, float]) -> RateLookup:

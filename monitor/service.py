@@ -37,7 +37,7 @@ from monitor.metrics import Metrics
 from monitor.notifier import Notifier, notification_for
 from monitor.settings import Settings
 from monitor.store import Store
-from rules import enabled_rules, evaluate, leveraged_factors, run_rule
+from rules import account_status, enabled_rules, evaluate, leveraged_factors, run_rule
 from rules.catalog import HEALTH_RULE, history_figures_of
 from rules.clock import in_window, parse_window, zone
 from rules.lifecycle import AlertState, LifecyclePolicy, Transition, step
@@ -55,6 +55,12 @@ class AccountView:
     snapshot: AccountSnapshot | None = None
     findings: list[Finding] = field(default_factory=list)
     evaluated_at: datetime | None = None
+
+    @property
+    def status(self) -> Severity:
+        """The account's status, as ``check`` reports it: the worst finding, never milder than
+        ExcessLiquidity alone says (EL < 0 is critical)."""
+        return account_status(self.snapshot, self.findings)
 
 
 class MonitorService:
@@ -467,7 +473,7 @@ def history_figures(snapshot: AccountSnapshot, findings: list[Finding]) -> dict[
     return {
         "net_liquidation": snapshot.net_liquidation,
         "excess_liquidity": snapshot.excess_liquidity,
-        "cushion": snapshot.cushion,
+        "cushion": snapshot.measured_cushion,
         "gross_position_value": snapshot.gross_position_value,
         "maint_margin_req": snapshot.maint_margin_req,
         "leverage": snapshot.leverage,

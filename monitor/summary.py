@@ -24,13 +24,13 @@ from monitor.notifier import DeliveryReport, Notification, Notifier
 from monitor.settings import Settings
 from monitor.store import Store
 from rules import RulesConfig, figures
+from rules.checks.distance_to_liquidation import exposure_from, liquidation_profile
 from rules.clock import zone as zone_named
 from rules.model import is_number
 from rules.text import format_value
 
 log = structlog.get_logger("monitor.summary")
 
-FALLS = (0.10, 0.12, 0.20)
 CHART_SIZE = (1200, 700)  # pixels: 12 x 7 inches at 100 dpi
 
 
@@ -71,6 +71,8 @@ class AccountDay:
     cushion_close: float | None = None
     leverage_min: float | None = None
     leverage_max: float | None = None
+    net_leverage_min: float | None = None
+    net_leverage_max: float | None = None
     margin_loan: float | None = None
     annual_cost: float | None = None
     daily_cost: float | None = None
@@ -80,7 +82,9 @@ class AccountDay:
     financing_by_currency: list[dict[str, Any]] = field(default_factory=list)
     market_drawdown: float | None = None
     distance_to_liquidation: float | None = None
-    cushion_after_falls: dict[str, float | None] = field(default_factory=dict)
+    liquidation_direction: str | None = None
+    liquidation_note: str = ""
+    cushion_after_moves: dict[str, float | None] = field(default_factory=dict)
     leveraged_etf_share: float | None = None
     largest_positions: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -138,10 +142,13 @@ def summarize(
     leverages = [v for s in ordered if is_number(v := s.leverage)]
     if leverages:
         result.leverage_min, result.leverage_max = min(leverages), max(leverages)
+    nets = [v for s in ordered if is_number(v := s.extra.get("net_leverage"))]
+    if nets:
+        result.net_leverage_min, result.net_leverage_max = min(nets), max(nets)
     last = ordered[-1] if ordered else None
     if last is not None:
         _financing(result, last, config)
-        _liquidation(result, last)
+        _liquidation(result, last, config)
         result.leveraged_etf_share = last.extra.get("leveraged_etf_share")
         result.market_drawdown = last.extra.get("market_drawdown")
         result.largest_positions = list(last.extra.get("largest_positions", []))
@@ -186,7 +193,9 @@ def _per_currency(result: AccountDay, rows: list[dict[str, Any]], config: RulesC
         result.rate_rise = rise
 
 
-def _liquidation(result: AccountDay, last: Sample) -> None:
+def _liquidation(result: AccountDay, last: Sample, config: RulesConfig) -> None:
+    """The adverse move and stress table of the day's last figures, by the function the
+    ``distance_to_liquidation`` rule uses, on the exposure and moves it uses."""
     el, gpv, maint, nlv = (
         last.excess_liquidity,
         last.gross_position_value,
@@ -195,12 +204,13 @@ def _liquidation(result: AccountDay, last: Sample) -> None:
     )
     if not (is_number(el) and is_number(gpv) and is_number(maint) and is_number(nlv)) or not gpv:
         return
-    rate = maint / gpv
-    result.distance_to_liquidation = figures.distance_to_liquidation(el, gpv, rate)
-    result.cushion_after_falls = {
-        f"-{round(fall * 100)}%": figures.cushion_after_fall(nlv, el, gpv, rate, fall)
-        for fall in FALLS
-    }
+    exposure = exposure_from(last.extra.get("liquidation_exposure"), gpv)
+    profile = liquidation_profile(nlv, el, maint, exposure, config.distance_to_liquidation.moves)
+    if profile.move is not None:
+        result.distance_to_liquidation = profile.move.distance
+        result.liquidation_direction = profile.move.direction
+    result.liquidation_note = profile.reason
+    result.cushion_after_moves = profile.stress
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -257,10 +267,12 @@ def _currency_lines(summary: AccountDay) -> list[str]:
     return lines
 
 
-def _distance(value: float | None) -> str:
-    """d* as a percentage; at 100% or more no fall of the positions can liquidate."""
-    shown = format_value(value, "percent", digits=1)
-    return f"{shown} (no fall can liquidate)" if value is not None and value >= 1 else shown
+def _distance(summary: AccountDay) -> str:
+    """The adverse move (``a fall of 28.0%``), or why there is none."""
+    if summary.distance_to_liquidation is None:
+        return f"none ({summary.liquidation_note})" if summary.liquidation_note else "n/a"
+    shown = format_value(summary.distance_to_liquidation, "percent", digits=1)
+    return f"a {summary.liquidation_direction} of {shown}"
 
 
 def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
@@ -280,9 +292,9 @@ def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
         "high": summary.nlv_high,
         "low": summary.nlv_low,
     }
-    falls = ", ".join(
-        f"{fall}: {format_value(value, 'percent', digits=1)}"
-        for fall, value in summary.cushion_after_falls.items()
+    moves = ", ".join(
+        f"{move}: {format_value(value, 'percent', digits=1)}"
+        for move, value in summary.cushion_after_moves.items()
     )
     lines = [
         "NLV: " + ", ".join(f"{k} {format_value(v, 'money', c)}" for k, v in nlv.items()),
@@ -295,12 +307,14 @@ def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
         ),
         f"Cushion: min {pct['cushion_min']} at {_clock(summary.cushion_min_at, zone)}, "
         f"max {pct['cushion_max']}, close {pct['cushion_close']}",
-        f"Leverage: {format_value(summary.leverage_min, 'multiple')} to "
+        f"Leverage: net {format_value(summary.net_leverage_min, 'multiple')} to "
+        f"{format_value(summary.net_leverage_max, 'multiple')}; gross "
+        f"{format_value(summary.leverage_min, 'multiple')} to "
         f"{format_value(summary.leverage_max, 'multiple')}",
         _loan_line(summary),
         *_currency_lines(summary),
-        f"Distance to liquidation: {_distance(summary.distance_to_liquidation)}; "
-        f"cushion after a fall of {falls or 'n/a'}",
+        f"Distance to liquidation: {_distance(summary)}; cushion after a move of "
+        f"{moves or 'n/a'}",
         "Leveraged-ETF sleeve: "
         + format_value(summary.leveraged_etf_share, "percent", digits=1),
     ]
@@ -368,10 +382,12 @@ def render_chart(
     title: str,
     cushion_levels: Sequence[float | None] = (0.20, 0.10),
     leverage_levels: Sequence[float | None] = (1.6, 2.0),
+    gross_levels: Sequence[float | None] = (None, 2.0),
     zone: ZoneInfo | None = None,
     gaps: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """Draw cushion and leverage over the day (thresholds dashed) to a PNG of CHART_SIZE.
+    """Draw cushion and leverage over the day (thresholds dashed) to a PNG of CHART_SIZE:
+    net leverage with the envelope's levels, gross leverage with its cap.
 
     Uses matplotlib's object API on an Agg canvas (no pyplot global state), so it is safe in
     a worker thread and never touches a display; matplotlib is imported here, not at module
@@ -390,6 +406,7 @@ def render_chart(
     times = [s.at.astimezone(zone) if zone else s.at for s in ordered]
     cushion = [100 * v if is_number(v := s.cushion) else math.nan for s in ordered]
     leverage = [v if is_number(v := s.leverage) else math.nan for s in ordered]
+    net = [v if is_number(v := s.extra.get("net_leverage")) else math.nan for s in ordered]
     marker = "o" if len(ordered) < 30 else None  # a sparse day still shows its points
     top.plot(times, cushion, color="tab:blue", marker=marker, markersize=3, label="cushion %")
     for level, colour in zip(cushion_levels, ("orange", "red"), strict=False):
@@ -400,11 +417,17 @@ def render_chart(
     top.set_ylabel("cushion (%)")
     top.legend(loc="best", fontsize="small")
     top.set_title(title)
-    bottom.plot(times, leverage, color="tab:purple", marker=marker, markersize=3, label="leverage")
-    for level, colour in zip(leverage_levels, ("orange", "red"), strict=False):
-        if level is not None:
-            bottom.axhline(level, color=colour, linestyle="--", linewidth=1, label=f"{level:.1f}x")
-    bottom.set_ylabel("gross leverage (x)")
+    bottom.plot(times, net, color="tab:green", marker=marker, markersize=3, label="net leverage")
+    bottom.plot(
+        times, leverage, color="tab:purple", marker=marker, markersize=3, label="gross leverage"
+    )
+    for levels, what in ((leverage_levels, "net"), (gross_levels, "gross")):
+        for level, colour in zip(levels, ("orange", "red"), strict=False):
+            if level is not None:
+                bottom.axhline(
+                    level, color=colour, linestyle="--", linewidth=1, label=f"{what} {level:.1f}x"
+                )
+    bottom.set_ylabel("leverage (x)")
     bottom.legend(loc="best", fontsize="small")
     span = (ordered[-1].at - ordered[0].at) if ordered else timedelta(0)
     clock_format = "%H:%M" if span >= timedelta(minutes=30) else "%H:%M:%S"
@@ -489,11 +512,13 @@ def _gap(row: Any) -> dict[str, Any]:
 
 
 def chart_levels(settings: Settings) -> dict[str, tuple[float | None, float | None]]:
-    """The thresholds drawn on the chart: the cushion and leverage rules' warning/critical."""
+    """The thresholds drawn on the chart: the cushion, net and gross leverage rules'
+    warning/critical levels."""
     rules = settings.rules
     return {
         "cushion_levels": (rules.cushion.warning, rules.cushion.critical),
         "leverage_levels": (rules.leverage.warning, rules.leverage.critical),
+        "gross_levels": (rules.gross_leverage.warning, rules.gross_leverage.critical),
     }
 
 

@@ -270,7 +270,7 @@ class Recent:
             return
         self._with_values[account] = view
         points = self._points.setdefault(account, deque())
-        point = ChartPoint(at, snapshot.cushion, snapshot.leverage, snapshot.estimated)
+        point = ChartPoint(at, snapshot.measured_cushion, snapshot.leverage, snapshot.estimated)
         if points and self._slot(points[-1].at) == self._slot(at):
             points[-1] = point
         else:

@@ -19,6 +19,7 @@ from rules.checks import (
     distance_to_liquidation,
     drawdown,
     financing_cost,
+    gross_leverage,
     leverage,
     leveraged_etf,
     look_ahead,
@@ -46,6 +47,7 @@ __all__ = [
 CATALOG: tuple[RuleSpec, ...] = (
     cushion.SPEC,
     leverage.SPEC,
+    gross_leverage.SPEC,
     margin_utilization.SPEC,
     cash_reserve.SPEC,
     financing_cost.SPEC,

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rules import actions
 from rules.checks.financing_cost import (
     FinancingCostConfig,
     breakdown_text,
     financing_breakdown,
 )
-from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
+from rules.common import (
+    Book,
+    RuleConfig,
+    RuleSpec,
+    absent,
+    exposure_of,
+    make,
+    missing,
+    not_applicable,
+)
 from rules.model import (
     AccountSnapshot,
     EvaluationContext,
     Finding,
+    Remedy,
     Severity,
     grade_below,
     is_number,
 )
-from rules.text import money, names
+from rules.rates import FactorSettings, PortfolioMarginSettings, lowest_rates
+from rules.text import money, names, pct
 from rules.validation import fraction, positive, set_field, symbol_list
 
 
@@ -47,6 +59,8 @@ def cash_reserve(
     config: CashReserveConfig,
     *,
     financing: FinancingCostConfig | None = None,
+    leveraged: FactorSettings | None = None,
+    portfolio_margin: PortfolioMarginSettings | None = None,
     book: Book | None = None,
 ) -> Finding:
     """The reserve (ExcessLiquidity, or the value of the listed reserve holdings) against
@@ -94,21 +108,17 @@ def cash_reserve(
     if severity is not Severity.OK:
         message = "Reserve too small: " + message
     action = None
+    remedies: list[Remedy] = []
     if severity is not Severity.OK:
-        shortfall = needed - reserve
-        if config.reserve_symbols:
-            action = (
-                f"Add about {money(shortfall, ccy)} to the reserve (buy more "
-                f"{names(config.reserve_symbols)} with cash, or deposit) to cover {quarters} of "
-                "financing cost"
-            )
-        else:
-            rate = snapshot.maintenance_rate
-            sale = f" or sell about {money(shortfall / rate, ccy)} of positions" if rate else ""
-            action = (
-                f"Raise ExcessLiquidity by about {money(shortfall, ccy)}: deposit "
-                f"{money(shortfall, ccy)}{sale} to cover {quarters} of financing cost"
-            )
+        positions = Book.of(snapshot) if book is None else book
+        action, remedies = _replenish(
+            snapshot,
+            needed * (1 + config.clear_margin) - reserve,
+            config,
+            positions,
+            leveraged,
+            portfolio_margin,
+        )
     return make(
         rule,
         snapshot,
@@ -125,7 +135,56 @@ def cash_reserve(
             "source": source,
             "currencies": [d.to_dict() for d in financing_now.debits],
         },
+        remedies=remedies,
     )
+
+
+def _replenish(
+    snapshot: AccountSnapshot,
+    shortfall: float,
+    config: CashReserveConfig,
+    book: Book,
+    leveraged: FactorSettings | None,
+    portfolio_margin: PortfolioMarginSettings | None,
+) -> tuple[str, list[Remedy]]:
+    """What lifts the reserve by ``shortfall`` (to the required reserve plus the clear margin).
+
+    Either way the loan, and so the cost the reserve covers, does not grow: a deposit (or a
+    sale of longs) repays part of it, and reserve holdings are bought with the deposit.
+    """
+    ccy = snapshot.base_currency
+    quarters = f"{config.quarters:g} quarters"
+    deposit = actions.deposit(shortfall, ccy)
+    if config.reserve_symbols:
+        symbol = config.reserve_symbols[0]
+        purchase = actions.trade("buy", shortfall, ccy, symbols=(symbol,))
+        text = (
+            f"Deposit about {money(deposit.amount, ccy)} and buy {money(purchase.amount, ccy)} of "
+            f"{names(config.reserve_symbols)} with it (or fund the purchase by selling other "
+            f"holdings) to cover {quarters} of financing cost, where the alert clears"
+        )
+        return text, [actions.remedy(deposit, purchase)]
+    remedies = []
+    sale_text = ""
+    rate = lowest_rates(snapshot, book, leveraged=leveraged, portfolio_margin=portfolio_margin).long
+    exposure = exposure_of(snapshot, book)
+    if rate and exposure is not None:
+        sale = actions.trade(
+            "sell", shortfall / rate, ccy, rate=rate, held=exposure.long_marginable
+        )
+        if sale.amount <= exposure.long_marginable:
+            remedies.append(actions.remedy(sale))
+            sale_text = (
+                f" or sell about {money(sale.amount, ccy)} of long positions (sized at "
+                f"{pct(rate)}, the lowest maintenance a holding here can have)"
+            )
+    remedies.append(actions.remedy(deposit))
+    text = (
+        f"Raise ExcessLiquidity by about {money(deposit.amount, ccy)}: deposit "
+        f"{money(deposit.amount, ccy)}{sale_text} to cover {quarters} of financing cost, where "
+        "the alert clears"
+    )
+    return text, remedies
 
 
 SPEC = RuleSpec(
@@ -135,5 +194,9 @@ SPEC = RuleSpec(
     "money",
     "reserve vs two quarters of financing cost",
     reads=("cash_balance", "cash_balances", "excess_liquidity", "positions"),
-    shares={"financing": "financing_cost"},
+    shares={
+        "financing": "financing_cost",
+        "leveraged": "leveraged_etf",
+        "portfolio_margin": "pm_equity_floor",
+    },
 )

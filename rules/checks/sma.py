@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rules import actions
 from rules.clock import session_window
 from rules.common import RuleConfig, RuleSpec, absent, make, missing
 from rules.model import (
@@ -68,15 +69,24 @@ def sma(snapshot: AccountSnapshot, context: EvaluationContext, config: SmaConfig
         check = f"the {span} check" if today.exists else f"the next session's check ({span})"
         message = f"SMA is {money(value, ccy)}, below 0: it must be 0 or more by {check}"
     action = None
+    remedies = []
     if severity is not Severity.OK:
-        deficit = -value
-        sale = deficit / config.reg_t_rate
-        when = "now" if window else f"before {today.starts}"
-        action = (
-            f"Raise SMA by {money(deficit, ccy)} {when}: deposit {money(deficit, ccy)} or sell "
-            f"about {money(sale, ccy)} of positions (a sale credits {pct(config.reg_t_rate)} "
-            "of its proceeds to SMA)"
+        needed = config.clear_margin - value  # to 0 plus the clear margin
+        deposit = actions.deposit(needed, ccy)
+        sale = actions.trade(
+            "reduce", needed / config.reg_t_rate, ccy, held=snapshot.gross_position_value
         )
+        when = "now" if window else f"before {today.starts}"
+        gross = snapshot.gross_position_value
+        raise_by = money(deposit.amount, ccy)
+        action = f"Raise SMA by {raise_by} {when}: deposit {raise_by}"
+        remedies = [actions.remedy(deposit)]
+        if is_number(gross) and 0 < sale.amount <= gross:
+            action += (
+                f" or sell (or buy back) about {money(sale.amount, ccy)} of positions (a trade "
+                f"credits {pct(config.reg_t_rate)} of its value to SMA)"
+            )
+            remedies.append(actions.remedy(sale))
     return make(
         rule,
         snapshot,
@@ -87,6 +97,7 @@ def sma(snapshot: AccountSnapshot, context: EvaluationContext, config: SmaConfig
         action=action,
         clear=clear,
         details={"sma": value, "in_window": window},
+        remedies=remedies,
     )
 
 

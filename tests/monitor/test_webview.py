@@ -131,11 +131,13 @@ def test_a_card_shows_the_check_json_entry_itself(source):
 
 
 def test_a_card_reads_net_and_gross_leverage_when_the_report_carries_them(source):
-    """Once the report has ``gross_leverage`` and ``net_leverage``, the card shows those; a
-    figure the report lacks reads n/a."""
+    """The report carries ``net_leverage`` (issue 10: (long - short) / NLV, here the long-only
+    book's 150,000 / 100,000 = 1.5x) and the card shows it; given ``gross_leverage`` too, the
+    card shows that; a figure the report lacks reads n/a."""
     view = source.evaluate(book())
     entry = account_report("DU111", view.snapshot, view.findings)
-    assert card(source, "DU111", entry).net_leverage.text == "n/a"
+    assert card(source, "DU111", entry).net_leverage.text == "1.50x"
+    assert card(source, "DU111", {**entry, "net_leverage": None}).net_leverage.text == "n/a"
 
     richer = {**entry, "gross_leverage": 1.7, "net_leverage": -0.25}
     shown = card(source, "DU111", richer)

@@ -71,8 +71,10 @@ def test_history_figures_come_from_the_declared_details():
         ]
     )
     assert figures == {
+        "net_leverage": None,
         "annual_financing_cost": 8_500.0,
         "financing_by_currency": None,
         "market_drawdown": None,
         "leveraged_etf_share": None,
+        "liquidation_exposure": None,
     }

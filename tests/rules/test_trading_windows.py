@@ -98,12 +98,14 @@ def test_leveraged_etf_window_follows_the_calendar():
 
 
 def test_leveraged_etf_action_names_the_moved_window():
-    """Outside the early-close window the action says to act before 12:30, not 15:30."""
+    """Outside the early-close window the action says to act before 12:30, not 15:30. (The
+    amount, 51,000, brings the 60% sleeve to 9% and the projected cushion to 20%: see
+    tests/rules/checks/test_leveraged_etf.py.)"""
     snapshot = sample_snapshot(SLEEVE, excess_liquidity=15_000.0)
     context = EvaluationContext(now=ny(BLACK_FRIDAY.day, 10, 0), trading_day=BLACK_FRIDAY)
     finding = leveraged_etf(snapshot, context, LeveragedEtfConfig())
     assert finding.severity is WARNING
-    assert "Before 12:30 America/New_York, sell about USD 20,000.00" in finding.action
+    assert "Before 12:30 America/New_York, sell about USD 51,000.00" in finding.action
     assert "12:30-13:00 America/New_York (early close at 13:00" in finding.message
 
 
@@ -142,4 +144,4 @@ def test_leveraged_etf_message_on_a_holiday_reads_plainly():
         "below the critical level 10% (no 15:30-16:00 America/New_York window today: the "
         "exchange is closed)" in finding.message
     )
-    assert "; Before the next session's 15:30 America/New_York, sell" in finding.action
+    assert finding.action.startswith("Before the next session's 15:30 America/New_York, sell")
