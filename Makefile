@@ -34,6 +34,7 @@ bench: venv
 	$(BIN)/python bench/detection_latency.py
 	$(BIN)/python bench/soak_memory.py
 	$(BIN)/python bench/fault_delivery.py
+	$(BIN)/python bench/web_page.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -9,6 +9,7 @@ One builder per part, each taking the settings plus only what a caller may need 
   (``quiet_hours=False`` for a message the user asks for on the command line),
 - :func:`build_service` the service around those (a store or a connector passed in instead),
 - :func:`build_scheduler` the daemon's jobs, :func:`build_metrics_server` the endpoint,
+  :func:`build_web_server` the status page (its libraries imported only when it is on),
 - :func:`build_daemon` all of it as a runnable :class:`~monitor.daemon.Daemon`,
 - :func:`run_daemon` the ``run`` command: the state directory's lock, the state file opened
   (a damaged one moved aside and announced), the daemon built and run.
@@ -25,13 +26,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.clock import Clock, Monotonic, utc_now
 from monitor.daemon import Daemon, schedule_jobs
-from monitor.gateway import GatewayConnector
+from monitor.gateway import BenchmarkSpec, GatewayConnector
 from monitor.metrics import Metrics, MetricsServer
 from monitor.notifier import (
     Notifier,
@@ -45,6 +47,9 @@ from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
 from monitor.store import StateLock, Store, StoreError, open_state
 from rules.clock import parse_window, zone
+
+if TYPE_CHECKING:
+    from monitor.web import WebServer
 
 EvaluatedHook = Callable[[str, AccountView], None]
 
@@ -128,7 +133,8 @@ def build_connector(
     monotonic: Monotonic = time.monotonic,
     client_id: int | None = None,
 ) -> GatewayConnector:
-    """The read-only gateway connector of ``[ib]`` (``client_id`` overrides its id)."""
+    """The read-only gateway connector of ``[ib]`` (``client_id`` overrides its id), following
+    the market benchmark of ``[rules.drawdown]`` when that rule measures one."""
     ib = settings.ib
     return GatewayConnector(
         ib.host,
@@ -142,6 +148,17 @@ def build_connector(
         reconnect_max=ib.reconnect_max_seconds,
         probe_after=ib.probe_after_seconds,
         monotonic=monotonic,
+        benchmark=benchmark_spec(settings),
+    )
+
+
+def benchmark_spec(settings: Settings) -> BenchmarkSpec | None:
+    """The benchmark ``[rules.drawdown]`` measures (``None``: disabled, or no benchmark)."""
+    rule = settings.rules.drawdown
+    if not rule.enabled or not rule.benchmark:
+        return None
+    return BenchmarkSpec(
+        rule.benchmark, rule.benchmark_exchange, rule.benchmark_currency, rule.lookback_days
     )
 
 
@@ -189,6 +206,33 @@ def build_metrics_server(settings: Settings, service: MonitorService) -> Metrics
     return MetricsServer(service.metrics, service.healthy, settings.metrics.host, port)
 
 
+def build_web_server(settings: Settings, service: MonitorService) -> WebServer | None:
+    """The status page of ``[web]`` over ``service`` (fed by its evaluations), or ``None`` when
+    off. aiohttp and Jinja2 are imported here, only when it is on: other commands start
+    without them."""
+    web = settings.web
+    if web.port is None:
+        return None
+    from monitor.web import WebServer
+
+    token = web.token.get_secret_value() if web.token is not None else None
+    server = WebServer(service, web.host, web.port, token=token)
+    service.on_evaluated = both(service.on_evaluated, server.evaluated)
+    return server
+
+
+def both(first: EvaluatedHook | None, second: EvaluatedHook) -> EvaluatedHook:
+    """One evaluation hook calling ``first`` (when set), then ``second``."""
+    if first is None:
+        return second
+
+    def hook(account: str, view: AccountView) -> None:
+        first(account, view)
+        second(account, view)
+
+    return hook
+
+
 def build_daemon(
     settings: Settings,
     *,
@@ -197,11 +241,15 @@ def build_daemon(
     on_evaluated: EvaluatedHook | None = None,
 ) -> Daemon:
     """The daemon around ``service`` (built from ``settings`` with ``clock`` and
-    ``on_evaluated`` when not given), its scheduler and its metrics endpoint."""
+    ``on_evaluated`` when not given), its scheduler, its metrics endpoint and status page."""
     if service is None:
         service = build_service(settings, clock=clock, on_evaluated=on_evaluated)
     return Daemon(
-        settings, service, build_scheduler(service), build_metrics_server(settings, service)
+        settings,
+        service,
+        build_scheduler(service),
+        build_metrics_server(settings, service),
+        web_server=build_web_server(settings, service),
     )
 
 

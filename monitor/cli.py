@@ -41,7 +41,7 @@ from monitor.store import StoreError
 from rules.catalog import unit_of
 from rules.clock import zone
 from rules.model import Severity
-from rules.text import format_value
+from rules.text import Unit, format_value
 
 log = structlog.get_logger("monitor.cli")
 
@@ -60,6 +60,12 @@ FIGURES = (
     ("available_funds", "Available funds"),
     ("sma", "SMA"),
     ("margin_loan", "Margin loan"),
+)
+#: The ratios to NLV in ``check``'s table: null (with the reason) unless NLV is positive.
+RATIOS: tuple[tuple[str, str, Unit], ...] = (
+    ("cushion", "Cushion", "percent"),
+    ("net_leverage", "Net leverage", "multiple"),
+    ("leverage", "Gross leverage", "multiple"),
 )
 
 
@@ -300,10 +306,12 @@ def render_check(result: dict[str, Any]) -> str:
             value = entry.get(key)
             if value is not None:
                 lines.append(f"  {label:<24}{format_value(value, 'money', base):>20}")
-        if entry.get("cushion") is not None:
-            lines.append(f"  {'Cushion':<24}{format_value(entry['cushion'], 'percent'):>20}")
-        if entry.get("leverage") is not None:
-            lines.append(f"  {'Leverage':<24}{format_value(entry['leverage'], 'multiple'):>20}")
+        reasons = entry.get("null_reasons") or {}
+        for key, label, unit in RATIOS:
+            if entry.get(key) is not None:
+                lines.append(f"  {label:<24}{format_value(entry[key], unit):>20}")
+            elif key in reasons:
+                lines.append(f"  {label:<24}{'n/a':>20}  ({reasons[key]})")
         lines.append("")
         lines.append(f"  {'rule':<24}{'severity':<10}{'value':>18}{'threshold':>18}  message")
         for finding in entry["findings"]:

@@ -3,9 +3,9 @@
 :class:`Daemon` runs one :class:`~monitor.service.MonitorService` until SIGINT/SIGTERM (or a
 ``stop`` event): it starts the scheduler with the jobs of :func:`schedule_jobs` (history
 pruning and :func:`daily_summary`, both at wall-clock times people chose; the evaluation tick
-is the service's own, on the monotonic clock), the metrics endpoint, the heartbeat to a dead
-man's switch and the systemd watchdog, tells systemd READY and STOPPING, and closes the store
-at the end. It builds none of these: :mod:`monitor.app` does.
+is the service's own, on the monotonic clock), the metrics endpoint, the status page, the
+heartbeat to a dead man's switch and the systemd watchdog, tells systemd READY and STOPPING,
+and closes the store at the end. It builds none of these: :mod:`monitor.app` does.
 
 A metrics port that cannot be bound is a configuration error (one line, exit 2); a listener
 bound beyond loopback is logged as a warning naming the risk. A stop completes within a few
@@ -21,6 +21,7 @@ import signal
 import urllib.request
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -30,11 +31,14 @@ from monitor.logs import redactor
 from monitor.metrics import MetricsServer
 from monitor.notifier import Attempt, secret_fragments
 from monitor.service import MonitorService
-from monitor.settings import ConfigError, Settings, beyond_loopback
+from monitor.settings import ConfigError, Settings, is_loopback
 from monitor.summary import send_daily_summary
 from monitor.systemd import feed_watchdog
 from monitor.systemd import notify as sd_notify
 from rules.clock import parse_hhmm, zone
+
+if TYPE_CHECKING:
+    from monitor.web import WebServer
 
 log = structlog.get_logger("monitor.daemon")
 
@@ -43,7 +47,7 @@ HEARTBEAT_TIMEOUT = 10.0
 
 def warn_if_exposed(host: str, listener: str) -> None:
     """Log a warning naming the risk when ``listener`` is bound beyond loopback."""
-    if beyond_loopback(host):
+    if not is_loopback(host):
         log.warning(
             f"{listener} listens beyond loopback",
             host=host,
@@ -51,6 +55,24 @@ def warn_if_exposed(host: str, listener: str) -> None:
             "liquidation, cushion, alerts) without authentication; bind 127.0.0.1 and "
             "publish the port to trusted clients only",
         )
+
+
+class _Listener(Protocol):
+    host: str
+    port: int
+
+    async def start(self) -> None: ...
+
+
+async def bind(server: _Listener, section: str) -> None:
+    """Start listening; a port that cannot be bound is a configuration error naming it."""
+    try:
+        await server.start()
+    except OSError as error:
+        raise ConfigError(
+            f"[{section}] port {server.port} on {server.host} cannot be bound: "
+            f"{error.strerror or error} (is another process using it? choose another port)"
+        ) from None
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
@@ -110,11 +132,14 @@ class Daemon:
         service: MonitorService,
         scheduler: AsyncIOScheduler,
         metrics_server: MetricsServer | None = None,
+        *,
+        web_server: WebServer | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
         self.scheduler = scheduler
         self.metrics_server = metrics_server
+        self.web_server = web_server
 
     async def run(self, stop: asyncio.Event | None = None) -> int:
         """Run until ``stop`` is set (or SIGINT/SIGTERM); the exit status (1 when a task of
@@ -141,17 +166,14 @@ class Daemon:
         tasks = []
         if self.metrics_server is not None:
             server = self.metrics_server
-            try:
-                await server.start()
-            except OSError as error:
-                raise ConfigError(
-                    f"[metrics] port {server.port} on {server.host} cannot be bound: "
-                    f"{error.strerror or error} (is another process using it? choose "
-                    "another port)"
-                ) from None
+            await bind(server, "metrics")
             log.info("metrics endpoint", url=server.url)
             warn_if_exposed(server.host, "metrics endpoint")
             tasks.append(asyncio.create_task(self.metrics_server.serve(stop), name="metrics"))
+        if self.web_server is not None:
+            await bind(self.web_server, "web")
+            tasks.append(asyncio.create_task(self.web_server.serve(stop), name="web"))
+            announce_web_server(self.web_server)
         tasks.append(asyncio.create_task(feed_watchdog(stop), name="watchdog"))
         if self.settings.notify.heartbeat_url is not None:
             tasks.append(asyncio.create_task(self._heartbeat(stop), name="heartbeat"))
@@ -190,3 +212,15 @@ def _ping(url: str, timeout: float) -> tuple[bool, str]:
     except Exception as error:
         return False, type(error).__name__
     return True, ""
+def announce_web_server(server: WebServer) -> None:
+    """Log where the status page is; beyond loopback, a warning that says the token guards it."""
+    if is_loopback(server.host):
+        log.info("status page", url=server.url, token_required=server.protected)
+    else:
+        log.warning(
+            "status page listening beyond loopback: every request needs [web] token; "
+            "serve it behind TLS so the token does not cross the network in clear",
+            url=server.url,
+        )
+
+

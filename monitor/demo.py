@@ -1,15 +1,18 @@
 """``margin-monitor demo``: the real daemon against the built-in simulated gateway.
 
 The demo's settings are the user's (or the defaults) pointed at a simulated gateway on a free
-loopback port, with a fresh state directory, notifications printed on the console and, for a
-scenario played fast, a clock accelerated alike; the daemon itself is built by the same
-builders as ``run`` (:mod:`monitor.app`).
+loopback port, with a fresh state directory, notifications printed on the console, the status
+page on (``[web] port``, else a free port; its address is printed) and, for a scenario played
+fast, a clock accelerated alike; the daemon itself is built by the same builders as ``run``
+(:mod:`monitor.app`). Run from a terminal, the demo keeps the page up after the scenario
+until Enter or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -45,9 +48,16 @@ def session_open(zone_name: str = "America/New_York") -> datetime:
     return datetime.combine(today, dt_time(9, 30), tzinfo=zone(zone_name))
 
 
-def demo_rules(rules: RulesConfig, accelerated: bool) -> RulesConfig:
-    """The rules as configured, with a benchmark rate so the demo's loan has a cost, and (when
-    accelerated: ten scenario minutes pass in a wall second) staleness judged in session time."""
+def demo_rules(
+    rules: RulesConfig, accelerated: bool, instruments: frozenset[str] = frozenset()
+) -> RulesConfig:
+    """The rules as configured, with a benchmark rate so the demo's loan has a cost, the
+    account's own drawdown measured when the scenario serves no market benchmark (rather than
+    IB's "no security definition" on the console), and (when accelerated: ten scenario minutes
+    pass in a wall second) staleness judged in session time."""
+    drawdown = rules.drawdown
+    if drawdown.benchmark and drawdown.benchmark not in instruments:
+        rules = replace(rules, drawdown=replace(drawdown, benchmark=""))
     if rules.financing_cost.benchmark_rate is None:
         rules = replace(
             rules, financing_cost=replace(rules.financing_cost, benchmark_rate=DEMO_BENCHMARK)
@@ -59,9 +69,16 @@ def demo_rules(rules: RulesConfig, accelerated: bool) -> RulesConfig:
     return rules
 
 
-def demo_settings(settings: Settings, port: int, state_dir: Path, accelerated: bool) -> Settings:
+def demo_settings(
+    settings: Settings,
+    port: int,
+    state_dir: Path,
+    accelerated: bool,
+    instruments: frozenset[str] = frozenset(),
+) -> Settings:
     """``settings`` pointed at the simulated gateway on ``port`` with ``state_dir``, printing
-    notifications on the console (quiet hours off) and no scheduled summary."""
+    notifications on the console (quiet hours off), the status page on (a free port unless
+    ``[web] port`` is set) and no scheduled summary."""
     return settings.model_copy(
         update={
             "ib": settings.ib.model_copy(
@@ -80,9 +97,26 @@ def demo_settings(settings: Settings, port: int, state_dir: Path, accelerated: b
                 update={"state_dir": state_dir, "evaluate_every_seconds": 5.0}
             ),
             "summary": settings.summary.model_copy(update={"enabled": False}),
-            "rules": demo_rules(settings.rules, accelerated),
+            "web": settings.web.model_copy(update={"port": settings.web.port or 0}),
+            "rules": demo_rules(settings.rules, accelerated, instruments),
         }
     )
+
+
+async def until_enter(stop: asyncio.Event) -> None:
+    """Wait until a line arrives on standard input (or ``stop`` is set: Ctrl-C sets it)."""
+    loop = asyncio.get_running_loop()
+    entered = asyncio.Event()
+    loop.add_reader(sys.stdin.fileno(), entered.set)
+    try:
+        waits = [asyncio.ensure_future(entered.wait()), asyncio.ensure_future(stop.wait())]
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+        if entered.is_set():
+            sys.stdin.readline()
 
 
 async def run_demo(
@@ -100,7 +134,9 @@ async def run_demo(
     accelerated = gateway.speed >= ACCELERATED_SPEED
     clock = accelerated_clock(session_open(), gateway.speed) if accelerated else utc_now
     state_dir = state_dir or Path(tempfile.mkdtemp(prefix="margin-monitor-demo-"))
-    configured = demo_settings(settings, port, state_dir, accelerated)
+    configured = demo_settings(
+        settings, port, state_dir, accelerated, frozenset(loaded.resolved_instruments)
+    )
     print(
         f"Simulated IB Gateway on 127.0.0.1:{port} playing {loaded.name!r} "
         f"at {gateway.speed:g}x; alerts print below as they are sent. (Financing costs assume a "
@@ -110,14 +146,24 @@ async def run_demo(
     )
     stop = asyncio.Event()
     service = build_service(configured, clock=clock)
-    daemon = asyncio.create_task(build_daemon(configured, service=service).run(stop))
+    built = build_daemon(configured, service=service)
+    daemon = asyncio.create_task(built.run(stop))
     try:
         await gateway.wait_for_clients(1, timeout=15)
+        if built.web_server is not None:  # bound before the monitor connects
+            print(f"Status page: {built.web_server.url}", flush=True)
         await gateway.run_timeline()
         await service.settle(timeout=10.0)
         if accelerated:
             markdown = await daily_summary(service)
             await service.settle(timeout=10.0)
+        if built.web_server is not None and sys.stdin.isatty():
+            print(
+                f"Scenario over. The status page stays up at {built.web_server.url}: "
+                "press Enter (or Ctrl-C) to stop.",
+                flush=True,
+            )
+            await until_enter(stop)
     finally:
         stop.set()
         with contextlib.suppress(Exception):

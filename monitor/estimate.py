@@ -5,8 +5,10 @@ change), while each position's value streams about once a second (reqPnLSingle).
 keeps the last authoritative snapshot as a baseline and, between updates, moves every figure
 from its authoritative value by the change of the position values since then:
 
-- NLV and ELV move by the change of the signed values,
-- GPV by the change of the absolute values,
+- NLV moves by the change of the signed values; ELV by that of the positions other than
+  options (IB's EquityWithLoanValue excludes options: a long call losing value lowers NLV,
+  not ELV or ExcessLiquidity),
+- GPV by the change of the absolute values (options included),
 - each requirement (maintenance, initial, look-ahead, full) by the change of each position's
   absolute value times that position's rate,
 - ExcessLiquidity and AvailableFunds (and their look-ahead and full versions) by the change of
@@ -17,13 +19,16 @@ IB's figures exactly, and a figure IB reports in a way these formulas would not 
 commodities segment, a house adjustment) keeps IB's offset instead of jumping.
 
 A position's maintenance rate comes from configuration, else the leveraged-ETF rule
-(Min(25% x factor, 100%) long, Min(30% x factor, 100%) short), else the baseline's average
+(Min(25% x factor, 100%) long, Min(30% x factor, 100%) short), else 0 for a long option (paid
+in full, it carries no requirement), else the baseline's average
 rate over the rest of the book (what is left of IB's requirement after the known rates,
 divided by the rest of the gross value). The other requirements use the maintenance rate
 scaled by their ratio to maintenance at the baseline. A uniform move of the whole book is
 therefore exact even with unknown, differing rates; only moves that differ between positions
 of different unknown rates leave an error (configure ``[monitor] maintenance_rates`` to
-remove it).
+remove it). A short option's requirement depends on its underlying in ways the estimate does
+not model: between IB's updates it moves at the average rate, and findings made on an
+estimate of a book with options say so (:func:`options_caveat`).
 
 A change of quantity (a trade) is treated as cash-neutral at the baseline price: only the
 price change moves NLV, while the exposure it adds or removes moves GPV and the requirements.
@@ -40,37 +45,40 @@ from math import isfinite
 from typing import Any
 
 from rules.figures import leveraged_maintenance
-from rules.model import AccountSnapshot, Position, is_number
+from rules.model import EXCESS_OF, REQUIREMENT_FIELDS, AccountSnapshot, Position, is_number
 
 RateLookup = Callable[[Position], float | None]
+
+#: Security types that are options: in NLV and GPV, never in EquityWithLoanValue.
+OPTION_TYPES = frozenset({"OPT", "FOP"})
+
+#: What an estimate of a book with options cannot know, said in its findings.
+OPTIONS_CAVEAT = (
+    "estimate between IB's updates: it moves NLV with the options' values, but cannot know "
+    "how their requirements change (IB's next update will)"
+)
+
+
+def is_option(position: Position) -> bool:
+    """True for an option (equity or futures option)."""
+    return position.sec_type.upper() in OPTION_TYPES
 
 #: The average maintenance rate assumed when the baseline cannot tell (no requirement known).
 DEFAULT_RATE = 0.25
 
 #: Requirement figures moved with the positions (maintenance first: the others scale from it).
-REQUIREMENTS = (
-    "maint_margin_req",
-    "init_margin_req",
-    "look_ahead_maint_margin_req",
-    "look_ahead_init_margin_req",
-    "full_maint_margin_req",
-    "full_init_margin_req",
-)
+REQUIREMENTS = REQUIREMENT_FIELDS
 
 #: Figure = ELV minus a requirement: (figure, requirement).
-_LIQUIDITY = (
-    ("excess_liquidity", "maint_margin_req"),
-    ("available_funds", "init_margin_req"),
-    ("look_ahead_excess_liquidity", "look_ahead_maint_margin_req"),
-    ("look_ahead_available_funds", "look_ahead_init_margin_req"),
-    ("full_excess_liquidity", "full_maint_margin_req"),
-)
+_LIQUIDITY = EXCESS_OF
 
 
 def rate_lookup(overrides: Mapping[str, float], factors: Mapping[str, float]) -> RateLookup:
     """A lookup of known maintenance rates: configured ones, then leveraged-ETF factors."""
 
     def lookup(position: Position) -> float | None:
+        if is_option(position):
+            return 0.0 if position.is_long else None  # a short option's is not known here
         if position.symbol in overrides:
             return _clamp(float(overrides[position.symbol]))
         factor = factors.get(position.symbol)
@@ -172,7 +180,7 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
     """
     base = baseline.snapshot
     values, quantities, rates = baseline.values, baseline.quantities, baseline.maintenance_rates
-    d_signed = d_gross = 0.0
+    d_signed = d_gross = d_options = 0.0  # d_options: the options' share of d_signed
     by_rate: dict[float, float] = {}  # maintenance rate -> change of absolute value
     seen: set[int] = set()
     for position in current.positions:
@@ -193,9 +201,12 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
         quantity_before = quantities[con_id]
         if quantity_before and position.quantity != quantity_before:
             # a trade: NLV moves only by the price change of the quantity held now
-            d_signed += value - before * (position.quantity / quantity_before)
+            change = value - before * (position.quantity / quantity_before)
         else:
-            d_signed += value - before
+            change = value - before
+        d_signed += change
+        if is_option(position):
+            d_options += change
         change_abs = abs(value) - abs(before)
         d_gross += change_abs
         rate = rates[con_id]
@@ -216,9 +227,10 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
 
     # AccountSnapshot field -> its moved value (float | None); Any because replace() checks
     # each keyword against its own field type, which a dict of figures cannot express.
+    d_equity = d_signed - d_options  # what moves ELV: everything but the options
     changes: dict[str, Any] = {
         "net_liquidation": moved(base.net_liquidation, d_signed),
-        "equity_with_loan": moved(base.equity_with_loan, d_signed),
+        "equity_with_loan": moved(base.equity_with_loan, d_equity),
         "gross_position_value": moved(base.gross_position_value, d_gross),
     }
     for name, delta in zip(REQUIREMENTS, d_req, strict=True):
@@ -229,7 +241,7 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
         base_excess = base.cushion * base.net_liquidation
     for name, requirement in _LIQUIDITY:
         figure = base_excess if name == "excess_liquidity" else getattr(base, name)
-        changes[name] = moved(figure, d_signed - requirement_delta[requirement])
+        changes[name] = moved(figure, d_equity - requirement_delta[requirement])
     nlv, excess = changes["net_liquidation"], changes["excess_liquidity"]
     cushion = excess / nlv if excess is not None and nlv is not None and nlv > 0 else None
     return replace(
@@ -243,6 +255,13 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
         estimated=True,
         authoritative_as_of=base.as_of,
     )
+
+
+def options_caveat(snapshot: AccountSnapshot) -> str | None:
+    """What an estimate of ``snapshot`` cannot know, when it holds options (else ``None``)."""
+    if snapshot.estimated and any(is_option(p) for p in snapshot.positions):
+        return OPTIONS_CAVEAT
+    return None
 
 
 def moved_since(baseline: Baseline, current: AccountSnapshot) -> bool:

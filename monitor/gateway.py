@@ -25,11 +25,11 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
-from ib_async import IB, Contract, RequestError
+from ib_async import IB, Contract, RequestError, Stock
 
 from monitor.clock import Clock, utc_now
 from rules.model import IB_MARGIN_TAGS, AccountSnapshot, Position
@@ -51,6 +51,17 @@ MAX_FRAME = 0xFFFFFF
 FRAME_TIMEOUT = 5.0
 #: How often the supervisor looks at the link.
 SUPERVISE_EVERY = 1.0
+#: reqMarketDataType: live where subscribed, else IB's delayed data (free for most symbols).
+DELAYED_IF_NOT_SUBSCRIBED = 3
+
+
+#: The pseudo-account that stands for the link itself until an account has been seen.
+LINK_ACCOUNT = "gateway@"
+
+
+def is_link_account(account: str) -> bool:
+    """True for the pseudo-account of a gateway link (``gateway@host:port``)."""
+    return account.startswith(LINK_ACCOUNT)
 
 
 class GatewayError(Exception):
@@ -139,6 +150,16 @@ class AccountValues:
                 return value
         return None
 
+    def cash_balances(self) -> dict[str, float]:
+        """Currency -> cash in that currency: TotalCashBalance per currency, CashBalance where
+        IB sent no TotalCashBalance (the ``BASE`` total is not a currency)."""
+        balances: dict[str, float] = {}
+        for tag in ("CashBalance", "TotalCashBalance"):  # the later tag wins
+            for (name, currency), value in self.values.items():
+                if name == tag and currency not in ("", "BASE") and value is not None:
+                    balances[currency] = value
+        return balances
+
     def exchange_rates(self) -> dict[str, float]:
         """Currency -> units of base per unit, from the ExchangeRate rows."""
         return {
@@ -185,6 +206,7 @@ def build_snapshot(
             parsed.ledger_value("TotalCashBalance", base), parsed.ledger_value("CashBalance", base)
         ),
         accrued_cash=parsed.ledger_value("AccruedCash", base),
+        cash_balances=parsed.cash_balances(),
         account_type=account_type,
         exchange_rates=rates,
         positions=converted,
@@ -288,6 +310,47 @@ class FrameWatch:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class BenchmarkSpec:
+    """The market benchmark to follow: a stock or ETF, and how far back its prior peak goes."""
+
+    symbol: str
+    exchange: str = "SMART"
+    currency: str = "USD"
+    lookback_days: int = 365
+
+    @property
+    def duration(self) -> str:
+        """reqHistoricalData's durationStr covering ``lookback_days`` (years past 365 days)."""
+        days = self.lookback_days
+        return f"{-(-days // 365)} Y" if days > 365 else f"{days} D"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkQuote:
+    """The benchmark now: its price, its highest close (or streamed price) and the day of it;
+    ``note`` says where a figure comes from or why it is missing."""
+
+    symbol: str
+    price: float | None = None
+    peak: float | None = None
+    peak_on: date | None = None
+    note: str | None = None
+
+
+@dataclass
+class _Benchmark:
+    """What the connector holds about the benchmark (daily closes, the streamed price)."""
+
+    spec: BenchmarkSpec
+    closes: list[tuple[date, float]] = field(default_factory=list)
+    history_error: str | None = None
+    pending: bool = False
+    ticker: Any = None
+    streamed_peak: float | None = None
+    streamed_peak_on: date | None = None
+
+
 @dataclass
 class LinkState:
     """What the service needs to know about the gateway link."""
@@ -329,8 +392,10 @@ class GatewayConnector:
         probe_after: float = 60.0,
         frame_timeout: float = FRAME_TIMEOUT,
         monotonic: Callable[[], float] = time.monotonic,
+        benchmark: BenchmarkSpec | None = None,
     ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
+        self._benchmark = _Benchmark(benchmark) if benchmark is not None else None
         self.wanted_accounts = [account.strip() for account in accounts if account.strip()]
         self.timeout = timeout
         self.clock = clock
@@ -389,6 +454,11 @@ class GatewayConnector:
         """``host:port`` for messages."""
         return f"{self.host}:{self.port}"
 
+    @property
+    def link_account(self) -> str:
+        """The pseudo-account the link is watched as until an account has been seen."""
+        return f"{LINK_ACCOUNT}{self.endpoint}"
+
     async def connect(self) -> None:
         """Connect once, read-only; raise :class:`GatewayError` with advice when that fails."""
         self._client_id_in_use = False
@@ -445,6 +515,7 @@ class GatewayConnector:
         self._pnl_subscribed.clear()
         log.info("connected", endpoint=self.endpoint, accounts=self._accounts)
         self._subscribe_position_values()
+        self._subscribe_benchmark()
         self.on_link(self.state)
         for account in self._accounts:
             self.on_update(account)
@@ -733,9 +804,109 @@ class GatewayConnector:
         for account in self._accounts:
             self.on_update(account)
 
+    # -- the market benchmark ----------------------------------------------------------------
+
+    def _subscribe_benchmark(self) -> None:
+        """Ask for the benchmark's daily closes (its prior peak) and stream its price."""
+        bench = self._benchmark
+        if bench is None or not self.ib.isConnected():
+            return
+        spec = bench.spec
+        contract = Stock(spec.symbol, spec.exchange, spec.currency)
+        bench.pending, bench.ticker = True, None
+        self.ib.reqMarketDataType(DELAYED_IF_NOT_SUBSCRIBED)
+        self._spawn(self._load_benchmark_history(contract))
+
+    async def _load_benchmark_history(self, contract: Contract) -> None:
+        """Qualify the contract, fetch its daily closes over the lookback (TRADES, regular
+        hours), then stream its price; any failure is kept as the reason the figures lack."""
+        bench = self._benchmark
+        assert bench is not None
+        spec = bench.spec
+        qualified: Contract | None = None
+        unknown = (
+            f"IB knows no {spec.symbol} on {spec.exchange} in {spec.currency} (check "
+            "[rules.drawdown] benchmark)"
+        )
+        try:
+            try:
+                found = await asyncio.wait_for(
+                    self.ib.qualifyContractsAsync(contract), self.timeout
+                )
+            except RequestError as error:
+                found = []
+                unknown += f": error {error.code}, {error.message}"
+            qualified = next((c for c in found if isinstance(c, Contract) and c.conId), None)
+            if qualified is None:
+                bench.history_error = unknown
+            else:
+                bars = await asyncio.wait_for(
+                    self.ib.reqHistoricalDataAsync(
+                        qualified, "", spec.duration, "1 day", "TRADES", True, formatDate=1
+                    ),
+                    self.timeout * 3,
+                )
+                bench.closes = [
+                    (_bar_day(bar.date), float(bar.close))
+                    for bar in bars or []
+                    if parse_number(bar.close) and float(bar.close) > 0
+                ]
+                bench.history_error = None if bench.closes else "IB sent no daily bars"
+        except RequestError as error:
+            bench.history_error = f"IB refused the daily bars: error {error.code}, {error.message}"
+        except TimeoutError:
+            bench.history_error = "IB did not answer the request for daily bars"
+        except Exception as error:  # a benchmark problem never breaks the connection
+            bench.history_error = f"daily bars failed: {type(error).__name__}: {error}"
+        finally:
+            bench.pending = False
+            self._touch_all()
+        if bench.history_error:
+            log.warning(
+                "benchmark history unavailable", symbol=spec.symbol, error=bench.history_error
+            )
+        if qualified is not None and self.ib.isConnected():
+            bench.ticker = self.ib.reqMktData(qualified, "", False, False)
+
+    def benchmark_quote(self) -> BenchmarkQuote | None:
+        """The benchmark's price (streamed, else the last daily close) and its prior peak
+        (highest daily close or streamed price), or ``None`` when none is followed."""
+        bench = self._benchmark
+        if bench is None:
+            return None
+        symbol = bench.spec.symbol
+        ticker = bench.ticker
+        price = None
+        if ticker is not None:
+            for candidate in (ticker.last, ticker.close):
+                number = parse_number(candidate)
+                if number is not None and number > 0:
+                    price = number
+                    break
+        today = self.clock().date()
+        if price is not None and (bench.streamed_peak is None or price > bench.streamed_peak):
+            bench.streamed_peak, bench.streamed_peak_on = price, today
+        note = None
+        if price is None and bench.closes:
+            price, note = bench.closes[-1][1], "no streamed price yet: the last daily close"
+        candidates = list(bench.closes)
+        if bench.streamed_peak is not None and bench.streamed_peak_on is not None:
+            candidates.append((bench.streamed_peak_on, bench.streamed_peak))
+        peak_on, peak = max(candidates, key=lambda item: item[1]) if candidates else (None, None)
+        if peak is None:
+            note = bench.history_error or (
+                "daily bars still loading" if bench.pending else "no data from IB yet"
+            )
+        elif price is None:
+            note = "no price from IB yet"
+        return BenchmarkQuote(symbol, price, peak, peak_on, note)
+
     def ready(self) -> bool:
-        """True when every account has values, every position a market value and a type."""
+        """True when every account has values, every position a market value and a type, and
+        the benchmark's daily bars have arrived (or failed)."""
         if self._details_pending:
+            return False
+        if self._benchmark is not None and self._benchmark.pending:
             return False
         for account in self._accounts:
             snapshot = self.snapshot(account)
@@ -819,6 +990,15 @@ class GatewayConnector:
                 )
             )
         return result
+
+
+def _bar_day(value: Any) -> date:
+    """A daily bar's date (ib_async parses ``formatDate=1`` daily bars into dates)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return datetime.strptime(str(value)[:8], "%Y%m%d").date()
 
 
 def parse_shares_outstanding(xml: str) -> float | None:

@@ -151,7 +151,7 @@ class _SourceCollector(Collector):
                 values = {
                     "net_liquidation": snapshot.net_liquidation,
                     "excess_liquidity": snapshot.excess_liquidity,
-                    "cushion": snapshot.cushion,
+                    "cushion": snapshot.measured_cushion,
                     "leverage": snapshot.leverage,
                 }
                 for name, value in values.items():

@@ -34,6 +34,7 @@ from typing import Any
 
 import structlog
 
+from monitor import trading_calendar
 from monitor.clock import Clock, utc_now
 from monitor.estimate import (
     Baseline,
@@ -41,9 +42,10 @@ from monitor.estimate import (
     estimate_error,
     make_baseline,
     moved_since,
+    options_caveat,
     rate_lookup,
 )
-from monitor.gateway import GatewayConnector, LinkState
+from monitor.gateway import GatewayConnector, LinkState, is_link_account
 from monitor.metrics import Metrics
 from monitor.notifier import (
     Notification,
@@ -54,7 +56,7 @@ from monitor.notifier import (
 )
 from monitor.settings import Settings
 from monitor.store import StateUnavailable, Store, StoreError
-from rules import enabled_rules, evaluate, leveraged_factors, run_rule
+from rules import account_status, enabled_rules, evaluate, leveraged_factors, run_rule
 from rules.catalog import HEALTH_RULE, history_figures_of
 from rules.clock import in_window, parse_window, zone
 from rules.lifecycle import AlertState, LifecyclePolicy, Transition, step
@@ -63,13 +65,6 @@ from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
 log = structlog.get_logger("monitor.service")
 
 NO_VALUES_YET = "no account values received yet"
-#: The pseudo-account that stands for the gateway link until an account has been seen.
-LINK_ACCOUNT = "gateway@"
-
-
-def is_link_account(account: str) -> bool:
-    """True for the pseudo-account of a gateway link (``gateway@host:port``)."""
-    return account.startswith(LINK_ACCOUNT)
 
 
 @dataclass
@@ -79,6 +74,12 @@ class AccountView:
     snapshot: AccountSnapshot | None = None
     findings: list[Finding] = field(default_factory=list)
     evaluated_at: datetime | None = None
+
+    @property
+    def status(self) -> Severity:
+        """The account's status, as ``check`` reports it: the worst finding, never milder than
+        ExcessLiquidity alone says (EL < 0 is critical)."""
+        return account_status(self.snapshot, self.findings)
 
 
 class MonitorService:
@@ -136,8 +137,11 @@ class MonitorService:
         self.baselines: dict[str, Baseline] = {}
         self.last_estimates: dict[str, AccountSnapshot] = {}
         self.estimate_errors: dict[str, float] = {}
+        # Per account: IB's latest authoritative snapshot and the one before it (margin terms).
+        self.authoritative: dict[str, AccountSnapshot] = {}
+        self.previous_authoritative: dict[str, AccountSnapshot] = {}
         self.failed_task: str | None = None
-        self.link_account = f"{LINK_ACCOUNT}{connector.endpoint}"
+        self.link_account = connector.link_account
         # Degraded: why the state file cannot be used, since when, and what waits to be written.
         self.degraded: str | None = None
         self.degraded_since: datetime | None = None
@@ -185,6 +189,8 @@ class MonitorService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: the connector, the evaluator and the notifier."""
+        # The exchange calendar loads pandas (about half a second): off the event loop, once.
+        warming = asyncio.create_task(asyncio.to_thread(trading_calendar.warm), name="calendar")
         tasks = [
             asyncio.create_task(self.connector.run(stop), name="gateway"),
             asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
@@ -203,6 +209,7 @@ class MonitorService:
                 stop.set()
         finally:
             stopping.cancel()
+            warming.cancel()
             self._wake.set()
             done, pending = await asyncio.wait(tasks, timeout=10)
             for task in pending:
@@ -325,6 +332,7 @@ class MonitorService:
             # After 1100 nothing IB sends is live: the data is as old as the loss, at least
             # (so a long 1100 becomes a stale-data warning instead of passing silently).
             last_update = min(last_update, not_live_since) if last_update else not_live_since
+        quote = self.connector.benchmark_quote()
         return EvaluationContext(
             now=now,
             peak_net_liquidation=self._stored(lambda: self.store.peak(account)),
@@ -336,7 +344,28 @@ class MonitorService:
             in_restart_window=bool(
                 self.restart_window and in_window(now, self.restart_window, self.zone)
             ),
+            benchmark_symbol=quote.symbol if quote else None,
+            benchmark_price=quote.price if quote else None,
+            benchmark_peak=quote.peak if quote else None,
+            benchmark_peak_on=quote.peak_on if quote else None,
+            benchmark_note=quote.note if quote else None,
+            previous_snapshot=self.previous_authoritative.get(account),
+            trading_day=trading_calendar.trading_day_at(now),
         )
+
+    def _track_authoritative(self, account: str, snapshot: AccountSnapshot) -> None:
+        """Keep IB's latest snapshot and the one before it: a new one is a new ``as_of``
+        (IB pushed values). The first look after a push with every position valued is kept,
+        with the position values of that moment (IB's requirement was computed at those
+        prices)."""
+        latest = self.authoritative.get(account)
+        if latest is not None and latest.as_of == snapshot.as_of:
+            if any(p.market_value is None for p in latest.positions):
+                self.authoritative[account] = snapshot  # values streamed in after IB's push
+            return
+        if latest is not None:
+            self.previous_authoritative[account] = latest
+        self.authoritative[account] = snapshot
 
     def findings_for(self, account: str) -> tuple[AccountSnapshot | None, list[Finding]]:
         """Snapshot and findings for one account, holding alerts when data is not live."""
@@ -347,12 +376,14 @@ class MonitorService:
             placeholder = AccountSnapshot(account, "", context.now)
             return None, [run_rule(HEALTH_RULE, placeholder, context, config)]
         snapshot = self.connector.snapshot(account) if link.connected else None
-        context = self.context(account, snapshot)
         reason = self._missing_reason(account, snapshot)
         if reason is None and snapshot is not None:
+            self._track_authoritative(account, snapshot)
+            context = self.context(account, snapshot)
             if self.settings.monitor.estimate:
                 snapshot = self._estimate(account, snapshot)
-            return snapshot, evaluate(snapshot, context, config)
+            return snapshot, with_caveat(snapshot, evaluate(snapshot, context, config))
+        context = self.context(account, snapshot)
         # Every rule holds its alert; only the health rule judges the link itself.
         health_input = snapshot or AccountSnapshot(account, "", context.now)
         return snapshot, [
@@ -571,6 +602,21 @@ def missing_finding(account: str, rule: str, reason: str) -> Finding:
     )
 
 
+def with_caveat(snapshot: AccountSnapshot, findings: list[Finding]) -> list[Finding]:
+    """Findings made on an estimate of a book with options, saying what it cannot know."""
+    caveat = options_caveat(snapshot)
+    if caveat is None:
+        return findings
+    return [
+        replace(
+            finding,
+            message=f"{finding.message} ({caveat})",
+            details={**finding.details, "estimate_caveat": caveat},
+        )
+        for finding in findings
+    ]
+
+
 def history_figures(snapshot: AccountSnapshot, findings: list[Finding]) -> dict[str, Any]:
     """The per-minute history row for an evaluation (the daily summary reads these)."""
     from_rules = history_figures_of(findings)
@@ -583,7 +629,7 @@ def history_figures(snapshot: AccountSnapshot, findings: list[Finding]) -> dict[
     return {
         "net_liquidation": snapshot.net_liquidation,
         "excess_liquidity": snapshot.excess_liquidity,
-        "cushion": snapshot.cushion,
+        "cushion": snapshot.measured_cushion,
         "gross_position_value": snapshot.gross_position_value,
         "maint_margin_req": snapshot.maint_margin_req,
         "leverage": snapshot.leverage,

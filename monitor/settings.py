@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -72,16 +73,6 @@ def _plain_path(value: Path | None) -> Path | None:
     if value is not None and "\x00" in str(value):
         raise ValueError("the path contains a NUL byte")
     return value
-
-
-def beyond_loopback(host: str) -> bool:
-    """True when a listener on ``host`` can be reached from other machines."""
-    if host.strip().lower() == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return True  # a name: it resolves to who knows what
 
 
 class IBSettings(_Section):
@@ -208,6 +199,45 @@ class MetricsSettings(_Section):
     host: str = "127.0.0.1"
 
 
+#: Shortest ``[web] token`` accepted: a token guards the page from the network.
+MIN_WEB_TOKEN = 16
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebSettings(_Section):
+    """The read-only status page (off unless a port is set).
+
+    It binds to loopback by default; any other address requires ``token`` (the page shows
+    account figures, so nothing on the network may read it without the secret).
+    """
+
+    port: int | None = Field(None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    token: SecretStr | None = Field(None, validate_default=True)
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        host = info.data.get("host", "127.0.0.1")
+        if value is None and not is_loopback(host):
+            raise ValueError(
+                f"required when host ({host}) is not loopback: anyone who can reach the port "
+                'would see the accounts (or keep host = "127.0.0.1")'
+            )
+        if value is not None and len(value.get_secret_value()) < MIN_WEB_TOKEN:
+            raise ValueError(f"must be at least {MIN_WEB_TOKEN} characters (a random string)")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything the monitor can be told."""
 
@@ -224,6 +254,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     summary: SummarySettings = Field(default_factory=SummarySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     rules: RulesConfig = Field(default_factory=RulesConfig)
 
     @classmethod
@@ -267,6 +298,8 @@ class Settings(BaseSettings):
         ]
         if self.notify.heartbeat_url is not None:
             values.append(self.notify.heartbeat_url.get_secret_value())
+        if self.web.token is not None:
+            values.append(self.web.token.get_secret_value())
         return values
 
 

@@ -24,13 +24,13 @@ from monitor.notifier import DeliveryReport, Notification, Notifier
 from monitor.settings import Settings
 from monitor.store import Store
 from rules import RulesConfig, figures
+from rules.checks.distance_to_liquidation import exposure_from, liquidation_profile
 from rules.clock import zone as zone_named
 from rules.model import is_number
 from rules.text import format_value
 
 log = structlog.get_logger("monitor.summary")
 
-FALLS = (0.10, 0.12, 0.20)
 CHART_SIZE = (1200, 700)  # pixels: 12 x 7 inches at 100 dpi
 
 
@@ -71,14 +71,20 @@ class AccountDay:
     cushion_close: float | None = None
     leverage_min: float | None = None
     leverage_max: float | None = None
+    net_leverage_min: float | None = None
+    net_leverage_max: float | None = None
     margin_loan: float | None = None
     annual_cost: float | None = None
     daily_cost: float | None = None
     effective_rate: float | None = None
     cost_of_half_point: float | None = None
     rate_rise: float | None = None
+    financing_by_currency: list[dict[str, Any]] = field(default_factory=list)
+    market_drawdown: float | None = None
     distance_to_liquidation: float | None = None
-    cushion_after_falls: dict[str, float | None] = field(default_factory=dict)
+    liquidation_direction: str | None = None
+    liquidation_note: str = ""
+    cushion_after_moves: dict[str, float | None] = field(default_factory=dict)
     leveraged_etf_share: float | None = None
     largest_positions: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -136,11 +142,15 @@ def summarize(
     leverages = [v for s in ordered if is_number(v := s.leverage)]
     if leverages:
         result.leverage_min, result.leverage_max = min(leverages), max(leverages)
+    nets = [v for s in ordered if is_number(v := s.extra.get("net_leverage"))]
+    if nets:
+        result.net_leverage_min, result.net_leverage_max = min(nets), max(nets)
     last = ordered[-1] if ordered else None
     if last is not None:
         _financing(result, last, config)
-        _liquidation(result, last)
+        _liquidation(result, last, config)
         result.leveraged_etf_share = last.extra.get("leveraged_etf_share")
+        result.market_drawdown = last.extra.get("market_drawdown")
         result.largest_positions = list(last.extra.get("largest_positions", []))
     result.alerts = [dict(event) for event in events]
     result.gaps = [dict(gap) for gap in gaps]
@@ -148,6 +158,12 @@ def summarize(
 
 
 def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
+    """The day's loan and its cost: each currency's debit as the rule costed it (history),
+    else the base loan on the configured USD terms (history from before per-currency costs)."""
+    breakdown = last.extra.get("financing_by_currency")
+    if breakdown:
+        _per_currency(result, breakdown, config)
+        return
     loan = last.margin_loan
     if not is_number(loan):
         return
@@ -162,7 +178,24 @@ def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
     result.rate_rise = cost.rate_rise
 
 
-def _liquidation(result: AccountDay, last: Sample) -> None:
+def _per_currency(result: AccountDay, rows: list[dict[str, Any]], config: RulesConfig) -> None:
+    """Totals in base currency from the per-currency rows (unknown when one row's is)."""
+    result.financing_by_currency = [dict(row) for row in rows]
+    result.margin_loan = sum(row.get("debit_base") or 0.0 for row in rows)
+    annual = [row.get("annual_cost_base") for row in rows]
+    daily = [row.get("daily_cost_base") for row in rows]
+    if all(is_number(v) for v in annual) and all(is_number(v) for v in daily):
+        result.annual_cost = sum(v for v in annual if v is not None)
+        result.daily_cost = sum(v for v in daily if v is not None)
+        result.effective_rate = figures.effective_rate(result.annual_cost, result.margin_loan)
+        rise = config.financing_cost.rate_rise
+        result.cost_of_half_point = figures.cost_of_rate_rise(result.margin_loan, rise)
+        result.rate_rise = rise
+
+
+def _liquidation(result: AccountDay, last: Sample, config: RulesConfig) -> None:
+    """The adverse move and stress table of the day's last figures, by the function the
+    ``distance_to_liquidation`` rule uses, on the exposure and moves it uses."""
     el, gpv, maint, nlv = (
         last.excess_liquidity,
         last.gross_position_value,
@@ -171,12 +204,13 @@ def _liquidation(result: AccountDay, last: Sample) -> None:
     )
     if not (is_number(el) and is_number(gpv) and is_number(maint) and is_number(nlv)) or not gpv:
         return
-    rate = maint / gpv
-    result.distance_to_liquidation = figures.distance_to_liquidation(el, gpv, rate)
-    result.cushion_after_falls = {
-        f"-{round(fall * 100)}%": figures.cushion_after_fall(nlv, el, gpv, rate, fall)
-        for fall in FALLS
-    }
+    exposure = exposure_from(last.extra.get("liquidation_exposure"), gpv)
+    profile = liquidation_profile(nlv, el, maint, exposure, config.distance_to_liquidation.moves)
+    if profile.move is not None:
+        result.distance_to_liquidation = profile.move.distance
+        result.liquidation_direction = profile.move.direction
+    result.liquidation_note = profile.reason
+    result.cushion_after_moves = profile.stress
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -195,6 +229,8 @@ def _loan_line(summary: AccountDay) -> str:
         return "Margin loan: none"
     loan = "Margin loan " + format_value(summary.margin_loan, "money", c)
     if summary.annual_cost is None:
+        if summary.financing_by_currency:
+            return f"{loan}: cost unknown (see the currencies below)"
         return f"{loan}: cost unknown (set [rules.financing_cost] benchmark_rate)"
     daily = format_value(summary.daily_cost, "money", c)
     annual = format_value(summary.annual_cost, "money", c)
@@ -207,10 +243,36 @@ def _loan_line(summary: AccountDay) -> str:
     )
 
 
-def _distance(value: float | None) -> str:
-    """d* as a percentage; at 100% or more no fall of the positions can liquidate."""
-    shown = format_value(value, "percent", digits=1)
-    return f"{shown} (no fall can liquidate)" if value is not None and value >= 1 else shown
+def _currency_lines(summary: AccountDay) -> list[str]:
+    """One line per currency in debit, in its own currency (each has its own terms)."""
+    base = summary.base_currency
+    rows = summary.financing_by_currency
+    if not rows or (len(rows) == 1 and rows[0].get("currency") == base):
+        return []
+    lines = []
+    for row in rows:
+        ccy = row.get("currency", "")
+        debit = format_value(row.get("debit"), "money", ccy)
+        if row.get("debit_base") is not None and ccy != base:
+            debit += f" ({format_value(row['debit_base'], 'money', base)})"
+        if row.get("annual_cost") is None:
+            lines.append(f"  {debit}: cost unknown: {row.get('unknown') or 'n/a'}")
+            continue
+        lines.append(
+            f"  {debit}: {format_value(row['annual_cost'], 'money', ccy)}/year, "
+            f"{format_value(row.get('daily_cost'), 'money', ccy)}/day on "
+            f"actual/{row.get('day_count')}, effective "
+            f"{format_value(row.get('effective_rate'), 'percent')}"
+        )
+    return lines
+
+
+def _distance(summary: AccountDay) -> str:
+    """The adverse move (``a fall of 28.0%``), or why there is none."""
+    if summary.distance_to_liquidation is None:
+        return f"none ({summary.liquidation_note})" if summary.liquidation_note else "n/a"
+    shown = format_value(summary.distance_to_liquidation, "percent", digits=1)
+    return f"a {summary.liquidation_direction} of {shown}"
 
 
 def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
@@ -230,20 +292,29 @@ def render_lines(summary: AccountDay, zone: ZoneInfo) -> list[str]:
         "high": summary.nlv_high,
         "low": summary.nlv_low,
     }
-    falls = ", ".join(
-        f"{fall}: {format_value(value, 'percent', digits=1)}"
-        for fall, value in summary.cushion_after_falls.items()
+    moves = ", ".join(
+        f"{move}: {format_value(value, 'percent', digits=1)}"
+        for move, value in summary.cushion_after_moves.items()
     )
     lines = [
         "NLV: " + ", ".join(f"{k} {format_value(v, 'money', c)}" for k, v in nlv.items()),
-        f"Peak {format_value(summary.peak, 'money', c)}; drawdown {pct['drawdown']}",
+        f"Peak {format_value(summary.peak, 'money', c)}; drawdown {pct['drawdown']}"
+        + (
+            f" (the market benchmark: {format_value(summary.market_drawdown, 'percent', digits=1)}"
+            " below its prior peak)"
+            if summary.market_drawdown is not None
+            else ""
+        ),
         f"Cushion: min {pct['cushion_min']} at {_clock(summary.cushion_min_at, zone)}, "
         f"max {pct['cushion_max']}, close {pct['cushion_close']}",
-        f"Leverage: {format_value(summary.leverage_min, 'multiple')} to "
+        f"Leverage: net {format_value(summary.net_leverage_min, 'multiple')} to "
+        f"{format_value(summary.net_leverage_max, 'multiple')}; gross "
+        f"{format_value(summary.leverage_min, 'multiple')} to "
         f"{format_value(summary.leverage_max, 'multiple')}",
         _loan_line(summary),
-        f"Distance to liquidation: {_distance(summary.distance_to_liquidation)}; "
-        f"cushion after a fall of {falls or 'n/a'}",
+        *_currency_lines(summary),
+        f"Distance to liquidation: {_distance(summary)}; cushion after a move of "
+        f"{moves or 'n/a'}",
         "Leveraged-ETF sleeve: "
         + format_value(summary.leveraged_etf_share, "percent", digits=1),
     ]
@@ -311,10 +382,12 @@ def render_chart(
     title: str,
     cushion_levels: Sequence[float | None] = (0.20, 0.10),
     leverage_levels: Sequence[float | None] = (1.6, 2.0),
+    gross_levels: Sequence[float | None] = (None, 2.0),
     zone: ZoneInfo | None = None,
     gaps: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """Draw cushion and leverage over the day (thresholds dashed) to a PNG of CHART_SIZE.
+    """Draw cushion and leverage over the day (thresholds dashed) to a PNG of CHART_SIZE:
+    net leverage with the envelope's levels, gross leverage with its cap.
 
     Uses matplotlib's object API on an Agg canvas (no pyplot global state), so it is safe in
     a worker thread and never touches a display; matplotlib is imported here, not at module
@@ -333,6 +406,7 @@ def render_chart(
     times = [s.at.astimezone(zone) if zone else s.at for s in ordered]
     cushion = [100 * v if is_number(v := s.cushion) else math.nan for s in ordered]
     leverage = [v if is_number(v := s.leverage) else math.nan for s in ordered]
+    net = [v if is_number(v := s.extra.get("net_leverage")) else math.nan for s in ordered]
     marker = "o" if len(ordered) < 30 else None  # a sparse day still shows its points
     top.plot(times, cushion, color="tab:blue", marker=marker, markersize=3, label="cushion %")
     for level, colour in zip(cushion_levels, ("orange", "red"), strict=False):
@@ -343,11 +417,17 @@ def render_chart(
     top.set_ylabel("cushion (%)")
     top.legend(loc="best", fontsize="small")
     top.set_title(title)
-    bottom.plot(times, leverage, color="tab:purple", marker=marker, markersize=3, label="leverage")
-    for level, colour in zip(leverage_levels, ("orange", "red"), strict=False):
-        if level is not None:
-            bottom.axhline(level, color=colour, linestyle="--", linewidth=1, label=f"{level:.1f}x")
-    bottom.set_ylabel("gross leverage (x)")
+    bottom.plot(times, net, color="tab:green", marker=marker, markersize=3, label="net leverage")
+    bottom.plot(
+        times, leverage, color="tab:purple", marker=marker, markersize=3, label="gross leverage"
+    )
+    for levels, what in ((leverage_levels, "net"), (gross_levels, "gross")):
+        for level, colour in zip(levels, ("orange", "red"), strict=False):
+            if level is not None:
+                bottom.axhline(
+                    level, color=colour, linestyle="--", linewidth=1, label=f"{what} {level:.1f}x"
+                )
+    bottom.set_ylabel("leverage (x)")
     bottom.legend(loc="best", fontsize="small")
     span = (ordered[-1].at - ordered[0].at) if ordered else timedelta(0)
     clock_format = "%H:%M" if span >= timedelta(minutes=30) else "%H:%M:%S"
@@ -432,11 +512,13 @@ def _gap(row: Any) -> dict[str, Any]:
 
 
 def chart_levels(settings: Settings) -> dict[str, tuple[float | None, float | None]]:
-    """The thresholds drawn on the chart: the cushion and leverage rules' warning/critical."""
+    """The thresholds drawn on the chart: the cushion, net and gross leverage rules'
+    warning/critical levels."""
     rules = settings.rules
     return {
         "cushion_levels": (rules.cushion.warning, rules.cushion.critical),
         "leverage_levels": (rules.leverage.warning, rules.leverage.critical),
+        "gross_levels": (rules.gross_leverage.warning, rules.gross_leverage.critical),
     }
 
 

@@ -8,9 +8,12 @@ use all live here once; the caller always passes ``now`` in.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from rules.model import TradingDay
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -85,6 +88,56 @@ def in_window(
         if inside and current < finish:
             weekday = (weekday - 1) % 7  # the window started the day before
     return inside and (not weekdays_only or weekday < 5)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowToday:
+    """A daily window as it falls today: ``inside`` it now, ``text`` saying where it is
+    (``15:30-16:00 America/New_York``, moved before an early close, or why there is none) and
+    ``starts``, when it opens (``15:30 America/New_York``; the next session's when none today);
+    ``exists`` is False on a day the exchange does not trade."""
+
+    inside: bool
+    text: str
+    starts: str
+    exists: bool = True
+
+
+def session_window(
+    now: datetime,
+    start: str,
+    end: str,
+    timezone: str,
+    trading_day: TradingDay | None,
+) -> WindowToday:
+    """The ``start``-``end`` window (``HH:MM`` on ``timezone``'s clock, set against a regular
+    session) as it falls on the day of ``now``.
+
+    Without a calendar (``trading_day`` None, or describing another day) the window exists on
+    weekdays. With one: no window when the exchange has no session (holiday, weekend); on an
+    early-close day the window moves by as much as the close (15:30-16:00 becomes 12:30-13:00
+    when the session closes at 13:00).
+    """
+    clock = zone(timezone)
+    span, starts = f"{start}-{end} {timezone}", f"{start} {timezone}"
+    local = on_clock(now, clock)
+    if trading_day is None or trading_day.day != local.date():
+        inside = in_window(now, window_of(start, end), clock, weekdays_only=True)
+        return WindowToday(inside, span, starts)
+    if not trading_day.is_session:
+        closed = f"no {start}-{end} {timezone} window today: the exchange is closed"
+        return WindowToday(False, closed, f"the next session's {starts}", exists=False)
+    shift = trading_day.close_shift
+    begin = datetime.combine(local.date(), parse_hhmm(start), tzinfo=clock) + shift
+    finish = datetime.combine(local.date(), parse_hhmm(end), tzinfo=clock) + shift
+    if shift:
+        close = on_clock(trading_day.close, clock) if trading_day.close else finish
+        span = (
+            f"{begin:%H:%M}-{finish:%H:%M} {timezone} (early close at {close:%H:%M}; "
+            f"{start}-{end} on a regular day)"
+        )
+        starts = f"{begin:%H:%M} {timezone}"
+    return WindowToday(begin <= local < finish, span, starts)
 
 
 def local_time(moment: datetime, timezone: str) -> str:

@@ -11,7 +11,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from rules.model import IB_MARGIN_TAGS, AccountSnapshot, Finding, Position, Severity, is_number
+from rules.model import (
+    IB_MARGIN_TAGS,
+    AccountSnapshot,
+    ActionKind,
+    Finding,
+    Position,
+    Remedy,
+    Severity,
+    is_number,
+)
 from rules.text import Unit, names
 from rules.validation import FORBID_EXTRA
 
@@ -30,6 +39,8 @@ NON_NEGATIVE = frozenset(
 EQUITY_TYPES = frozenset({"STK", "ETF"})
 #: Contract-details stockType values that mark an ETF.
 ETF_STOCK_TYPES = frozenset({"ETF", "etf", "Etf"})
+#: Security types of options: in NLV and GPV, not in EquityWithLoanValue.
+OPTION_TYPES = frozenset({"OPT", "FOP", "WAR"})
 
 
 # -- declaring a rule ------------------------------------------------------------------------
@@ -88,8 +99,11 @@ def make(
     action: str | None = None,
     clear: Severity | None = None,
     details: Mapping[str, Any] | None = None,
+    remedies: Iterable[Remedy] = (),
 ) -> Finding:
-    """A finding for ``snapshot`` (``estimated`` copied from it)."""
+    """A finding for ``snapshot`` (``estimated`` copied from it). The action text and the
+    remedies are kept only on a warning or critical finding."""
+    alerting = severity in (Severity.WARNING, Severity.CRITICAL)
     return Finding(
         rule=rule,
         account=snapshot.account,
@@ -97,10 +111,11 @@ def make(
         value=value if value is None or math.isfinite(value) else None,
         threshold=threshold if threshold is None or math.isfinite(threshold) else None,
         message=message,
-        action=action if severity in (Severity.WARNING, Severity.CRITICAL) else None,
+        action=action if alerting else None,
         clear_severity=clear if clear is not None else severity,
         estimated=snapshot.estimated,
         details=dict(details or {}),
+        remedies=tuple(remedy for remedy in remedies if remedy.actions) if alerting else (),
     )
 
 
@@ -133,17 +148,20 @@ def not_applicable(
     return make(rule, snapshot, Severity.OK, value, threshold, message, details=details)
 
 
-def absent(snapshot: AccountSnapshot, *fields: str) -> list[str]:
+def absent(snapshot: AccountSnapshot, *fields: str, positive_equity: bool = True) -> list[str]:
     """The IB tag names of ``fields`` that are missing or not finite; NLV must be at least a
-    cent and requirements and GPV must not be negative."""
+    cent (unless ``positive_equity`` is false: a rule that handles a deficit itself) and
+    requirements and GPV must not be negative."""
     result = []
     for name in fields:
         value = getattr(snapshot, name)
         tag = TAGS.get(name, name)
         if not is_number(value):
             result.append(tag)
+        elif name == "net_liquidation" and not positive_equity:
+            continue
         elif name == "net_liquidation" and value <= 0:
-            result.append(f"{tag} (not positive: {value:g})")
+            result.append(f"{tag} (not positive: {value:,.2f}; a ratio to it means nothing)")
         elif name == "net_liquidation" and value < MIN_EQUITY:
             result.append(f"{tag} (under one cent: {value:g})")
         elif name in NON_NEGATIVE and value < 0:
@@ -165,7 +183,9 @@ class Book:
     the symbols whose stockType is ETF, ``unpriced`` the symbols with a position lacking a
     value (an ordered set), ``no_rate`` those of them whose local value is known but whose
     currency IB sent no exchange rate for (symbol -> currency). ``long_value`` /
-    ``short_value`` sum every priced position of any secType.
+    ``short_value`` sum every priced position of any secType (the short one as a size);
+    ``long_options`` / ``short_options`` the options among them (secType OPT, FOP, WAR), which
+    are not in EquityWithLoanValue.
     """
 
     values: dict[str, float] = field(default_factory=dict)
@@ -175,6 +195,8 @@ class Book:
     long_value: float = 0.0
     short_value: float = 0.0
     all_priced: bool = True
+    long_options: float = 0.0
+    short_options: float = 0.0
     no_rate: dict[str, str] = field(default_factory=dict)
     base_currency: str = ""
 
@@ -204,7 +226,7 @@ class Book:
         unpriced: dict[str, None] = {}  # an ordered set
         no_rate: dict[str, str] = {}
         value_of, quantity_of = values.get, quantities.get
-        long_value = short_value = 0.0
+        long_value = short_value = long_options = short_options = 0.0
         all_priced = True
         equity_types = EQUITY_TYPES
         for position in snapshot.positions:
@@ -218,6 +240,11 @@ class Book:
             else:
                 short_value -= value
             if position.sec_type not in equity_types:
+                if value is not None and position.sec_type in OPTION_TYPES:
+                    if value > 0:
+                        long_options += value
+                    else:
+                        short_options -= value
                 continue
             symbol = position.symbol.upper()
             quantities[symbol] = quantity_of(symbol, 0.0) + position.quantity * (
@@ -240,9 +267,88 @@ class Book:
             long_value,
             short_value,
             all_priced,
+            long_options,
+            short_options,
             no_rate,
             snapshot.base_currency,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """An account's long and short exposure, in base currency (the short one as a size).
+
+    ``long`` and ``short`` are every position's value (options included); ``long_options`` and
+    ``short_options`` the options among them. ``assumed`` is set when IB sent no positions
+    (yet): GrossPositionValue is then taken as all long.
+    """
+
+    long: float
+    short: float
+    long_options: float = 0.0
+    short_options: float = 0.0
+    assumed: bool = False
+
+    @property
+    def net(self) -> float:
+        """Long minus short exposure: what a uniform move moves NLV by, per unit move."""
+        return self.long - self.short
+
+    @property
+    def long_marginable(self) -> float:
+        """Longs whose value is in EquityWithLoanValue (stocks and funds)."""
+        return self.long - self.long_options
+
+    @property
+    def short_marginable(self) -> float:
+        """Shorts whose value is in EquityWithLoanValue (stocks and funds)."""
+        return self.short - self.short_options
+
+
+def reducing_kind(exposure: Exposure) -> ActionKind:
+    """How gross exposure is cut: ``sell`` longs, ``buy_back`` shorts, or either (``reduce``)."""
+    if exposure.short <= 0:
+        return "sell"
+    if exposure.long <= 0:
+        return "buy_back"
+    return "reduce"
+
+
+#: How each kind of trade reads in an action's text.
+TRADE_WORDS: Mapping[str, str] = {
+    "sell": "sell",
+    "buy_back": "buy back",
+    "reduce": "sell or buy back",
+    "buy": "buy",
+}
+
+
+def missing_exposure(rule: str, snapshot: AccountSnapshot, book: Book) -> Finding:
+    """The ``unknown`` finding of a rule that needs the exposure and cannot know it: naming
+    the positions without a value, or the missing GrossPositionValue."""
+    what = (
+        [f"market value of {', '.join(book.unpriced)}"]
+        if book.unpriced
+        else absent(snapshot, "gross_position_value")
+    )
+    return missing(rule, snapshot, what or ["market value of a position"])
+
+
+def exposure_of(snapshot: AccountSnapshot, book: Book) -> Exposure | None:
+    """The long and short exposure of ``snapshot`` (whose sums are ``book``).
+
+    No positions but a positive GrossPositionValue: all of it is taken as long (``assumed``).
+    ``None`` when a position has no value (its side of the book is unknown) or when there
+    are neither positions nor a GPV.
+    """
+    if snapshot.positions:
+        if not book.all_priced:
+            return None
+        return Exposure(book.long_value, book.short_value, book.long_options, book.short_options)
+    gross = snapshot.gross_position_value
+    if not is_number(gross) or gross < 0:
+        return None
+    return Exposure(gross, 0.0, assumed=gross > 0)
 
 
 def base_value(position: Position, snapshot: AccountSnapshot) -> float | None:

@@ -7,14 +7,22 @@ Formulas (margin-rules.md sections 2 and 3):
 
 - tiered interest: the balance is split into tiers like tax brackets; each slice pays its own
   tier's rate (a fixed ``rate`` or ``benchmark + spread``);
-- leveraged-ETF requirement: ``Min(base x |factor|, 100%)`` (base 50% Reg T, 25% maintenance
-  long, 30% short);
+- leveraged-ETF requirement: ``Max(base, Min(base x |factor|, 100%))`` (base 50% Reg T, 25%
+  maintenance long, 30% short): never below the base, whatever the factor;
 - uniform fall ``d`` of the positions: ELV falls by ``d x GPV`` and maintenance by
   ``m x d x GPV``, so ``EL' = EL - (1 - m) x d x GPV`` and ``NLV' = NLV - d x long value``
   (a fall of long positions lowers NLV by their lost value; GPV is used for the long value
   when it is not given, i.e. an all-long book). EL reaches 0 at ``d* = EL / ((1 - m) x GPV)``;
 - selling ``S`` at maintenance rate ``m`` leaves NLV unchanged and raises EL by ``m x S``,
-  so the sale that restores cushion ``c*`` is ``S = (c* x NLV - EL) / m``.
+  so the sale that restores cushion ``c*`` is ``S = (c* x NLV - EL) / m``;
+- a uniform move ``x`` of every price (x > 0 a rise, x < 0 a fall, beta 1) of a book with longs
+  ``L`` and shorts ``|S|`` (stock and funds, the positions in EquityWithLoanValue):
+  ``EL(x) = EL + x k`` with ``k = L (1 - m_L) - |S| (1 + m_S) = L - |S| - MaintMarginReq``
+  (margin-rules.md section 6); the adverse move is a fall of ``EL / k`` when ``k > 0`` (none
+  beyond 100%), a rise of ``EL / |k|`` when ``k < 0``, none when ``k = 0``;
+- a deposit ``D`` raises NLV, ELV and EL by ``D``: it restores cushion ``c*`` at
+  ``D = (c* x NLV - EL) / (1 - c*)`` and brings loan / NLV to cap ``c`` at
+  ``D = (loan - c x NLV) / (1 + c)``.
 """
 
 from __future__ import annotations
@@ -164,8 +172,9 @@ def financing_cost(balance: float, config: FinancingTerms) -> FinancingCost | No
 
 
 def leveraged_requirement(factor: float, base: float = REG_T_BASE) -> float:
-    """IB's requirement for a leveraged ETF: Min(base x |factor|, 100%)."""
-    return min(base * abs(factor), 1.0)
+    """IB's requirement for a leveraged ETF: Min(base x |factor|, 100%), never below the base
+    itself (a fund of factor under 1 in size is margined like any other)."""
+    return max(base, min(base * abs(factor), 1.0))
 
 
 def leveraged_maintenance(factor: float, *, long: bool) -> float:
@@ -262,6 +271,103 @@ def sale_for_distance(
         raise ValueError("the maintenance rate and target must not both be 0")
     needed = target_distance * (1 - maintenance_rate) * gross_position_value - excess_liquidity
     return min(max(0.0, needed / denominator), max(gross_position_value, 0.0))
+
+
+def deposit_for_loan_cap(margin_loan: float, net_liquidation: float, cap: float) -> float:
+    """The deposit D that brings loan / NLV to ``cap``: it repays D of the loan and adds D to
+    NLV, so (loan - D) / (NLV + D) = cap gives D = (loan - cap x NLV) / (1 + cap)."""
+    return max(0.0, (margin_loan - cap * net_liquidation) / (1 + cap))
+
+
+# -- uniform moves of a book with longs and shorts ----------------------------------------------
+
+
+#: Below this in size (base currency per unit move) the book is taken as hedged: k = 0.
+HEDGED_SLOPE = 0.005
+
+
+def move_slope(long_value: float, short_value: float, maint_margin_req: float) -> float:
+    """k in EL(x) = EL + x k for a uniform move x of every price.
+
+    ``long_value`` and ``short_value`` (its size) are the positions whose value is in
+    EquityWithLoanValue (stocks and funds; options are not): k = L (1 - m_L) - |S| (1 + m_S),
+    which is L - |S| - MaintMarginReq whatever the split of the requirement between them.
+    """
+    return long_value - short_value - maint_margin_req
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidationMove:
+    """The uniform move that empties ExcessLiquidity: ``distance`` (a fraction, negative when
+    EL is already below 0) in ``direction`` "fall" or "rise"."""
+
+    distance: float
+    direction: str
+
+    @property
+    def move(self) -> float:
+        """The signed move x (a fall is negative)."""
+        return -self.distance if self.direction == "fall" else self.distance
+
+
+def liquidation_move(excess_liquidity: float, slope: float) -> LiquidationMove | None:
+    """The adverse uniform move: a fall of EL / k (k > 0) or a rise of EL / |k| (k < 0).
+
+    ``None`` when no uniform move empties EL: a hedged book (k = 0), or one whose fall would
+    have to exceed 100% (prices cannot fall further).
+    """
+    if abs(slope) < HEDGED_SLOPE:
+        return None
+    distance = excess_liquidity / abs(slope)
+    if slope > 0:
+        return None if distance > 1 else LiquidationMove(distance, "fall")
+    return LiquidationMove(distance, "rise")
+
+
+def cushion_after_move(
+    net_liquidation: float,
+    excess_liquidity: float,
+    slope: float,
+    net_exposure: float,
+    move: float,
+) -> float | None:
+    """Cushion EL(x) / NLV(x) after a uniform move x (0.10 a rise of 10%, -0.10 a fall).
+
+    EL(x) = EL + x k; NLV(x) = NLV + x (long - short) over every position (``net_exposure``,
+    options included). ``None`` when NLV(x) <= 0: the equity is gone.
+    """
+    nlv_after = net_liquidation + move * net_exposure
+    if nlv_after <= 0:
+        return None
+    return (excess_liquidity + move * slope) / nlv_after
+
+
+def trade_for_distance(
+    excess_liquidity: float, slope: float, target: float, rate: float, slope_change: float
+) -> float | None:
+    """The smallest trade a >= 0 after which the adverse move is at least ``target``.
+
+    A trade of a at maintenance rate m raises EL by m a and changes k by ``slope_change`` x a:
+    -(1 - m) for a sale of longs, +(1 + m) for a buy-back of shorts, 0 for a deposit (with
+    m = 1). After it, EL + m a >= target x |k + c a| must hold (the adverse direction may flip
+    on a mixed book). That function of a is concave, so the trades that satisfy it form an
+    interval: its left end is 0 or a root of one of the two linear pieces. ``None`` when no
+    trade size satisfies it.
+    """
+
+    def margin(amount: float) -> float:
+        return excess_liquidity + rate * amount - target * abs(slope + slope_change * amount)
+
+    scale = abs(excess_liquidity) + target * abs(slope) + 1.0
+    candidates = [0.0]
+    for sign in (1.0, -1.0):  # EL + m a = sign x target x (k + c a)
+        denominator = rate - sign * target * slope_change
+        if denominator != 0:
+            amount = (sign * target * slope - excess_liquidity) / denominator
+            if amount > 0:
+                candidates.append(amount)
+    fits = [amount for amount in sorted(candidates) if margin(amount) >= -1e-9 * scale]
+    return fits[0] if fits else None
 
 
 def rebalancing_trades(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # typing.TypeIs from Python 3.13; never imported at run time
     from typing_extensions import TypeIs
@@ -45,6 +45,26 @@ IB_MARGIN_TAGS = {
     "full_maint_margin_req": "FullMaintMarginReq",
     "full_excess_liquidity": "FullExcessLiquidity",
 }
+
+
+#: The requirement figures of a snapshot, maintenance first: a position's value moves them all.
+REQUIREMENT_FIELDS = (
+    "maint_margin_req",
+    "init_margin_req",
+    "look_ahead_maint_margin_req",
+    "look_ahead_init_margin_req",
+    "full_maint_margin_req",
+    "full_init_margin_req",
+)
+
+#: Each excess figure with the requirement it is ELV minus: (figure, requirement).
+EXCESS_OF = (
+    ("excess_liquidity", "maint_margin_req"),
+    ("available_funds", "init_margin_req"),
+    ("look_ahead_excess_liquidity", "look_ahead_maint_margin_req"),
+    ("look_ahead_available_funds", "look_ahead_init_margin_req"),
+    ("full_excess_liquidity", "full_maint_margin_req"),
+)
 
 
 class Severity(StrEnum):
@@ -112,7 +132,10 @@ class AccountSnapshot:
 
     ``as_of`` is when these values were received (timezone-aware UTC). For an estimate made
     from streaming prices between IB's account updates, ``estimated`` is true and
-    ``authoritative_as_of`` is when IB last sent account values.
+    ``authoritative_as_of`` is when IB last sent account values. ``cash_balances`` holds the
+    cash of each currency in that currency (TotalCashBalance per currency, CashBalance as
+    fallback; negative = a debit financed in that currency), ``cash_balance`` their sum in
+    base currency.
     """
 
     account: str
@@ -142,6 +165,7 @@ class AccountSnapshot:
     positions: tuple[Position, ...] = ()
     estimated: bool = False
     authoritative_as_of: datetime | None = None
+    cash_balances: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def margin_loan(self) -> float | None:
@@ -149,6 +173,21 @@ class AccountSnapshot:
         if not is_number(self.cash_balance):
             return None
         return max(0.0, -self.cash_balance)
+
+    @property
+    def measured_cushion(self) -> float | None:
+        """The cushion EL / NLV while NLV is positive (IB's Cushion tag, else computed).
+
+        ``None`` when NLV is missing, zero or negative: EL / NLV of two negatives is no cushion.
+        """
+        nlv = self.net_liquidation
+        if not is_number(nlv) or nlv <= 0:
+            return None
+        if is_number(self.cushion):
+            return self.cushion
+        if is_number(self.excess_liquidity):
+            return self.excess_liquidity / nlv
+        return None
 
     @property
     def leverage(self) -> float | None:
@@ -177,12 +216,48 @@ class AccountSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class TradingDay:
+    """The exchange's session on one date, on the exchange's clock (e.g. the NYSE's).
+
+    ``open``/``close`` are aware datetimes, both ``None`` when the exchange has no session
+    that day (a holiday or a weekend). ``early_close`` marks a shortened session (e.g. the day
+    after Thanksgiving closes at 13:00); ``regular_close`` is when a normal session would
+    close that day, so a window defined against the normal close can move with the day's.
+    """
+
+    day: date
+    open: datetime | None = None
+    close: datetime | None = None
+    early_close: bool = False
+    regular_close: datetime | None = None
+
+    @property
+    def is_session(self) -> bool:
+        """True when the exchange trades that day."""
+        return self.open is not None and self.close is not None
+
+    @property
+    def close_shift(self) -> timedelta:
+        """How much earlier (negative) than a regular session this one closes."""
+        if self.close is None or self.regular_close is None:
+            return timedelta(0)
+        return self.close - self.regular_close
+
+
+@dataclass(frozen=True, slots=True)
 class EvaluationContext:
     """What a rule may know besides the snapshot: the clock and stored history.
 
     Rules never read a clock or a database: the service passes both in here.
     ``now`` is timezone-aware. ``connected`` and ``disconnected_since`` describe the gateway
     link; ``last_update`` is when the account's values last arrived from IB.
+
+    The market benchmark (``[rules.drawdown] benchmark``): ``benchmark_price`` now,
+    ``benchmark_peak`` its highest daily close (or streamed price) and ``benchmark_peak_on``
+    the day of it; ``benchmark_note`` says why a figure is missing. ``previous_snapshot`` is
+    the account's authoritative snapshot from IB's update before the current one (``None``
+    until there are two). ``trading_day`` is today's exchange session; ``None`` means the
+    calendar is not known, and windows then fall on weekdays only.
     """
 
     now: datetime
@@ -193,6 +268,60 @@ class EvaluationContext:
     disconnected_since: datetime | None = None
     last_update: datetime | None = None
     in_restart_window: bool = False
+    benchmark_symbol: str | None = None
+    benchmark_price: float | None = None
+    benchmark_peak: float | None = None
+    benchmark_peak_on: date | None = None
+    benchmark_note: str | None = None
+    previous_snapshot: AccountSnapshot | None = None
+    trading_day: TradingDay | None = None
+
+
+#: What an action does: ``sell`` long holdings, ``buy_back`` short ones, ``reduce`` either (sell
+#: longs or buy back shorts), ``buy`` holdings, ``deposit`` cash.
+ActionKind = Literal["sell", "buy_back", "reduce", "buy", "deposit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One step of a remedy, structured so a program reads amounts rather than prose.
+
+    ``amount`` is money in ``currency`` (the account's base currency), rounded up to the cent.
+    ``symbols`` are the holdings the trade draws on (empty: any holding of its kind).
+    ``rate`` is the maintenance rate per unit traded that the amount was sized at (the lowest
+    such a holding can have), ``None`` when the amount does not depend on it. ``quantity`` is
+    the number of shares when the rule sizes the trade in shares.
+    """
+
+    kind: ActionKind
+    amount: float
+    currency: str
+    symbols: tuple[str, ...] = ()
+    rate: float | None = None
+    quantity: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape inside ``check --json``'s ``remedies``."""
+        return {
+            "kind": self.kind,
+            "amount": self.amount,
+            "currency": self.currency,
+            "symbols": list(self.symbols),
+            "rate": self.rate,
+            "quantity": self.quantity,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Remedy:
+    """One way to clear an alert: every action in it, done together. A finding's remedies are
+    alternatives: any one of them, once executed, brings the rule to its clear level."""
+
+    actions: tuple[Action, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape inside ``check --json``."""
+        return {"actions": [action.to_dict() for action in self.actions]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +335,8 @@ class Finding:
     finding whose inputs were absent: it never resolves an alert. A finding made on an
     estimate has ``estimated`` set and ``authoritative_age``: the age in seconds of the IB
     account values the estimate started from. ``details`` holds extra figures for the summary
-    and JSON output.
+    and JSON output. ``remedies`` are the structured form of ``action``: alternatives, each
+    sized to bring the rule to its clear level once executed.
     """
 
     rule: str
@@ -221,6 +351,7 @@ class Finding:
     estimated: bool = False
     authoritative_age: float | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    remedies: tuple[Remedy, ...] = ()
 
     @property
     def held_severity(self) -> Severity:
@@ -240,6 +371,7 @@ class Finding:
             "estimated": self.estimated,
             "authoritative_age_seconds": self.authoritative_age,
             "details": dict(self.details),
+            "remedies": [remedy.to_dict() for remedy in self.remedies],
         }
 
 
@@ -261,6 +393,22 @@ def grade_above(
     return _grade(value, warning, critical, clear_margin, below=False)
 
 
+#: Relative rounding tolerance of a comparison with a level: a value within it of the level
+#: counts as at the level (so an amount sized to a level, rounded up to the cent, reaches it
+#: even when the float arithmetic lands a hair short).
+LEVEL_TOLERANCE = 1e-9
+
+
+def exceeds(value: float, level: float) -> bool:
+    """``value > level`` beyond float rounding (:data:`LEVEL_TOLERANCE`)."""
+    return value > level + LEVEL_TOLERANCE * max(1.0, abs(level))
+
+
+def falls_short(value: float, level: float) -> bool:
+    """``value < level`` beyond float rounding (:data:`LEVEL_TOLERANCE`)."""
+    return value < level - LEVEL_TOLERANCE * max(1.0, abs(level))
+
+
 def _grade(
     value: float, warning: float | None, critical: float | None, margin: float, *, below: bool
 ) -> tuple[Severity, Severity]:
@@ -268,7 +416,9 @@ def _grade(
         def breached(trigger: float | None) -> bool:
             if trigger is None:
                 return False
-            return value < trigger + shift if below else value > trigger - shift
+            if below:
+                return falls_short(value, trigger + shift)
+            return exceeds(value, trigger - shift)
 
         if breached(critical):
             return Severity.CRITICAL

@@ -16,7 +16,15 @@ from dataclasses import replace
 from rules.catalog import CATALOG, spec
 from rules.common import Book, RuleConfig, RuleFunction
 from rules.config import RulesConfig
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, worst
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Severity,
+    falls_short,
+    is_number,
+    worst,
+)
 
 RULES: dict[str, RuleFunction] = {entry.id: entry.check for entry in CATALOG}
 
@@ -95,3 +103,15 @@ def evaluate(
 def overall_status(findings: Iterable[Finding]) -> Severity:
     """The worst severity among ``findings`` (``ok`` when there are none)."""
     return worst(finding.severity for finding in findings)
+
+
+def account_status(snapshot: AccountSnapshot | None, findings: Iterable[Finding]) -> Severity:
+    """An account's status: the worst of its findings, and never milder than what
+    ExcessLiquidity alone says. IBKR liquidates when EL < 0, so a known deficit makes the
+    account critical even if the rule that reports it is disabled or the others could compute
+    nothing (``unknown``)."""
+    status = overall_status(findings)
+    excess = snapshot.excess_liquidity if snapshot is not None else None
+    if is_number(excess) and falls_short(excess, 0.0):
+        return Severity.CRITICAL
+    return status

@@ -70,6 +70,19 @@ def ordered_above(warning: float | None, critical: float | None) -> None:
         )
 
 
+def upper_levels(warning: float | None, critical: float | None, clear_margin: float) -> None:
+    """Optional levels of a value that is bad when high (a multiple or a share): each above 0,
+    in order, and the clear margin below the lowest (an alert must be able to clear)."""
+    for name, value in (("warning", warning), ("critical", critical)):
+        if value is not None:
+            positive(name, value)
+    positive("clear_margin", clear_margin, allow_zero=True)
+    ordered_above(warning, critical)
+    lowest = warning if warning is not None else critical
+    if lowest is not None and lowest <= clear_margin:
+        raise ValueError("clear_margin must be below the lowest level")
+
+
 def hhmm(name: str, value: object) -> str:
     """A time of day ``HH:MM`` (24-hour clock), stripped."""
     try:

@@ -6,9 +6,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules import figures
+from rules import actions, figures
 from rules.common import Book, RuleConfig, RuleSpec, make, missing, not_applicable
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_above
+from rules.model import (
+    AccountSnapshot,
+    EvaluationContext,
+    Finding,
+    Remedy,
+    Severity,
+    grade_above,
+)
 from rules.text import money, names, pct
 from rules.validation import finite, fraction, ordered_above, set_field, symbol_map
 
@@ -107,13 +114,23 @@ def allocation_drift(
             f"band: {weights}"
         )
     action = None
+    remedies: list[Remedy] = []
     if severity is not Severity.OK:
         ordered = sorted(rows, key=lambda row: row["trade"])
-        steps = "; ".join(
-            f"{'sell' if row['trade'] < 0 else 'buy'} {money(abs(row['trade']), ccy)} "
-            f"{row['symbol']}"
+        orders = [
+            actions.trade(
+                "sell" if row["trade"] < 0 else "buy",
+                abs(row["trade"]),
+                ccy,
+                symbols=(row["symbol"],),
+                held=row["value"] if row["trade"] < 0 else None,
+            )
             for row in ordered
             if abs(row["trade"]) >= 0.005
+        ]
+        remedies = [actions.remedy(*orders)]
+        steps = "; ".join(
+            f"{order.kind} {money(order.amount, ccy)} {order.symbols[0]}" for order in orders
         )
         if steps:
             action = steps[0].upper() + steps[1:]
@@ -135,6 +152,7 @@ def allocation_drift(
         action=action,
         clear=clear,
         details={"positions": rows, "total": total},
+        remedies=remedies,
     )
 
 

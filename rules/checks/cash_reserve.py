@@ -4,18 +4,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rules import figures
-from rules.checks.financing_cost import NO_BENCHMARK, FinancingCostConfig
-from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
+from rules import actions
+from rules.checks.financing_cost import (
+    FinancingCostConfig,
+    breakdown_text,
+    financing_breakdown,
+)
+from rules.common import (
+    Book,
+    RuleConfig,
+    RuleSpec,
+    absent,
+    exposure_of,
+    make,
+    missing,
+    not_applicable,
+)
 from rules.model import (
     AccountSnapshot,
     EvaluationContext,
     Finding,
+    Remedy,
     Severity,
     grade_below,
     is_number,
 )
-from rules.text import money, names
+from rules.rates import FactorSettings, PortfolioMarginSettings, lowest_rates
+from rules.text import money, names, pct
 from rules.validation import fraction, positive, set_field, symbol_list
 
 
@@ -44,25 +59,30 @@ def cash_reserve(
     config: CashReserveConfig,
     *,
     financing: FinancingCostConfig | None = None,
+    leveraged: FactorSettings | None = None,
+    portfolio_margin: PortfolioMarginSettings | None = None,
     book: Book | None = None,
 ) -> Finding:
     """The reserve (ExcessLiquidity, or the value of the listed reserve holdings) against
     ``quarters`` quarters of the projected financing cost (from ``[rules.financing_cost]``)."""
     rule = "cash_reserve"
     tiers = financing or FinancingCostConfig()
-    lacking = absent(snapshot, "cash_balance")
+    financing_now = financing_breakdown(snapshot, tiers)
+    lacking = [] if financing_now is not None else absent(snapshot, "cash_balance")
     if not config.reserve_symbols:
         lacking += absent(snapshot, "excess_liquidity")
-    if lacking:
+    if lacking or financing_now is None:
         return missing(rule, snapshot, lacking)
-    loan = snapshot.margin_loan
-    assert loan is not None  # absent() vouched for the cash balance
     ccy = snapshot.base_currency
-    if loan <= 0:
+    if not financing_now.debits:
         return not_applicable(rule, snapshot, "No margin loan: no financing cost to reserve for")
-    cost = figures.financing_cost(loan, tiers)
+    cost = financing_now.total()
     if cost is None:
-        return not_applicable(rule, snapshot, f"Reserve not checked; {NO_BENCHMARK}")
+        return not_applicable(
+            rule,
+            snapshot,
+            "Reserve not checked; financing cost not computed: " + "; ".join(financing_now.unknown),
+        )
     if config.reserve_symbols:
         positions = Book.of(snapshot) if book is None else book
         unpriced = [s for s in config.reserve_symbols if s in positions.unpriced]
@@ -82,26 +102,23 @@ def cash_reserve(
     cover_text = f", {covers:.1f} quarters" if covers is not None else ""
     message = (
         f"Reserve {money(reserve, ccy)} ({source}{cover_text}) against {quarters} of financing "
-        f"cost, {money(needed, ccy)} ({money(quarterly, ccy)} a quarter)"
+        f"cost, {money(needed, ccy)} ({money(quarterly, ccy)} a quarter on "
+        f"{breakdown_text(financing_now)})"
     )
     if severity is not Severity.OK:
         message = "Reserve too small: " + message
     action = None
+    remedies: list[Remedy] = []
     if severity is not Severity.OK:
-        shortfall = needed - reserve
-        if config.reserve_symbols:
-            action = (
-                f"Add about {money(shortfall, ccy)} to the reserve (buy more "
-                f"{names(config.reserve_symbols)} with cash, or deposit) to cover {quarters} of "
-                "financing cost"
-            )
-        else:
-            rate = snapshot.maintenance_rate
-            sale = f" or sell about {money(shortfall / rate, ccy)} of positions" if rate else ""
-            action = (
-                f"Raise ExcessLiquidity by about {money(shortfall, ccy)}: deposit "
-                f"{money(shortfall, ccy)}{sale} to cover {quarters} of financing cost"
-            )
+        positions = Book.of(snapshot) if book is None else book
+        action, remedies = _replenish(
+            snapshot,
+            needed * (1 + config.clear_margin) - reserve,
+            config,
+            positions,
+            leveraged,
+            portfolio_margin,
+        )
     return make(
         rule,
         snapshot,
@@ -116,8 +133,58 @@ def cash_reserve(
             "required": needed,
             "quarterly_cost": quarterly,
             "source": source,
+            "currencies": [d.to_dict() for d in financing_now.debits],
         },
+        remedies=remedies,
     )
+
+
+def _replenish(
+    snapshot: AccountSnapshot,
+    shortfall: float,
+    config: CashReserveConfig,
+    book: Book,
+    leveraged: FactorSettings | None,
+    portfolio_margin: PortfolioMarginSettings | None,
+) -> tuple[str, list[Remedy]]:
+    """What lifts the reserve by ``shortfall`` (to the required reserve plus the clear margin).
+
+    Either way the loan, and so the cost the reserve covers, does not grow: a deposit (or a
+    sale of longs) repays part of it, and reserve holdings are bought with the deposit.
+    """
+    ccy = snapshot.base_currency
+    quarters = f"{config.quarters:g} quarters"
+    deposit = actions.deposit(shortfall, ccy)
+    if config.reserve_symbols:
+        symbol = config.reserve_symbols[0]
+        purchase = actions.trade("buy", shortfall, ccy, symbols=(symbol,))
+        text = (
+            f"Deposit about {money(deposit.amount, ccy)} and buy {money(purchase.amount, ccy)} of "
+            f"{names(config.reserve_symbols)} with it (or fund the purchase by selling other "
+            f"holdings) to cover {quarters} of financing cost, where the alert clears"
+        )
+        return text, [actions.remedy(deposit, purchase)]
+    remedies = []
+    sale_text = ""
+    rate = lowest_rates(snapshot, book, leveraged=leveraged, portfolio_margin=portfolio_margin).long
+    exposure = exposure_of(snapshot, book)
+    if rate and exposure is not None:
+        sale = actions.trade(
+            "sell", shortfall / rate, ccy, rate=rate, held=exposure.long_marginable
+        )
+        if sale.amount <= exposure.long_marginable:
+            remedies.append(actions.remedy(sale))
+            sale_text = (
+                f" or sell about {money(sale.amount, ccy)} of long positions (sized at "
+                f"{pct(rate)}, the lowest maintenance a holding here can have)"
+            )
+    remedies.append(actions.remedy(deposit))
+    text = (
+        f"Raise ExcessLiquidity by about {money(deposit.amount, ccy)}: deposit "
+        f"{money(deposit.amount, ccy)}{sale_text} to cover {quarters} of financing cost, where "
+        "the alert clears"
+    )
+    return text, remedies
 
 
 SPEC = RuleSpec(
@@ -126,6 +193,10 @@ SPEC = RuleSpec(
     CashReserveConfig,
     "money",
     "reserve vs two quarters of financing cost",
-    reads=("cash_balance", "excess_liquidity", "positions"),
-    shares={"financing": "financing_cost"},
+    reads=("cash_balance", "cash_balances", "excess_liquidity", "positions"),
+    shares={
+        "financing": "financing_cost",
+        "leveraged": "leveraged_etf",
+        "portfolio_margin": "pm_equity_floor",
+    },
 )

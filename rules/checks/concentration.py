@@ -12,9 +12,19 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rules import actions
 from rules.checks.leveraged_etf import LeveragedEtfConfig, leveraged_factors
 from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, is_number
+from rules.model import (
+    LEVEL_TOLERANCE,
+    AccountSnapshot,
+    ActionKind,
+    EvaluationContext,
+    Finding,
+    Remedy,
+    Severity,
+    is_number,
+)
 from rules.text import money, pct
 from rules.validation import fraction, positive, set_field, symbol_map
 
@@ -39,11 +49,15 @@ class ConcentrationConfig(RuleConfig):
         positive("etf_cap", self.etf_cap)
         fraction("clear_margin", self.clear_margin)
         set_field(self, "overrides", symbol_map("overrides", self.overrides, positive))
-
-
-def _sell_or_cover(symbol: str, value: float, amount: float, ccy: str) -> str:
-    verb = "Sell" if value >= 0 else "Buy back"
-    return f"{verb} about {money(amount, ccy)} of {symbol}"
+        for name, cap in (
+            ("stock_cap", self.stock_cap),
+            ("etf_cap", self.etf_cap),
+            *((f"overrides.{s}", c) for s, c in self.overrides.items()),
+        ):
+            if cap <= self.clear_margin:
+                raise ValueError(
+                    f"{name} ({cap:g}) must be above clear_margin ({self.clear_margin:g})"
+                )
 
 
 def concentration(
@@ -65,6 +79,8 @@ def concentration(
     assert is_number(nlv)  # absent() vouched for it
     ccy = snapshot.base_currency
     positions = Book.of(snapshot) if book is None else book
+    # Holdings above their clear level (cap less clear_margin): all must come down to clear.
+    above_clear: list[tuple[str, float, float]] = []
     if not positions.quantities:
         return not_applicable(rule, snapshot, "No stock or ETF positions", value=0.0)
     factors = leveraged_factors(leveraged)
@@ -98,8 +114,9 @@ def concentration(
             worst_ratio, worst_row = ratio, row
         if largest is None or share > largest["share"]:
             largest = row
-        if share > cap - margin:
+        if share > cap - margin + LEVEL_TOLERANCE:  # exceeds(), inlined: a loop over holdings
             clear = Severity.WARNING
+            above_clear.append((symbol, value, cap))
             if share > cap:
                 severity = Severity.WARNING
                 breaches.append((symbol, value, share, cap))
@@ -114,17 +131,14 @@ def concentration(
             for symbol, _, share, cap in breaches
         )
         message = f"Concentrated: {listed}{unpriced_text}"
-        action = "; ".join(
-            _sell_or_cover(symbol, value, abs(value) - cap * nlv, ccy) + f" (to {pct(cap)} of NLV)"
-            for symbol, value, share, cap in breaches
-        )
+        action, remedies = _trim(above_clear, nlv, margin, ccy)
         value, threshold = breaches[0][2], breaches[0][3]
     else:
         message = (
             f"Largest holding {largest['symbol']} is {pct(largest['share'])} of NLV "
             f"(caps: stocks {pct(config.stock_cap)}, ETFs {pct(config.etf_cap)}){unpriced_text}"
         )
-        action = None
+        action, remedies = None, []
         value, threshold = worst_row["share"], worst_row["cap"]
     return make(
         rule,
@@ -136,7 +150,37 @@ def concentration(
         action=action,
         clear=clear,
         details=details,
+        remedies=remedies,
     )
+
+
+def _trim(
+    holdings: list[tuple[str, float, float]], nlv: float, margin: float, ccy: str
+) -> tuple[str, list[Remedy]]:
+    """Sell (or buy back) each holding above its clear level down to it, cap less ``margin``
+    (a sale leaves NLV unchanged); or deposit what brings the largest ratio there."""
+    holdings = sorted(holdings, key=lambda item: abs(item[1]) / item[2], reverse=True)
+    trades = []
+    for symbol, value, cap in holdings:
+        kind: ActionKind = "sell" if value >= 0 else "buy_back"
+        trades.append(
+            actions.trade(
+                kind, abs(value) - (cap - margin) * nlv, ccy, symbols=(symbol,), held=abs(value)
+            )
+        )
+    steps = "; ".join(
+        f"{'sell' if trade.kind == 'sell' else 'buy back'} about {money(trade.amount, ccy)} of "
+        f"{trade.symbols[0]} (to {pct(cap - margin)} of NLV)"
+        for trade, (_, _, cap) in zip(trades, holdings, strict=True)
+        if trade.amount > 0
+    )
+    needed = max(abs(value) / (cap - margin) for _, value, cap in holdings) - nlv
+    deposit = actions.deposit(needed, ccy)
+    text = (
+        f"{steps[0].upper()}{steps[1:]}, where the alert clears; or deposit about "
+        f"{money(deposit.amount, ccy)} instead"
+    )
+    return text, [actions.remedy(*trades), actions.remedy(deposit)]
 
 
 SPEC = RuleSpec(

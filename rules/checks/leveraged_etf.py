@@ -1,104 +1,41 @@
 """The ``leveraged_etf`` rule: the leveraged/inverse ETF sleeve, and the cushion that would
-remain if their Reg T requirement applied now. Holds the built-in table of leverage factors.
+remain if their Reg T requirement applied now. The built-in table of leverage factors is in
+:mod:`rules.rates`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rules import figures
+from rules import actions, figures
 from rules.checks.cushion import CushionConfig
-from rules.clock import in_window, window_of, zone
-from rules.common import Book, RuleConfig, RuleSpec, absent, make, missing, not_applicable
+from rules.clock import session_window
+from rules.common import (
+    TRADE_WORDS,
+    Book,
+    RuleConfig,
+    RuleSpec,
+    absent,
+    make,
+    missing,
+    not_applicable,
+)
 from rules.model import (
     AccountSnapshot,
+    ActionKind,
     EvaluationContext,
     Finding,
+    Remedy,
     Severity,
     grade_above,
     grade_below,
     is_number,
     worst,
 )
+from rules.rates import is_leveraged, merged_factors
 from rules.text import money, names, pct
 from rules.validation import finite, fraction, set_field, symbol_map, window_fields
-
-#: Leverage factors of common US leveraged and inverse ETFs (negative = inverse). The API does
-#: not report them; ``[rules.leveraged_etf] factors`` adds to or overrides this table.
-BUILTIN_LEVERAGE_FACTORS: Mapping[str, float] = {
-    # Nasdaq-100
-    "TQQQ": 3.0,
-    "SQQQ": -3.0,
-    "QLD": 2.0,
-    "QID": -2.0,
-    "PSQ": -1.0,
-    # S&P 500
-    "UPRO": 3.0,
-    "SPXU": -3.0,
-    "SPXL": 3.0,
-    "SPXS": -3.0,
-    "SSO": 2.0,
-    "SDS": -2.0,
-    "SH": -1.0,
-    # Dow
-    "UDOW": 3.0,
-    "SDOW": -3.0,
-    "DDM": 2.0,
-    "DXD": -2.0,
-    "DOG": -1.0,
-    # Russell 2000
-    "TNA": 3.0,
-    "TZA": -3.0,
-    "URTY": 3.0,
-    "SRTY": -3.0,
-    "UWM": 2.0,
-    "TWM": -2.0,
-    "RWM": -1.0,
-    # Sectors
-    "SOXL": 3.0,
-    "SOXS": -3.0,
-    "TECL": 3.0,
-    "TECS": -3.0,
-    "FAS": 3.0,
-    "FAZ": -3.0,
-    "LABU": 3.0,
-    "LABD": -3.0,
-    "CURE": 3.0,
-    "DPST": 3.0,
-    "ROM": 2.0,
-    "UYG": 2.0,
-    "ERX": 2.0,
-    "ERY": -2.0,
-    "GUSH": 2.0,
-    "DRIP": -2.0,
-    "NUGT": 2.0,
-    "DUST": -2.0,
-    "JNUG": 2.0,
-    "JDST": -2.0,
-    # Treasuries
-    "TMF": 3.0,
-    "TMV": -3.0,
-    "TYD": 3.0,
-    "TYO": -3.0,
-    "UBT": 2.0,
-    "TBT": -2.0,
-    # Emerging markets, China
-    "EDC": 3.0,
-    "EDZ": -3.0,
-    "YINN": 3.0,
-    "YANG": -3.0,
-    # Commodities
-    "UCO": 2.0,
-    "SCO": -2.0,
-    "BOIL": 2.0,
-    "KOLD": -2.0,
-    # Volatility
-    "UVXY": 1.5,
-    "UVIX": 2.0,
-    "SVXY": -0.5,
-}
 
 
 @dataclass(frozen=True)
@@ -108,8 +45,9 @@ class LeveragedEtfConfig(RuleConfig):
     The sleeve (their absolute value over NLV) against ``sleeve_cap``; each one's Reg T
     requirement Min(``reg_t_base`` x |factor|, 100%); the cushion that would remain if those
     requirements applied now, graded against the cushion rule's critical level (or
-    ``projected_critical``): below it is critical inside the window (weekdays,
-    ``window_start``-``window_end`` in ``timezone``), a warning outside it. The action aims at
+    ``projected_critical``): below it is critical inside the window (``window_start``-
+    ``window_end`` in ``timezone`` on the exchange's trading days, moved before an early
+    close; weekdays when the calendar is unknown), a warning outside it. The action aims at
     the cushion rule's warning level. ``factors`` adds to or overrides the built-in table
     (0 removes a symbol).
     """
@@ -141,11 +79,9 @@ class LeveragedEtfConfig(RuleConfig):
 
 
 def leveraged_factors(config: LeveragedEtfConfig | None = None) -> dict[str, float]:
-    """The built-in factor table with the configured ``factors`` merged over it (0 removes)."""
-    table = dict(BUILTIN_LEVERAGE_FACTORS)
-    if config is not None:
-        table.update(config.factors)
-    return {symbol: factor for symbol, factor in table.items() if factor != 0}
+    """The built-in factor table (:data:`rules.rates.BUILTIN_LEVERAGE_FACTORS`) with the
+    configured ``factors`` merged over it (0 removes)."""
+    return merged_factors(config.factors if config is not None else None)
 
 
 def leveraged_etf(
@@ -162,7 +98,8 @@ def leveraged_etf(
     Projected EL = EL - sum(|value| x max(0, requirement - current rate)), where the current rate
     is IB's maintenance for the fund, Min(25% x |factor|, 100%) long or Min(30% x |factor|, 100%)
     short (already inside MaintMarginReq). A projected cushion below the cushion rule's critical
-    level is critical inside the pre-close window (weekdays, 15:30-16:00 ET), a warning outside.
+    level is critical inside the pre-close window (15:30-16:00 ET on trading days, 30 minutes
+    before an early close, none on holidays), a warning outside.
     """
     rule = "leveraged_etf"
     levels = cushion or CushionConfig()
@@ -171,16 +108,25 @@ def leveraged_etf(
         return missing(rule, snapshot, lacking)
     nlv = snapshot.net_liquidation
     assert is_number(nlv)  # absent() vouched for it
-    ccy = snapshot.base_currency
     factors = leveraged_factors(config)
     positions = Book.of(snapshot) if book is None else book
     quantities = positions.quantities
-    held = [(symbol, factor) for symbol, factor in factors.items() if symbol in quantities]
+    held = [
+        (symbol, factor)
+        for symbol, factor in factors.items()
+        if symbol in quantities and is_leveraged(factor)
+    ]
     if not held:
+        unlevered = [s for s, f in factors.items() if s in quantities and not is_leveraged(f)]
+        note = (
+            f" ({names(unlevered)}: a factor of 1 or less in size is not leveraged)"
+            if unlevered
+            else ""
+        )
         return not_applicable(
             rule,
             snapshot,
-            "No leveraged or inverse ETFs held",
+            f"No leveraged ETFs held{note}",
             value=0.0,
             threshold=config.sleeve_cap,
             details={"sleeve_share": 0.0},
@@ -221,12 +167,10 @@ def leveraged_etf(
     critical_level = (
         config.projected_critical if config.projected_critical is not None else levels.critical
     )
-    window = in_window(
-        context.now,
-        window_of(config.window_start, config.window_end),
-        zone(config.timezone),
-        weekdays_only=True,
+    today = session_window(
+        context.now, config.window_start, config.window_end, config.timezone, context.trading_day
     )
+    window = today.inside
     sleeve_sev, sleeve_clear = grade_above(share, config.sleeve_cap, None, config.clear_margin)
     proj_sev, proj_clear = grade_below(projected, None, critical_level, config.clear_margin)
     if not window:
@@ -235,41 +179,43 @@ def leveraged_etf(
     severity = worst((sleeve_sev, proj_sev))
     clear = worst((sleeve_clear, proj_clear))
     symbols = names(row["symbol"] for row in rows)
-    span = f"{config.window_start}-{config.window_end} {config.timezone}"
+    span = today.text
     summary = (
         f"leveraged ETFs ({symbols}) are {pct(share)} of NLV; at their Reg T requirement the "
         f"cushion would be {pct(projected)}"
     )
     parts = []
-    actions = []
     if sleeve_sev is not Severity.OK:
         parts.append(f"the sleeve is above its {pct(config.sleeve_cap)} cap")
-        actions.append(
-            f"Sell about {money(sleeve - config.sleeve_cap * nlv, ccy)} of leveraged ETFs "
-            f"({symbols}) to bring the sleeve to {pct(config.sleeve_cap)} of NLV"
-        )
     if proj_sev is not Severity.OK:
         where = "inside" if window else "outside"
         parts.append(
             f"the projected cushion is below the critical level {pct(critical_level)} "
-            f"({where} the {span} rebalancing window)"
+            + (f"({where} the {span} rebalancing window)" if today.exists else f"({span})")
         )
-        target = levels.warning
-        average = required / sleeve if sleeve else 1.0
-        sale = max(0.0, (target * nlv - projected_el) / average)
-        when = "Now" if window else f"Before {config.window_start} {config.timezone}"
-        if sale <= sleeve:
-            actions.append(
-                f"{when}, sell about {money(sale, ccy)} of leveraged ETFs (at their "
-                f"{pct(average)} Reg T requirement) to keep a {pct(target)} cushion through "
-                "the close"
-            )
-        else:
-            deposit = figures.restoring_deposit(nlv, projected_el + average * sleeve, target)
-            actions.append(
-                f"{when}, sell all leveraged ETFs ({money(sleeve, ccy)}) and deposit about "
-                f"{money(deposit, ccy)} to keep a {pct(target)} cushion through the close"
-            )
+    action = None
+    remedies: list[Remedy] = []
+    if severity is not Severity.OK:
+        action, remedies = _trim(
+            snapshot,
+            rows,
+            Trim(
+                sleeve_cap=config.sleeve_cap - config.clear_margin if sleeve_clear.rank else None,
+                cushion=(
+                    max(levels.warning, critical_level + config.clear_margin)
+                    if proj_clear.rank
+                    else None
+                ),
+                projected_excess=projected_el,
+                when=(
+                    ""
+                    if not proj_clear.rank
+                    else "Now"
+                    if window
+                    else f"Before {today.starts}"
+                ),
+            ),
+        )
     message = summary[0].upper() + summary[1:]
     if parts:
         message += ": " + "; ".join(parts)
@@ -292,10 +238,85 @@ def leveraged_etf(
         value,
         threshold,
         message,
-        action="; ".join(actions) or None,
+        action=action,
         clear=clear,
         details=details,
+        remedies=remedies,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Trim:
+    """What a cut of the leveraged sleeve must reach: the sleeve at most ``sleeve_cap`` of NLV
+    and the projected cushion at least ``cushion`` (``None``: that part is fine), by ``when``
+    (empty when only the sleeve is concerned: it has no deadline)."""
+
+    sleeve_cap: float | None
+    cushion: float | None
+    projected_excess: float
+    when: str = ""
+
+
+def _trim(
+    snapshot: AccountSnapshot, rows: list[dict[str, Any]], goal: Trim
+) -> tuple[str, list[Remedy]]:
+    """Sell (or buy back) leveraged ETFs, sized at the lowest Reg T requirement among those
+    held (each dollar cut frees its fund's requirement from the projection, so the cut
+    suffices whichever fund is sold), or deposit; sell them all and deposit the rest when
+    selling alone cannot."""
+    nlv = snapshot.net_liquidation
+    assert is_number(nlv)
+    ccy = snapshot.base_currency
+    sleeve = sum(abs(row["value"]) for row in rows)
+    required = sum(abs(row["value"]) * row["requirement"] for row in rows)
+    lowest = min(row["requirement"] for row in rows)
+    symbols = tuple(row["symbol"] for row in rows)
+    listed = names(symbols)
+    cut = deposit = 0.0
+    aims = []
+    if goal.sleeve_cap is not None:
+        cut = sleeve - goal.sleeve_cap * nlv
+        deposit = sleeve / goal.sleeve_cap - nlv
+        aims.append(f"the sleeve at {pct(goal.sleeve_cap)} of NLV")
+    if goal.cushion is not None:
+        target = goal.cushion
+        cut = max(cut, (target * nlv - goal.projected_excess) / lowest)
+        deposit = max(deposit, (target * nlv - goal.projected_excess) / (1 - target))
+        aims.append(f"a {pct(target)} cushion through the close")
+    aim = " and ".join(aims) + ", where the alert clears"
+    kind: ActionKind = "reduce"
+    if all(row["value"] > 0 for row in rows):
+        kind = "sell"
+    elif all(row["value"] < 0 for row in rows):
+        kind = "buy_back"
+    words = TRADE_WORDS[kind]
+    whole = actions.deposit(deposit, ccy)
+    trade = actions.trade(kind, cut, ccy, symbols=symbols, rate=lowest, held=sleeve)
+    if trade.amount <= sleeve:
+        average = required / sleeve if sleeve else lowest
+        beside = f"; {pct(average)} on average" if average - lowest > 0.005 else ""
+        text = (
+            f"{words} about {money(trade.amount, ccy)} of leveraged ETFs ({listed}; "
+            f"sized at {pct(lowest)}, the lowest Reg T requirement among them{beside}) or "
+            f"deposit about {money(whole.amount, ccy)} to keep {aim}"
+        )
+        return _when(goal.when, text), [actions.remedy(trade), actions.remedy(whole)]
+    rest = 0.0
+    if goal.cushion is not None:  # selling them all frees their whole requirement
+        rest = figures.restoring_deposit(nlv, goal.projected_excess + required, goal.cushion)
+    everything = actions.trade(kind, sleeve, ccy, symbols=symbols, held=sleeve)
+    remainder = actions.deposit(rest, ccy)
+    text = (
+        f"{words} all leveraged ETFs ({listed}, {money(everything.amount, ccy)}) "
+        f"and deposit about {money(remainder.amount, ccy)}, or deposit about "
+        f"{money(whole.amount, ccy)}, to keep {aim}"
+    )
+    return _when(goal.when, text), [actions.remedy(everything, remainder), actions.remedy(whole)]
+
+
+def _when(when: str, text: str) -> str:
+    """``Now, sell ...`` / ``Sell ...``."""
+    return f"{when}, {text}" if when else text[0].upper() + text[1:]
 
 
 SPEC = RuleSpec(

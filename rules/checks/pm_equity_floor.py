@@ -4,23 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rules.checks.min_equity import deposit_text, usd_equity
+from rules import actions
+from rules.checks.min_equity import deposit_to, usd_equity
 from rules.common import RuleConfig, RuleSpec, make, missing, not_applicable
 from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity, grade_below
+from rules.rates import PORTFOLIO_MARGIN_FLOOR
 from rules.text import money
-from rules.validation import ordered_below, positive, set_field, symbol_list
+from rules.validation import fraction, ordered_below, positive, set_field, symbol_list
 
 
 @dataclass(frozen=True)
 class PmEquityFloorConfig(RuleConfig):
-    """``pm_equity_floor``: NLV in USD for the listed portfolio-margin accounts (USD amounts)."""
+    """``pm_equity_floor``: NLV in USD for the listed portfolio-margin accounts (USD amounts).
+
+    ``maintenance_floor`` is the lowest maintenance rate a holding of such an account can have
+    (the +-15% stock stress of seed 003): every rule sizes the sales it suggests for these
+    accounts at it.
+    """
 
     portfolio_margin_accounts: tuple[str, ...] = ()
     warning: float = 110_000.0
     critical: float = 100_000.0
     clear_margin: float = 1_000.0
+    maintenance_floor: float = PORTFOLIO_MARGIN_FLOOR
 
     def __post_init__(self) -> None:
+        fraction("maintenance_floor", self.maintenance_floor, allow_zero=False)
         positive("warning", self.warning)
         positive("critical", self.critical)
         positive("clear_margin", self.clear_margin, allow_zero=True)
@@ -57,9 +66,15 @@ def pm_equity_floor(
     else:
         message = f"Portfolio-margin NLV {money(usd, 'USD')} (floor {floor})"
     action = None
+    remedies = []
     if severity is not Severity.OK:
-        deposit = deposit_text(snapshot, config.warning - usd, rate)
-        action = f"Deposit about {deposit} to bring NLV back to {floor}"
+        target = config.warning + config.clear_margin
+        deposit, text = deposit_to(snapshot, target, usd, rate)
+        action = (
+            f"Deposit about {text} to bring NLV back to {money(target, 'USD')} ({floor} plus "
+            "the clear margin)"
+        )
+        remedies = [actions.remedy(deposit)]
     threshold = config.critical if severity is Severity.CRITICAL else config.warning
     return make(
         rule,
@@ -71,6 +86,7 @@ def pm_equity_floor(
         action=action,
         clear=clear,
         details={"net_liquidation_usd": usd},
+        remedies=remedies,
     )
 
 

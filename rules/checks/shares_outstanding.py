@@ -6,8 +6,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from rules import actions
 from rules.common import Book, RuleConfig, RuleSpec, make, not_applicable
-from rules.model import AccountSnapshot, EvaluationContext, Finding, Severity
+from rules.model import (
+    LEVEL_TOLERANCE,
+    AccountSnapshot,
+    ActionKind,
+    EvaluationContext,
+    Finding,
+    Remedy,
+    Severity,
+)
 from rules.text import money, names, pct
 from rules.validation import fraction, ordered_above, positive, set_field, symbol_map
 
@@ -62,6 +71,7 @@ def shares_outstanding(
     levels = (Severity.OK, Severity.WARNING, Severity.CRITICAL)
     severity_rank = clear_rank = 0
     worst_ratio = -1.0
+    above_clear: list[tuple[str, float]] = []  # all must come down for the alert to clear
     for symbol, quantity in positions.quantities.items():
         count = configured.get(symbol)
         if count is None:
@@ -76,8 +86,9 @@ def shares_outstanding(
         )
         if ratio > worst_ratio:
             worst_ratio, worst_row = ratio, rows[-1]
-        if ratio <= warning - margin:
+        if ratio <= warning - margin + LEVEL_TOLERANCE:  # not exceeds(), inlined
             continue  # fine even against the clear levels
+        above_clear.append((symbol, count))
         level = 2 if ratio >= critical else 1 if ratio > warning else 0
         held_level = 2 if ratio >= critical - margin else 1
         severity_rank = max(severity_rank, level)
@@ -97,6 +108,7 @@ def shares_outstanding(
             rule, snapshot, f"Not graded{no_data_text}", threshold=config.warning, details=details
         )
     action = None
+    remedies: list[Remedy] = []
     if breaches:
         breaches.sort(key=lambda item: item[1], reverse=True)
         listed = "; ".join(
@@ -105,21 +117,7 @@ def shares_outstanding(
             for symbol, ratio, _, level in breaches
         )
         message = f"{listed}{no_data_text}"
-        steps = []
-        for symbol, _, count, _level in breaches:
-            quantity = positions.quantities[symbol]
-            excess_shares = math.ceil(abs(quantity) - config.warning * count)
-            worth = positions.values.get(symbol)
-            per_share = abs(worth) / abs(quantity) if worth is not None and quantity else None
-            priced = (
-                f" (about {money(excess_shares * per_share, ccy)})" if per_share is not None else ""
-            )
-            verb = "Sell" if quantity > 0 else "Buy back"
-            steps.append(
-                f"{verb} about {excess_shares:,} {symbol} shares{priced} to get under "
-                f"{pct(config.warning)} of shares outstanding"
-            )
-        action = "; ".join(steps)
+        action, remedies = _trim(above_clear, positions, warning - margin, ccy)
         value = breaches[0][1]
     else:
         value = worst_row["ratio"]
@@ -138,7 +136,41 @@ def shares_outstanding(
         action=action,
         clear=clear,
         details=details,
+        remedies=remedies,
     )
+
+
+def _trim(
+    holdings: list[tuple[str, float]], positions: Book, target: float, ccy: str
+) -> tuple[str, list[Remedy]]:
+    """Sell (or buy back) whole shares of each holding above the clear level until it is at
+    most ``target`` (the warning level less the clear margin) of shares outstanding."""
+    steps = []
+    trades = []
+    for symbol, count in holdings:
+        quantity = positions.quantities[symbol]
+        shares = math.ceil(round(abs(quantity) - target * count, 6))
+        worth = positions.values.get(symbol)
+        per_share = abs(worth) / abs(quantity) if worth is not None and quantity else None
+        kind: ActionKind = "sell" if quantity > 0 else "buy_back"
+        amount = shares * per_share if per_share is not None else 0.0
+        trades.append(
+            actions.trade(
+                kind,
+                amount,
+                ccy,
+                symbols=(symbol,),
+                quantity=shares,
+                held=abs(worth) if worth is not None else None,
+            )
+        )
+        priced = f" (about {money(trades[-1].amount, ccy)})" if per_share is not None else ""
+        verb = "Sell" if kind == "sell" else "Buy back"
+        steps.append(
+            f"{verb} {shares:,} {symbol} shares{priced} to hold at most {pct(target, 2)} of "
+            "shares outstanding, where the alert clears"
+        )
+    return "; ".join(steps), [actions.remedy(*trades)]
 
 
 SPEC = RuleSpec(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rules.clock import in_window, window_of, zone
+from rules import actions
+from rules.clock import session_window
 from rules.common import RuleConfig, RuleSpec, absent, make, missing
 from rules.model import (
     AccountSnapshot,
@@ -20,7 +21,8 @@ from rules.validation import fraction, positive, window_fields
 
 @dataclass(frozen=True)
 class SmaConfig(RuleConfig):
-    """``sma``: SMA < 0 is a warning, critical inside the Reg T end-of-day window (weekdays).
+    """``sma``: SMA < 0 is a warning, critical inside the Reg T end-of-day window (trading days;
+    on an early-close day it moves with the close; weekdays when the calendar is unknown).
 
     ``reg_t_rate`` is the share of a sale credited to SMA (50%), used to size the sale.
     ``clear_margin`` is in base currency.
@@ -46,18 +48,16 @@ def sma(snapshot: AccountSnapshot, context: EvaluationContext, config: SmaConfig
         return missing(rule, snapshot, lacking)
     value = snapshot.sma
     assert is_number(value)  # absent() vouched for it
-    window = in_window(
-        context.now,
-        window_of(config.window_start, config.window_end),
-        zone(config.timezone),
-        weekdays_only=True,
+    today = session_window(
+        context.now, config.window_start, config.window_end, config.timezone, context.trading_day
     )
+    window = today.inside
     severity, clear = grade_below(value, 0.0, None, config.clear_margin)
     if window:
         severity = Severity.CRITICAL if severity is Severity.WARNING else severity
         clear = Severity.CRITICAL if clear is Severity.WARNING else clear
     ccy = snapshot.base_currency
-    span = f"{config.window_start}-{config.window_end} {config.timezone}"
+    span = today.text
     if severity is Severity.OK:
         message = f"SMA {money(value, ccy)} (must be 0 or more at the Reg T check, {span})"
     elif window:
@@ -66,17 +66,27 @@ def sma(snapshot: AccountSnapshot, context: EvaluationContext, config: SmaConfig
             "a Reg T call or liquidation follows on a day with a position change"
         )
     else:
-        message = f"SMA is {money(value, ccy)}, below 0: it must be 0 or more by the {span} check"
+        check = f"the {span} check" if today.exists else f"the next session's check ({span})"
+        message = f"SMA is {money(value, ccy)}, below 0: it must be 0 or more by {check}"
     action = None
+    remedies = []
     if severity is not Severity.OK:
-        deficit = -value
-        sale = deficit / config.reg_t_rate
-        when = "now" if window else f"before {config.window_start} {config.timezone}"
-        action = (
-            f"Raise SMA by {money(deficit, ccy)} {when}: deposit {money(deficit, ccy)} or sell "
-            f"about {money(sale, ccy)} of positions (a sale credits {pct(config.reg_t_rate)} "
-            "of its proceeds to SMA)"
+        needed = config.clear_margin - value  # to 0 plus the clear margin
+        deposit = actions.deposit(needed, ccy)
+        sale = actions.trade(
+            "reduce", needed / config.reg_t_rate, ccy, held=snapshot.gross_position_value
         )
+        when = "now" if window else f"before {today.starts}"
+        gross = snapshot.gross_position_value
+        raise_by = money(deposit.amount, ccy)
+        action = f"Raise SMA by {raise_by} {when}: deposit {raise_by}"
+        remedies = [actions.remedy(deposit)]
+        if is_number(gross) and 0 < sale.amount <= gross:
+            action += (
+                f" or sell (or buy back) about {money(sale.amount, ccy)} of positions (a trade "
+                f"credits {pct(config.reg_t_rate)} of its value to SMA)"
+            )
+            remedies.append(actions.remedy(sale))
     return make(
         rule,
         snapshot,
@@ -87,6 +97,7 @@ def sma(snapshot: AccountSnapshot, context: EvaluationContext, config: SmaConfig
         action=action,
         clear=clear,
         details={"sma": value, "in_window": window},
+        remedies=remedies,
     )
 
 

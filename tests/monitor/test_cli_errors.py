@@ -19,7 +19,7 @@ from support import free_port
 
 from monitor.cli import main
 from monitor.daemon import warn_if_exposed
-from monitor.settings import beyond_loopback
+from monitor.settings import is_loopback
 from monitor.store import StateLock
 
 SECRET = "S3cretT0ken99"
@@ -184,9 +184,9 @@ def test_a_scenario_nested_too_deeply_is_one_line(tmp_path, capsys):
 def test_a_listener_beyond_loopback_is_logged_with_the_risk():
     """Loopback addresses bind quietly; any other address or a host name gets a warning that
     names what is exposed."""
-    assert not beyond_loopback("127.0.0.1") and not beyond_loopback("::1")
-    assert not beyond_loopback("localhost") and not beyond_loopback("127.0.0.2")
-    assert beyond_loopback("0.0.0.0") and beyond_loopback("::") and beyond_loopback("monitor")
+    assert is_loopback("127.0.0.1") and is_loopback("::1")
+    assert is_loopback("localhost") and is_loopback("127.0.0.2")
+    assert not (is_loopback("0.0.0.0") or is_loopback("::") or is_loopback("monitor"))
     with capture_logs() as logs:
         warn_if_exposed("127.0.0.1", "metrics endpoint")
         warn_if_exposed("0.0.0.0", "metrics endpoint")

@@ -30,7 +30,7 @@ def test_example_loads_and_equals_the_defaults():
     assert load_settings(EXAMPLE).model_dump() == Settings().model_dump()
 
 
-@pytest.mark.parametrize("section", ["ib", "notify", "monitor", "summary", "metrics"])
+@pytest.mark.parametrize("section", ["ib", "notify", "monitor", "summary", "metrics", "web"])
 def test_every_settings_key_is_in_the_example(section):
     """Each key of each top-level section appears in its section of the example."""
     body = sections(EXAMPLE.read_text())[section]

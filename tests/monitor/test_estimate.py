@@ -25,10 +25,12 @@ from support import make_settings, until
 
 from monitor.app import build_daemon, build_service
 from monitor.estimate import (
+    OPTIONS_CAVEAT,
     estimate,
     estimate_error,
     make_baseline,
     moved_since,
+    options_caveat,
     rate_lookup,
 )
 from monitor.service import AccountView
@@ -135,6 +137,50 @@ def test_figures_move_by_signed_change_absolute_change_and_rate_times_change():
     assert result.excess_liquidity == pytest.approx(snapshot.excess_liquidity + signed - 4_000.0)
     assert result.cushion == pytest.approx(result.excess_liquidity / result.net_liquidation)
     assert result.cash_balance == snapshot.cash_balance, "a price move leaves the loan alone"
+
+
+def options_book() -> AccountSnapshot:
+    """Scenario shorts_options' DU6000002: cash 50,000; SPY 100 @ 500 = 50,000; long 2 SPY
+    550 calls @ 8.00 x 100 = +1,600; short 3 SPY 450 puts @ 6.00 x 100 = -1,800.
+    NLV 99,800; ELV (no options) 100,000; GPV 53,400; maintenance 44,300; EL 55,700."""
+    call = replace(stock("SPY_C550", 1_600.0, quantity=2, sec_type="OPT"), multiplier=100.0)
+    put = replace(stock("SPY_P450", -1_800.0, quantity=-3, sec_type="OPT"), multiplier=100.0)
+    spy = stock("SPY", 50_000.0, quantity=100, stock_type="ETF")
+    return book(
+        spy, call, put, cash=50_000.0, maint=44_300.0,
+        equity_with_loan=100_000.0, excess_liquidity=55_700.0, available_funds=55_700.0,
+        cushion=55_700.0 / 99_800.0,
+    )  # fmt: skip
+
+
+def test_an_option_moves_nlv_but_not_equity_with_loan_or_excess_liquidity():
+    """The long calls fall from 8.00 to 3.00 (x 2 x 100: 1,600 -> 600, -1,000): NLV 99,800 ->
+    98,800, GPV 53,400 -> 52,400; ELV stays 100,000 (IB's ELV excludes options) and, a long
+    option carrying no requirement (rate 0), maintenance stays 44,300 and EL 55,700, as the
+    simulator's IB does; the cushion is EL / NLV = 55,700 / 98,800 = 56.38%."""
+    snapshot = options_book()
+    baseline = make_baseline(snapshot, NO_RATES)
+    call = snapshot.positions[1]
+    assert baseline.maintenance_rates[call.con_id] == 0.0
+    moved = estimate(baseline, revalue(snapshot, SPY_C550=600.0))
+    assert moved.net_liquidation == pytest.approx(98_800.0)
+    assert moved.gross_position_value == pytest.approx(52_400.0)
+    assert moved.equity_with_loan == pytest.approx(100_000.0)
+    assert moved.maint_margin_req == pytest.approx(44_300.0)
+    assert moved.excess_liquidity == pytest.approx(55_700.0)
+    assert moved.cushion == pytest.approx(55_700.0 / 98_800.0)
+    assert options_caveat(moved) == OPTIONS_CAVEAT
+    assert options_caveat(snapshot) is None, "IB's own figures need no caveat"
+
+
+def test_a_stock_move_in_an_options_book_moves_elv_but_the_options_do_not():
+    """SPY 500 -> 480 (-2,000) and the calls to 2.00 (-1,200): NLV moves by -3,200 to 96,600,
+    ELV only by the stock's -2,000 to 98,000, as IB's does (scenario step t=20)."""
+    snapshot = options_book()
+    baseline = make_baseline(snapshot, NO_RATES)
+    moved = estimate(baseline, revalue(snapshot, SPY=48_000.0, SPY_C550=400.0))
+    assert moved.net_liquidation == pytest.approx(96_600.0)
+    assert moved.equity_with_loan == pytest.approx(98_000.0)
 
 
 def test_a_short_position_that_falls_releases_equity_and_requirement():

@@ -125,6 +125,24 @@ def test_cash_balance_falls_back_to_the_cashbalance_tag():
     assert build_snapshot("DU1", rows, [], NOW).margin_loan == 250
 
 
+def test_cash_per_currency_comes_from_totalcashbalance_with_cashbalance_as_fallback():
+    """Each currency's own balance (not converted): TotalCashBalance EUR 8,000 and CHF -25,000;
+    USD has only CashBalance 0; the BASE row (-18,500 EUR) is the total, not a currency."""
+    rows = [
+        ("NetLiquidation", "27868.00", "EUR"),
+        ("TotalCashBalance", "-18500.00", "BASE"),
+        ("TotalCashBalance", "8000.00", "EUR"),
+        ("TotalCashBalance", "-25000.00", "CHF"),
+        ("CashBalance", "-24000.00", "CHF"),
+        ("CashBalance", "0.00", "USD"),
+        ("ExchangeRate", "1.06", "CHF"),
+    ]
+    snapshot = build_snapshot("DU7100001", rows, [], NOW)
+    assert snapshot.base_currency == "EUR"
+    assert snapshot.cash_balances == {"EUR": 8_000.0, "CHF": -25_000.0, "USD": 0.0}
+    assert snapshot.cash_balance == -18_500.0
+
+
 def test_missing_values_stay_missing():
     """No rows for a tag means None, never zero."""
     snapshot = build_snapshot("DU1", [("AccountType", "INDIVIDUAL", "")], [], NOW)

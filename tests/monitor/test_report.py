@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from monitor.cli import render_check
 from monitor.report import EXIT_CODES, REPORTED_FIGURES, account_report, report, unknown
-from rules import evaluate
+from rules import RulesConfig, evaluate
+from rules.checks.cushion import CushionConfig
 from rules.model import EvaluationContext, Severity
 from rules.samples import SAMPLE_TIME, sample_snapshot
 
@@ -59,3 +62,36 @@ def test_the_table_shows_each_value_in_its_rules_unit():
     assert row("allocation_drift")[2:4] == ["n/a", "n/a"]
     assert "  Net liquidation               USD 100,000.00" in lines
     assert "  Cushion                               62.50%" in lines
+
+
+def test_a_deficit_account_is_critical_and_shows_no_meaningless_ratio():
+    """NLV -10,000 and EL -27,500 (IB's Cushion a bogus 2.75, EL / NLV of two negatives):
+    the entry's cushion and both leverages are null, each with the reason; the status is
+    critical even with the cushion rule disabled and the ratio rules unable to compute."""
+    snapshot = sample_snapshot(net_liquidation=-10_000.0, excess_liquidity=-27_500.0, cushion=2.75)
+    context = EvaluationContext(now=SAMPLE_TIME, last_update=SAMPLE_TIME)
+    config = RulesConfig(cushion=CushionConfig(enabled=False))
+    entry = account_report("DU111", snapshot, evaluate(snapshot, context, config))
+    assert "cushion" not in {finding["rule"] for finding in entry["findings"]}
+    assert entry["status"] == "critical"
+    assert (entry["cushion"], entry["leverage"], entry["net_leverage"]) == (None, None, None)
+    assert entry["null_reasons"]["cushion"].startswith("NetLiquidation is USD -10,000.00")
+    assert report([entry])["status"] == "critical"
+    lines = render_check(report([entry])).splitlines()
+    assert any(line.split()[:2] == ["Cushion", "n/a"] and "not positive" in line for line in lines)
+
+
+def test_net_leverage_is_reported_beside_gross():
+    """Long 180,000 and short 60,000 on NLV 100,000: net 1.2x, gross 2.4x (IB's GPV / NLV);
+    an account with no reason to null anything has empty null_reasons."""
+    from rules.samples import stock
+
+    snapshot = sample_snapshot(
+        (stock("AAA", 180_000.0), stock("ZZZ", -60_000.0)),
+        gross_position_value=240_000.0,
+        cushion=0.625,
+    )
+    entry = account_report("DU111", snapshot, [])
+    assert entry["net_leverage"] == pytest.approx(1.2)
+    assert entry["leverage"] == pytest.approx(2.4)
+    assert entry["null_reasons"] == {}

@@ -36,6 +36,7 @@ import pytest
 from monitor.app import build_service
 from monitor.cli import main
 from monitor.daemon import daily_summary, summary_trigger
+from monitor.service import history_figures
 from monitor.settings import load_settings
 from monitor.sim.receiver import Receiver
 from monitor.store import Store
@@ -50,9 +51,12 @@ from monitor.summary import (
     render_text,
     summarize,
 )
+from rules import evaluate
+from rules.checks.financing_cost import CurrencyTerms, FinancingCostConfig, financing_cost
 from rules.checks.leverage import LeverageConfig
 from rules.lifecycle import step
-from rules.model import Finding, Severity, grade_above
+from rules.model import EvaluationContext, Finding, Severity, grade_above
+from rules.samples import sample_snapshot, stock
 
 NEW_YORK = ZoneInfo("America/New_York")
 DAY = date(2026, 6, 15)
@@ -99,7 +103,12 @@ def row(nlv, el, gpv, maint, extra=None):
         "margin_loan": 250_000.0,
         "annual_financing_cost": 8_500.0,
         "estimated": False,
-        "extra": {"base_currency": "USD", "leveraged_etf_share": 0.10, **(extra or {})},
+        "extra": {
+            "base_currency": "USD",
+            "leveraged_etf_share": 0.10,
+            "net_leverage": gpv / nlv,  # long only: net is gross
+            **(extra or {}),
+        },
     }
 
 
@@ -209,6 +218,7 @@ def test_the_figures_of_a_stored_day_match_the_hand_computed_values(configured):
     assert day.cushion_close == pytest.approx(170_000 / 450_000)
     assert day.leverage_min == pytest.approx(800_000 / 550_000)
     assert day.leverage_max == pytest.approx(1.625)
+    assert (day.net_leverage_min, day.net_leverage_max) == (day.leverage_min, day.leverage_max)
 
     # 150,000 x 3% + 100,000 x 4% = 8,500 a year; /360 = 23.61 a day; 3.4%; +0.5 pp = +1,250.
     assert day.margin_loan == 250_000
@@ -217,10 +227,12 @@ def test_the_figures_of_a_stored_day_match_the_hand_computed_values(configured):
     assert day.effective_rate == pytest.approx(0.034)
     assert day.cost_of_half_point == pytest.approx(1_250)
 
-    # At the close m = 280,000 / 700,000 = 40%: d* = EL / ((1 - m) GPV) = 170,000 / 420,000.
+    # At the close (rows without the rule's exposure read as all long): k = 700,000 - 280,000
+    # = 420,000, so a fall of EL / k = 170,000 / 420,000 empties EL.
     assert day.distance_to_liquidation == pytest.approx(170_000 / 420_000)
-    # A fall d: EL' = 170,000 - 0.6 x d x 700,000 and NLV' = 450,000 - d x 700,000.
-    assert day.cushion_after_falls == pytest.approx(
+    assert day.liquidation_direction == "fall"
+    # A fall d: EL' = 170,000 - d x 420,000 and NLV' = 450,000 - d x 700,000.
+    assert day.cushion_after_moves == pytest.approx(
         {
             "-10%": 128_000 / 380_000,  # 0.3368
             "-12%": 119_600 / 366_000,  # 0.3268
@@ -311,7 +323,8 @@ def test_the_local_day_follows_daylight_saving_changes(tmp_path, day, hours, ins
 
 def test_no_loan_an_unknown_cost_and_an_unreachable_liquidation_are_said_plainly():
     """Default tiers are spreads over a benchmark nobody configured: the cost is unknown, not
-    guessed. A book with EL = (1 - m) x GPV cannot be liquidated by any fall."""
+    guessed. A book with EL = (1 - m) x GPV is emptied only by a fall of 100%; one with more
+    EL by no fall at all."""
     at = datetime(2026, 6, 15, 15, 0, tzinfo=UTC)
     book = {
         "net_liquidation": 100_000.0,
@@ -325,12 +338,105 @@ def test_no_loan_an_unknown_cost_and_an_unreachable_liquidation_are_said_plainly
     assert no_loan.distance_to_liquidation == pytest.approx(1.0)
     lines = render_lines(no_loan, NEW_YORK)
     assert "Margin loan: none" in lines
-    assert any("Distance to liquidation: 100.0% (no fall can liquidate)" in x for x in lines)
+    assert any("Distance to liquidation: a fall of 100.0%" in x for x in lines)
+    deeper = summarize(
+        ACCOUNT,
+        DAY,
+        [Sample(at=at, margin_loan=0.0, **{**book, "excess_liquidity": 70_000.0})],
+        peak=None,
+    )
+    assert deeper.distance_to_liquidation is None
+    assert any(
+        "Distance to liquidation: none (no fall empties ExcessLiquidity (it would take 116.7%" in x
+        for x in render_lines(deeper, NEW_YORK)
+    )
 
     unknown = summarize(ACCOUNT, DAY, [Sample(at=at, margin_loan=50_000.0, **book)], peak=None)
     assert unknown.margin_loan == 50_000 and unknown.annual_cost is None
     expected = "Margin loan 50,000.00: cost unknown (set [rules.financing_cost] benchmark_rate)"
     assert expected in render_lines(unknown, NEW_YORK)
+
+
+def test_the_summary_agrees_with_the_rule_on_a_short_and_a_mixed_book(tmp_path):
+    """The summary reads the exposure the distance rule recorded and calls the rule's own
+    function: on the short-only book (shorts 21,000, maintenance 12,000, EL 18,000, NLV
+    30,000: k = -33,000) both say a rise of 18,000 / 33,000 = 54.5%, and both tables are
+    rises; on a mixed book (long 150,000, short 50,000, maintenance 52,500, EL 40,000, NLV
+    100,000: k = 47,500) both say a fall of 84.2% and show falls and rises."""
+    settings = load_settings(write_config(tmp_path))
+    shorts = sample_snapshot(
+        (stock("XYZ", -14_000.0), stock("MID", -7_000.0)),
+        account=ACCOUNT,
+        net_liquidation=30_000.0,
+        gross_position_value=21_000.0,
+        maint_margin_req=12_000.0,
+        excess_liquidity=18_000.0,
+    )
+    mixed = sample_snapshot(
+        (stock("AAA", 150_000.0), stock("ZZZ", -50_000.0)),
+        account="DU456",
+        gross_position_value=200_000.0,
+        maint_margin_req=52_500.0,
+        excess_liquidity=40_000.0,
+    )
+    context = EvaluationContext(now=local(DAY, 15))
+    with Store(settings.monitor.database_path) as store:
+        rules = {}
+        for snapshot in (shorts, mixed):
+            findings = evaluate(snapshot, context, settings.rules)
+            store.record_sample(
+                snapshot.account, local(DAY, 15), history_figures(snapshot, findings)
+            )
+            rules[snapshot.account] = next(
+                f for f in findings if f.rule == "distance_to_liquidation"
+            )
+        summaries, _ = build_summaries(store, settings, DAY, [ACCOUNT, "DU456"])
+    for day in summaries:
+        rule = rules[day.account]
+        assert day.distance_to_liquidation == pytest.approx(rule.value)
+        assert day.liquidation_direction == rule.details["direction"]
+        assert day.cushion_after_moves == pytest.approx(rule.details["cushion_after_moves"])
+    short_day, mixed_day = summaries
+    assert short_day.distance_to_liquidation == pytest.approx(18_000 / 33_000)
+    assert short_day.liquidation_direction == "rise"
+    assert list(short_day.cushion_after_moves) == ["+10%", "+12%", "+20%"]
+    assert mixed_day.distance_to_liquidation == pytest.approx(40_000 / 47_500)
+    assert mixed_day.liquidation_direction == "fall"
+    assert list(mixed_day.cushion_after_moves) == ["-10%", "-12%", "-20%", "+10%", "+12%", "+20%"]
+    assert any(
+        "Distance to liquidation: a rise of 54.5%; cushion after a move of +10%" in line
+        for line in render_lines(short_day, NEW_YORK)
+    )
+
+
+def test_the_loan_is_broken_down_per_currency_as_the_rule_costed_it():
+    """The EUR account with a CHF debit (history row from the financing_cost rule, CHF
+    benchmark 0.5%): CHF 25,000.00 = EUR 26,500.00 costs CHF 500.00 a year = EUR 530.00, CHF
+    1.39 = EUR 1.47 a day on actual/360; +0.5 pp on EUR 26,500 = EUR 132.50 a year. The
+    market benchmark's drawdown (13%) is shown beside the NLV drawdown."""
+    terms = FinancingCostConfig(currencies={"CHF": CurrencyTerms(benchmark_rate=0.005)})
+    snapshot = sample_snapshot(
+        base_currency="EUR",
+        cash_balances={"EUR": 8_000.0, "CHF": -25_000.0},
+        exchange_rates={"CHF": 1.06},
+    )
+    finding = financing_cost(snapshot, EvaluationContext(now=snapshot.as_of), terms)
+    at = datetime(2026, 11, 20, 21, 0, tzinfo=UTC)
+    extra = {"financing_by_currency": finding.details["currencies"], "market_drawdown": 0.13}
+    sample = Sample(at=at, net_liquidation=27_868.0, margin_loan=18_500.0, extra=extra)
+    day = summarize(ACCOUNT, DAY, [sample], peak=30_000.0, base_currency="EUR")
+    assert day.margin_loan == pytest.approx(26_500.0)
+    assert day.annual_cost == pytest.approx(530.0)
+    lines = render_lines(day, NEW_YORK)
+    assert (
+        "Margin loan EUR 26,500.00: EUR 1.47/day, EUR 530.00/year, effective 2.00%; "
+        "+0.5 pp costs EUR 132.50/year"
+    ) in lines
+    assert (
+        "  CHF 25,000.00 (EUR 26,500.00): CHF 500.00/year, CHF 1.39/day on actual/360, "
+        "effective 2.00%"
+    ) in lines
+    assert any("(the market benchmark: 13.0% below its prior peak)" in line for line in lines)
 
 
 # -- renderings ----------------------------------------------------------------------------------
@@ -348,10 +454,10 @@ def test_text_markdown_and_json_carry_the_figures(configured):
         "open USD 500,000.00, close USD 450,000.00, high USD 550,000.00, low USD 400,000.00",
         "Peak USD 600,000.00; drawdown 25.0%",
         "min 35.0% at 13:45, max 41.8%, close 37.8%",
-        "Leverage: 1.45x to 1.62x",
+        "Leverage: net 1.45x to 1.62x; gross 1.45x to 1.62x",
         "Margin loan USD 250,000.00: USD 23.61/day, USD 8,500.00/year, effective 3.40%;",
         "+0.5 pp costs USD 1,250.00/year",
-        "Distance to liquidation: 40.5%",
+        "Distance to liquidation: a fall of 40.5%",
         "-10%: 33.7%, -12%: 32.7%, -20%: 27.7%",
         "Leveraged-ETF sleeve: 15.0%",
         "Largest positions: VOO 85.6%, SCHD 55.0%, TQQQ 15.0%",
@@ -421,7 +527,7 @@ def test_summary_command_prints_json(configured, capsys):
     )
     assert entry["annual_cost"] == pytest.approx(8_500)
     assert entry["daily_cost"] == pytest.approx(8_500 / 360)
-    assert entry["cushion_after_falls"]["-20%"] == pytest.approx(86_000 / 310_000)
+    assert entry["cushion_after_moves"]["-20%"] == pytest.approx(86_000 / 310_000)
     assert entry["rate_rise"] == pytest.approx(0.005)
     assert [a["kind"] for a in entry["alerts"]] == ["fired", "resolved"]
 

@@ -70,4 +70,11 @@ def test_history_figures_come_from_the_declared_details():
             finding("leveraged_etf", {"sleeve_share": 0.3}, missing=True),
         ]
     )
-    assert figures == {"annual_financing_cost": 8_500.0, "leveraged_etf_share": None}
+    assert figures == {
+        "net_leverage": None,
+        "annual_financing_cost": 8_500.0,
+        "financing_by_currency": None,
+        "market_drawdown": None,
+        "leveraged_etf_share": None,
+        "liquidation_exposure": None,
+    }

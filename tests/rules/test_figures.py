@@ -99,6 +99,10 @@ def test_balance_beyond_a_bounded_last_tier_pays_its_rate():
         (2, 0.25, 0.50),
         (1.5, 0.25, 0.375),
         (-3, 0.30, 0.90),
+        (-1, 0.50, 0.50),
+        (-1, 0.25, 0.25),
+        (-0.5, 0.25, 0.25),
+        (0.5, 0.50, 0.50),
     ],
     ids=[
         "regt-3x-100",
@@ -108,10 +112,16 @@ def test_balance_beyond_a_bounded_last_tier_pays_its_rate():
         "maint-2x-50",
         "maint-1.5x-37.5",
         "short-3x-90",
+        "regt-minus-1x-base",
+        "maint-minus-1x-base",
+        "maint-minus-half-x-base",
+        "regt-half-x-base",
     ],
 )
 def test_leveraged_etf_requirement(factor, base, expected):
-    """Min(base x |factor|, 100%): IB's own examples (long 2x maintenance 50%, short 3x 90%)."""
+    """Max(base, Min(base x |factor|, 100%)): IB's own examples (long 2x maintenance 50%, short
+    3x 90%), and never below the base: a -1x fund at 50% is 50%, a -0.5x fund (SVXY) at 25% is
+    25%, not 12.5%."""
     assert figures.leveraged_requirement(factor, base) == pytest.approx(expected)
 
 
@@ -323,3 +333,82 @@ def test_restoring_sale_restores_the_target(nlv, cushion, rate, target):
         assert math.isclose(after, target, rel_tol=1e-9, abs_tol=1e-9)
     else:
         assert sale == 0
+
+
+@pytest.mark.parametrize(
+    ("long", "short", "maint", "excess", "direction", "distance"),
+    [
+        (150_000, 0, 37_500, 62_500, "fall", 62_500 / 112_500),
+        (0, 21_000, 12_000, 18_000, "rise", 18_000 / 33_000),
+        (150_000, 50_000, 52_500, 47_500, "fall", 1.0),
+        (100_000, 100_000, 55_000, 45_000, "rise", 45_000 / 55_000),
+        (130_000, 75_000, 55_000, 45_000, None, None),
+        (80_000, 0, 20_000, 70_000, None, None),
+        (150_000, 0, 37_500, -1_000, "fall", -1_000 / 112_500),
+    ],
+    ids=["long", "short", "mixed", "balanced", "hedged", "beyond-100", "deficit"],
+)
+def test_the_adverse_uniform_move(long, short, maint, excess, direction, distance):
+    """EL(x) = EL + x k, k = L - |S| - maintenance (margin-rules.md section 6).
+    Long 150,000 at 25%: k = 112,500, a fall of 55.6%. Short 21,000 with maintenance 12,000:
+    k = -33,000, a rise of 54.5%. Long 150,000, short 50,000, maintenance 52,500: k = 47,500,
+    a fall of 100%. Equal longs and shorts: k = -maintenance, a rise (the requirement grows
+    with prices). Long 130,000 at 25% and short 75,000 at 30%: k = 0, hedged, none. k =
+    60,000 with EL 70,000: a fall of 116.7%, none. EL below 0: a negative distance."""
+    slope = figures.move_slope(long, short, maint)
+    move = figures.liquidation_move(excess, slope)
+    if direction is None:
+        assert move is None
+    else:
+        assert move is not None and move.direction == direction
+        assert move.distance == pytest.approx(distance)
+        assert move.move == pytest.approx(-distance if direction == "fall" else distance)
+
+
+def test_cushion_after_a_move_and_the_deposit_for_a_loan_cap():
+    """Short-only, +10%: EL 18,000 - 3,300 over NLV 30,000 - 2,100; NLV gone at +200%.
+    Loan 50,000 on NLV 100,000 to 28%: D = (50,000 - 28,000) / 1.28 = 17,187.50."""
+    assert figures.cushion_after_move(30_000, 18_000, -33_000, -21_000, 0.10) == pytest.approx(
+        14_700 / 27_900
+    )
+    assert figures.cushion_after_move(30_000, 18_000, -33_000, -21_000, 2.0) is None
+    assert figures.deposit_for_loan_cap(50_000, 100_000, 0.28) == pytest.approx(17_187.5)
+
+
+@pytest.mark.parametrize(
+    ("excess", "slope", "rate", "change", "expected"),
+    [
+        (15_000, 112_500, 0.25, -0.75, 4_125 / 0.3775),
+        (15_000, 112_500, 1.0, 0.0, 4_125),
+        (4_000, -33_000, 0.30, 1.30, 1_610 / 0.521),
+        (20_000, 100_000, 0.25, -0.75, 0.0),
+    ],
+    ids=["sell-longs", "deposit", "buy-back-shorts", "already-there"],
+)
+def test_trade_for_distance(excess, slope, rate, change, expected):
+    """The smallest trade after which EL + m a >= t |k + c a| (t = 17%): a sale of longs
+    (4,125 / 0.3775), a deposit (t k - EL), a buy-back of shorts (1,610 / 0.521), none."""
+    assert figures.trade_for_distance(excess, slope, 0.17, rate, change) == pytest.approx(expected)
+
+
+@settings(max_examples=300)
+@given(
+    long=st.floats(0, 1e6),
+    short=st.floats(0, 1e6),
+    rate=st.floats(0.15, 1.0),
+    cushion=st.floats(-0.3, 0.9),
+    target=st.floats(0.01, 0.5),
+    buy_back=st.booleans(),
+)
+def test_trade_for_distance_reaches_the_target(long, short, rate, cushion, target, buy_back):
+    """Whenever a trade size is found, the adverse move after it is at least the target,
+    whichever way the book then leans."""
+    maint = 0.3 * (long + short)
+    excess = cushion * (long + short + 1)
+    slope = figures.move_slope(long, short, maint)
+    change = 1 + rate if buy_back else -(1 - rate)
+    amount = figures.trade_for_distance(excess, slope, target, rate, change)
+    if amount is None:
+        return
+    after = excess + rate * amount - target * abs(slope + change * amount)
+    assert after >= -1e-6 * (abs(excess) + abs(slope) + 1)

@@ -7,7 +7,8 @@ imports only modules of layers below its own. ``rules`` is pure and imports noth
 ``monitor/simulator.py``, ``sim_state.py``, ``sim_protocol.py``, ``receiver.py``) is a separate
 part: it imports nothing of the daemon (``rules`` at most), and only the commands that serve
 it (``cli``, ``demo``) import it. Only ``monitor/gateway.py`` imports ib_async, only
-``monitor/notifier.py`` imports apprise, and nothing imports ``monitor.cli``.
+``monitor/notifier.py`` imports apprise, only ``monitor/web.py`` imports aiohttp and Jinja2,
+and nothing imports ``monitor.cli``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("monitor.demo",),
     ("monitor.app",),
     ("monitor.daemon",),
-    ("monitor.service",),
-    ("monitor.summary", "monitor.metrics"),
-    ("monitor.notifier", "monitor.gateway", "monitor.estimate", "monitor.report"),
-    ("monitor.store", "monitor.settings", "monitor.logs", "monitor.systemd"),
+    ("monitor.service", "monitor.web"),
+    ("monitor.summary", "monitor.metrics", "monitor.webview"),
+    (
+        "monitor.notifier",
+        "monitor.gateway",
+        "monitor.estimate",
+        "monitor.report",
+        "monitor.trading_calendar",
+    ),
+    ("monitor.store", "monitor.settings", "monitor.logs", "monitor.systemd", "monitor.webchart"),
     ("monitor.clock",),
     ("rules",),
 )
@@ -37,7 +44,12 @@ SIMULATOR_MODULES = frozenset(
     {"monitor.simulator", "monitor.sim_state", "monitor.sim_protocol", "monitor.receiver"}
 )
 SIMULATOR_USERS = frozenset({"monitor.cli", "monitor.demo"})
-ONLY_IMPORTER = {"ib_async": "monitor.gateway", "apprise": "monitor.notifier"}
+ONLY_IMPORTER = {
+    "ib_async": "monitor.gateway",
+    "apprise": "monitor.notifier",
+    "aiohttp": "monitor.web",
+    "jinja2": "monitor.web",
+}
 
 Graph = Mapping[str, frozenset[str]]
 
@@ -204,8 +216,8 @@ def test_the_product_has_no_import_cycle(graph):
 
 
 def test_every_import_goes_down_the_layers(graph):
-    """cli -> demo -> app -> daemon -> service -> the edges -> clock -> rules, and every daemon
-    module has its place in that order."""
+    """cli -> demo -> app -> daemon -> service (and the status page beside it) -> the edges ->
+    clock -> rules, and every daemon module has its place in that order."""
     assert layer_violations(graph) == []
 
 
@@ -220,7 +232,8 @@ def test_rules_import_nothing_of_monitor(graph):
 
 @pytest.mark.parametrize("library", sorted(ONLY_IMPORTER))
 def test_one_module_imports_each_outside_library(graph, library):
-    """ib_async only in the gateway (conversion at the edge), apprise only in the notifier."""
+    """ib_async only in the gateway (conversion at the edge), apprise only in the notifier,
+    the web stack (aiohttp, Jinja2) only in the status page's server."""
     importers = sorted(module for module, imports in graph.items() if library in imports)
     assert importers == [ONLY_IMPORTER[library]]
 

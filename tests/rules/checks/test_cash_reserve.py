@@ -22,14 +22,15 @@ NOON = EvaluationContext(now=SAMPLE_TIME)
             {"excess_liquidity": 3_000.0},
             CashReserveConfig(),
             WARNING,
-            "Raise ExcessLiquidity by about USD 1,250.00: deposit USD 1,250.00 or sell about "
-            "USD 5,000.00 of positions to cover 2 quarters of financing cost",
+            "Raise ExcessLiquidity by about USD 1,462.50: deposit USD 1,462.50 or sell about "
+            "USD 5,850.00 of long positions (sized at 25%, the lowest maintenance a holding "
+            "here can have) to cover 2 quarters of financing cost, where the alert clears",
         ),
         (
             {"positions": (stock("SGOV", 3_000.0, stock_type="ETF"),)},
             CashReserveConfig(reserve_symbols=("sgov", "BIL")),
             WARNING,
-            "Add about USD 1,250.00 to the reserve (buy more SGOV, BIL",
+            "Deposit about USD 1,462.50 and buy USD 1,462.50 of SGOV, BIL with it",
         ),
         (
             {"positions": (stock("SGOV", 10_000.0, stock_type="ETF"),)},
@@ -37,12 +38,15 @@ NOON = EvaluationContext(now=SAMPLE_TIME)
             OK,
             None,
         ),
-        ({"excess_liquidity": 5_000.0}, CashReserveConfig(quarters=4), WARNING, "USD 3,500.00"),
+        ({"excess_liquidity": 5_000.0}, CashReserveConfig(quarters=4), WARNING, "USD 3,925.00"),
     ],
     ids=["ok", "el-short", "symbols-short", "symbols-ok", "four-quarters"],
 )
 def test_cash_reserve(values, config, severity, in_action):
-    """$8,500 a year = $2,125 a quarter: the reserve must cover two quarters, $4,250."""
+    """$8,500 a year = $2,125 a quarter: the reserve must cover two quarters, $4,250, and the
+    alert clears at 105% of it, $4,462.50. From EL 3,000: deposit 1,462.50, or sell 1,462.50 /
+    25% = 5,850 of longs (EL + 25% of the sale; the loan falls too, so the cost does); four
+    quarters: 8,925 - 5,000 = 3,925."""
     finding = cash_reserve(
         sample_snapshot(**LOAN_250K, **values), NOON, config, financing=SEED_FINANCING
     )

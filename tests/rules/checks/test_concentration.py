@@ -14,7 +14,9 @@ OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICA
 
 
 def test_concentration_single_stock_over_cap():
-    """AAPL at 32% of NLV breaks the 20% stock cap; VOO at 45% is within the ETF cap."""
+    """AAPL at 32% of NLV breaks the 20% stock cap; VOO at 45% is within the ETF cap. The alert
+    clears at 19% (cap less the 1 pp clear margin): sell 32,000 - 19,000 = 13,000 (NLV does not
+    move), or deposit 32,000 / 0.19 - 100,000 = 68,421.06 (68,421.052... rounded up)."""
     snapshot = sample_snapshot(
         [stock("AAPL", 32_000.0), stock("VOO", 45_000.0, stock_type="ETF"), stock("KO", 5_000.0)]
     )
@@ -23,7 +25,13 @@ def test_concentration_single_stock_over_cap():
     assert finding.value == pytest.approx(0.32)
     assert finding.threshold == pytest.approx(0.20)
     assert "AAPL is 32% of NLV (cap 20%)" in finding.message
-    assert finding.action == "Sell about USD 12,000.00 of AAPL (to 20% of NLV)"
+    assert finding.action == (
+        "Sell about USD 13,000.00 of AAPL (to 19% of NLV), where the alert clears; or deposit "
+        "about USD 68,421.06 instead"
+    )
+    sale, deposit = (remedy.actions for remedy in finding.remedies)
+    assert [(a.kind, a.symbols, a.amount) for a in sale] == [("sell", ("AAPL",), 13_000.0)]
+    assert [(a.kind, a.amount) for a in deposit] == [("deposit", 68_421.06)]
     rows = {row["symbol"]: row for row in finding.details["positions"]}
     assert set(rows) == {"AAPL", "VOO", "KO"}
     assert rows["VOO"]["kind"] == "etf" and rows["VOO"]["cap"] == 0.50
@@ -38,7 +46,7 @@ def test_concentration_single_stock_over_cap():
             [stock("VOO", 55_000.0, stock_type="ETF")],
             ConcentrationConfig(),
             WARNING,
-            "Sell about USD 5,000.00 of VOO (to 50% of NLV)",
+            "Sell about USD 6,000.00 of VOO (to 49% of NLV)",
         ),
         (
             [stock("TQQQ", 30_000.0, stock_type=None)],
@@ -50,7 +58,7 @@ def test_concentration_single_stock_over_cap():
             [stock("MSFT", -25_000.0)],
             ConcentrationConfig(),
             WARNING,
-            "Buy back about USD 5,000.00 of MSFT",
+            "Buy back about USD 6,000.00 of MSFT",
         ),
         ([], ConcentrationConfig(), OK, "No stock or ETF positions"),
     ],
@@ -104,3 +112,16 @@ def test_a_breach_among_the_valued_holdings_stands_beside_an_unvalued_one():
     )
     alone = concentration(sample_snapshot([stock("XYZ", None)]), NOON, ConcentrationConfig())
     assert alone.severity is UNKNOWN and "market value of XYZ" in alone.message
+
+
+def test_a_holding_inside_the_clear_band_is_trimmed_too():
+    """AAPL at 25% breaks the cap; KO at 19.5% is under it but above the 19% clear level, so
+    it would hold the alert after AAPL alone is cut: the action cuts both, AAPL by 6,000 and
+    KO by 500, and the deposit covers the larger ratio (25,000 / 0.19 - 100,000 = 31,578.95)."""
+    snapshot = sample_snapshot([stock("AAPL", 25_000.0), stock("KO", 19_500.0)])
+    finding = concentration(snapshot, NOON, ConcentrationConfig())
+    assert finding.severity is WARNING
+    assert "KO" not in finding.message  # not a breach
+    sale, deposit = (remedy.actions for remedy in finding.remedies)
+    assert [(a.symbols[0], a.amount) for a in sale] == [("AAPL", 6_000.0), ("KO", 500.0)]
+    assert deposit[0].amount == 31_578.95

@@ -24,7 +24,21 @@ def test_leveraged_etf_none_held_is_not_applicable():
     """No leveraged ETFs: ok with a message, not missing data."""
     finding = leveraged_etf(sample_snapshot([stock("AAPL", 5_000.0)]), NOON, LeveragedEtfConfig())
     assert finding.severity is OK and not finding.data_missing
-    assert "No leveraged or inverse ETFs held" in finding.message
+    assert "No leveraged ETFs held" in finding.message
+
+
+def test_a_minus_one_x_fund_is_not_leveraged():
+    """SH (-1x) is an inverse fund, not a leveraged one (|factor| > 1 is): it is no part of
+    the sleeve, and its requirement is the base itself, Max(50%, Min(50% x 1, 100%)) = 50%.
+    The factor table is data: configured as -2x, the same holding is leveraged."""
+    snapshot = sample_snapshot([stock("SH", 30_000.0, stock_type="ETF")])
+    finding = leveraged_etf(snapshot, BEFORE_CLOSE, LeveragedEtfConfig())
+    assert finding.severity is OK and finding.value == 0.0
+    assert "SH: a factor of 1 or less in size is not leveraged" in finding.message
+    doubled = leveraged_etf(snapshot, BEFORE_CLOSE, LeveragedEtfConfig(factors={"SH": -2}))
+    assert doubled.severity is WARNING  # a 30% sleeve over the 10% cap
+    (row,) = doubled.details["positions"]
+    assert (row["factor"], row["requirement"], row["current_rate"]) == (-2.0, 1.0, 0.5)
 
 
 def test_leveraged_etf_small_sleeve_is_ok_and_reports_requirements():
@@ -39,12 +53,15 @@ def test_leveraged_etf_small_sleeve_is_ok_and_reports_requirements():
 
 
 def test_leveraged_etf_sleeve_over_cap():
-    """A 15% sleeve breaks the 10% cap: sell 5,000 of leveraged ETFs."""
+    """A 15% sleeve breaks the 10% cap; it clears at 9%: sell 15,000 - 9,000 = 6,000 of
+    leveraged ETFs, or deposit 15,000 / 0.09 - 100,000 = 66,666.67. No deadline: the sleeve
+    cap is not about the close."""
     finding = leveraged_etf(sample_snapshot([stock("TQQQ", 15_000.0)]), NOON, LeveragedEtfConfig())
     assert finding.severity is WARNING
-    assert (
-        "Sell about USD 5,000.00 of leveraged ETFs (TQQQ) to bring the sleeve to 10% of NLV"
-        in finding.action
+    assert finding.action == (
+        "Sell about USD 6,000.00 of leveraged ETFs (TQQQ; sized at 100%, the lowest Reg T "
+        "requirement among them) or deposit about USD 66,666.67 to keep the sleeve at 9% of "
+        "NLV, where the alert clears"
     )
 
 
@@ -54,23 +71,35 @@ def test_leveraged_etf_sleeve_over_cap():
         (
             BEFORE_CLOSE,
             CRITICAL,
-            "Now, sell about USD 20,000.00 of leveraged ETFs (at their 100% Reg T requirement) "
-            "to keep a 20% cushion through the close",
+            "Now, sell about USD 51,000.00 of leveraged ETFs (TQQQ, SOXL; sized at 100%, the "
+            "lowest Reg T requirement among them) or deposit about USD 566,666.67 to keep the "
+            "sleeve at 9% of NLV and a 20% cushion through the close, where the alert clears",
         ),
-        (NOON, WARNING, "Before 15:30 America/New_York, sell about USD 20,000.00"),
+        (NOON, WARNING, "Before 15:30 America/New_York, sell about USD 51,000.00"),
         (SATURDAY, WARNING, "Before 15:30 America/New_York"),
     ],
     ids=["inside-window-critical", "midday-warning", "weekend-warning"],
 )
 def test_leveraged_etf_projected_cushion(context, severity, in_action):
-    """EL 15,000; 60,000 of 3x ETFs at 75% maintenance -> 100% Reg T leaves a 0% cushion."""
+    """EL 15,000; 60,000 of 3x ETFs at 75% maintenance -> 100% Reg T leaves a 0% cushion.
+    The cut must bring the sleeve to 9% (60,000 - 9,000 = 51,000) and the projected cushion to
+    20% (each dollar sold frees its 100% Reg T requirement: 20,000 / 100% = 20,000): 51,000.
+    A deposit: the sleeve needs 60,000 / 0.09 - 100,000 = 566,666.67, the cushion 20,000 /
+    0.8 = 25,000: 566,666.67."""
     finding = leveraged_etf(sample_snapshot(SLEEVE, **CRASHING), context, LeveragedEtfConfig())
     assert finding.details["projected_cushion"] == pytest.approx(0.0)
     assert finding.severity is severity
     assert finding.value == pytest.approx(0.0)
     assert finding.threshold == pytest.approx(0.10)
     assert in_action in finding.action
-    assert "Sell about USD 50,000.00 of leveraged ETFs (TQQQ, SOXL)" in finding.action
+    trade, deposit = (remedy.actions[0] for remedy in finding.remedies)
+    assert (trade.kind, trade.amount, trade.symbols, trade.rate) == (
+        "sell",
+        51_000.0,
+        ("TQQQ", "SOXL"),
+        1.0,
+    )
+    assert (deposit.kind, deposit.amount) == ("deposit", 566_666.67)
 
 
 def test_leveraged_etf_shorts_custom_factors_and_critical_level():

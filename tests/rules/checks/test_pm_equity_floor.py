@@ -20,19 +20,23 @@ PM = PmEquityFloorConfig(portfolio_margin_accounts=("DU111",))
         (
             {"net_liquidation": 105_000.0},
             WARNING,
-            "Deposit about USD 5,000.00 to bring NLV back to USD 110,000.00",
+            "Deposit about USD 6,000.00 to bring NLV back to USD 111,000.00 (USD 110,000.00 plus "
+            "the clear margin)",
         ),
-        ({"net_liquidation": 95_000.0}, CRITICAL, "Deposit about USD 15,000.00"),
+        ({"net_liquidation": 95_000.0}, CRITICAL, "Deposit about USD 16,000.00"),
+        ({"net_liquidation": -1_000.0}, CRITICAL, "Deposit about USD 112,000.00"),
         (
             {"net_liquidation": 95_000.0, "base_currency": "EUR", "exchange_rates": {"USD": 0.9}},
             WARNING,
-            "Deposit about EUR 4,000.00 (USD 4,444.44)",
+            "Deposit about EUR 4,900.00 (USD 5,444.44)",
         ),
     ],
-    ids=["ok", "warning", "critical", "eur-base"],
+    ids=["ok", "warning", "critical", "negative", "eur-base"],
 )
 def test_pm_equity_floor(values, severity, in_action):
-    """PM accounts: NLV in USD under 110,000 warning, under 100,000 critical."""
+    """PM accounts: NLV in USD under 110,000 warning, under 100,000 critical (a negative NLV
+    too). The deposit reaches the clear level 111,000: from 105,000, 6,000. EUR base at 0.9
+    EUR per USD: EUR 95,000 is USD 105,555.56, so (111,000 - 105,555.56) x 0.9 = EUR 4,900."""
     finding = pm_equity_floor(sample_snapshot(**values), NOON, PM)
     assert finding.severity is severity
     assert (finding.action is None) if in_action is None else (in_action in finding.action)

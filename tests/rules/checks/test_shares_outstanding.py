@@ -20,15 +20,17 @@ OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICA
         (
             2_000.0,
             WARNING,
-            "Sell about 1,000 XYZ shares (about USD 10,000.00) to get under 1% of shares "
-            "outstanding",
+            "Sell 1,100 XYZ shares (about USD 11,000.00) to hold at most 0.9% of shares "
+            "outstanding, where the alert clears",
         ),
         (5_000.0, CRITICAL, "100% margin at 5% or more"),
     ],
     ids=["ok", "warning-over-1pct", "critical-at-5pct"],
 )
 def test_shares_outstanding(quantity, severity, in_text):
-    """Holding / shares outstanding: > 1% warning, >= 5% critical (config counts)."""
+    """Holding / shares outstanding: > 1% warning, >= 5% critical (config counts). 2,000 of
+    100,000 shares (2%) clears at 0.9% (1% less the 0.1 pp clear margin): sell 2,000 - 900 =
+    1,100 shares, USD 11,000 at 10.00."""
     position = stock("XYZ", quantity * 10.0, quantity=quantity)
     config = SharesOutstandingConfig(shares_outstanding={"XYZ": 100_000})
     finding = shares_outstanding(sample_snapshot([position]), NOON, config)

@@ -25,7 +25,8 @@ OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICA
             NOON,
             WARNING,
             "Raise SMA by USD 1,000.00 before 15:50 America/New_York: deposit USD 1,000.00 or "
-            "sell about USD 2,000.00 of positions",
+            "sell (or buy back) about USD 2,000.00 of positions (a trade credits 50% of its "
+            "value to SMA)",
         ),
         (-1_000.0, IN_REG_T_WINDOW, CRITICAL, "Raise SMA by USD 1,000.00 now"),
         (-1_000.0, SATURDAY_1630, WARNING, "before 15:50"),
@@ -34,7 +35,8 @@ OK, WARNING, CRITICAL, UNKNOWN = Severity.OK, Severity.WARNING, Severity.CRITICA
     ids=["ok", "warning-midday", "critical-in-window", "weekend-not-window", "ok-in-window"],
 )
 def test_sma(sma_value, context, severity, in_action):
-    """SMA < 0 is a warning, critical inside 15:50-17:20 New York on weekdays."""
+    """SMA < 0 is a warning, critical inside 15:50-17:20 New York on weekdays. SMA -1,000
+    clears at 0 (clear margin 0): a deposit of 1,000, or a trade of 1,000 / 50% = 2,000."""
     finding = sma(sample_snapshot(sma=sma_value), context, SmaConfig())
     assert finding.severity is severity
     assert finding.value == sma_value
