@@ -625,7 +625,8 @@ def test_sigkill_between_outbox_write_and_send_then_restart_delivers_once(
 ):
     """The daemon (a real process) queues the breach while the endpoint fails and is killed
     with SIGKILL; the restarted daemon delivers every pending notification exactly once and
-    does not announce the breach again."""
+    does not announce the breach again. (The kill may land between two transitions of the
+    same evaluation: the restarted daemon then makes the missing ones itself, once.)"""
     state_file = tmp_path / "state" / "monitor.sqlite3"
     log = tmp_path / "daemon.log"
 
@@ -694,11 +695,12 @@ def test_sigkill_between_outbox_write_and_send_then_restart_delivers_once(
 
     messages, pending, events = asyncio.run(scenario())
     delivered = [m.notification_id for m in messages]
-    assert sorted(delivered) == pending, log.read_text()[-3000:]
+    assert set(pending) <= set(delivered), log.read_text()[-3000:]
+    assert len(delivered) == len(set(delivered)), "each delivered once"
     assert titles(messages, ACCOUNT, "cushion") == [CRITICAL]
     fired = [e for e in events if e["rule"] == "cushion"]
     assert [e["kind"] for e in fired] == ["fired"], "the restart did not announce it again"
-    assert {e["notification_id"] for e in events} == set(pending)
+    assert {e["notification_id"] for e in events} == set(delivered)
 
 
 # -- 6. a clean restart of the daemon during a breach -------------------------------------------
