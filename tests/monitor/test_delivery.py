@@ -88,6 +88,7 @@ def test_a_cut_attempt_frees_its_thread_at_once(tmp_path):
     assert took < 2, "the whole answer would take about 16 s"
 
 
+@pytest.mark.slow
 def test_a_dribbling_and_a_silent_target_delay_no_other_and_keep_few_threads(store):
     """Three notifications to a target that dribbles, one that never answers and a healthy
     one: the healthy one gets all three at once, in order; the others are cut at the
@@ -131,6 +132,7 @@ def test_a_dribbling_and_a_silent_target_delay_no_other_and_keep_few_threads(sto
     assert all(row.attempts >= 1 for row in store.outbox("pending") if row.notification_id == "n0")
 
 
+@pytest.mark.slow
 def test_a_stop_ends_within_seconds_and_hands_back_what_was_in_flight(store):
     """Stopping while one target never answers (30 s deadline) and another dribbles: the
     loop ends within a few seconds, the rows stay pending, unleased, for the next start."""
@@ -197,6 +199,7 @@ def test_retries_run_on_the_monotonic_clock_whatever_the_wall_clock_does(store, 
     assert [row.status for row in store.outbox()] == ["sent"]
 
 
+@pytest.mark.slow
 def test_while_the_outbox_cannot_be_written_notifications_go_out_directly_and_are_written_later(
     store,
 ):

@@ -319,6 +319,49 @@ def test_a_full_disk_degrades_to_direct_sends_then_recovers_by_itself(
     ]
 
 
+# -- a damaged state file at start -------------------------------------------------------------
+
+
+def test_a_damaged_state_file_at_start_is_moved_aside_and_the_operator_told(
+    simulated_gateway, tmp_path
+):
+    """`run` finds random bytes where its state file should be: it keeps them under a
+    timestamped name, starts on a fresh file, and every target hears it at once, critical;
+    then it monitors as usual."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "monitor.sqlite3").write_bytes(random.Random(3).randbytes(20_000))
+
+    async def scenario() -> list[ReceivedMessage]:
+        with Receiver() as receiver, Receiver() as info_only:
+            async with simulated_gateway("selloff") as gateway:
+                settings = make_settings(
+                    tmp_path,
+                    gateway.port,
+                    [],
+                    ib={"accounts": [ACCOUNT]},
+                    notify={
+                        "urls": [receiver.url],
+                        "targets": [{"url": info_only.url, "severities": ["info"]}],
+                    },
+                )
+                stop = asyncio.Event()
+                task = asyncio.create_task(run_daemon(settings, stop))
+                await info_only.wait_for_async(1, timeout=10)
+                gateway.move_prices(CRASH)
+                await receiver.wait_until_async(has(CRITICAL), 10)
+                stop.set()
+                assert await asyncio.wait_for(task, 10) == 0
+                return receiver.messages + info_only.messages
+
+    messages = asyncio.run(scenario())
+    kept = sorted(path.name for path in state.iterdir() if ".damaged-" in path.name)
+    assert len(kept) == 1 and kept[0].startswith("monitor.sqlite3.damaged-")
+    resets = [m for m in messages if m.title.startswith("[CRITICAL] monitor state reset")]
+    assert len(resets) == 2, "every target, whatever it receives"
+    assert kept[0] in resets[0].message and "not a SQLite database" in resets[0].message
+
+
 # -- two daemons, one state directory ----------------------------------------------------------
 
 
