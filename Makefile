@@ -33,6 +33,7 @@ bench: venv
 	$(BIN)/python bench/rules_throughput.py
 	$(BIN)/python bench/detection_latency.py
 	$(BIN)/python bench/soak_memory.py
+	$(BIN)/python bench/fault_delivery.py
 	$(BIN)/python bench/web_page.py
 
 clean:

@@ -10,7 +10,11 @@ One builder per part, each taking the settings plus only what a caller may need 
 - :func:`build_service` the service around those (a store or a connector passed in instead),
 - :func:`build_scheduler` the daemon's jobs, :func:`build_metrics_server` the endpoint,
   :func:`build_web_server` the status page (its libraries imported only when it is on),
-- :func:`build_daemon` all of it as a runnable :class:`~monitor.daemon.Daemon`.
+- :func:`build_daemon` all of it as a runnable :class:`~monitor.daemon.Daemon`,
+- :func:`run_daemon` the ``run`` command: the state directory's lock, the state file opened
+  (a damaged one moved aside and announced), the daemon built and run.
+
+:func:`target_problems` checks every Apprise URL of the configuration at load.
 
 A variation of the whole set (the demo's simulated gateway and own state directory) is a
 variation of the settings, passed to the same builders.
@@ -19,20 +23,29 @@ variation of the settings, passed to the same builders.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.clock import Clock, utc_now
+from monitor.clock import Clock, Monotonic, utc_now
 from monitor.daemon import Daemon, schedule_jobs
 from monitor.gateway import BenchmarkSpec, GatewayConnector
 from monitor.metrics import Metrics, MetricsServer
-from monitor.notifier import Notifier, QuietHours, Target
+from monitor.notifier import (
+    Notifier,
+    QuietHours,
+    Target,
+    mask_url,
+    state_reset_notice,
+    url_problem,
+)
 from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.store import StateLock, Store, StoreError, open_state
 from rules.clock import parse_window, zone
 
 if TYPE_CHECKING:
@@ -40,11 +53,18 @@ if TYPE_CHECKING:
 
 EvaluatedHook = Callable[[str, AccountView], None]
 
+log = structlog.get_logger("monitor.app")
+
 
 def build_store(settings: Settings, *, in_memory: bool = False) -> Store:
     """The state database at ``settings.monitor.database_path`` (created when missing), or a
-    private in-memory one that leaves no file behind."""
-    return Store(":memory:" if in_memory else settings.monitor.database_path)
+    private in-memory one that leaves no file behind. A state directory or file that cannot
+    be used is a :class:`~monitor.store.StateDirError` (a damaged file is left as it is: only
+    the daemon moves it aside)."""
+    if in_memory:
+        return Store(":memory:")
+    store, _ = open_state(settings.monitor.database_path, utc_now())
+    return store
 
 
 def build_targets(settings: Settings) -> list[Target]:
@@ -53,6 +73,25 @@ def build_targets(settings: Settings) -> list[Target]:
         Target.from_url(entry.url.get_secret_value(), index, entry.severities, entry.name)
         for index, entry in enumerate(settings.notify.all_targets(), start=1)
     ]
+
+
+def target_problems(settings: Settings) -> list[str]:
+    """Each configured Apprise URL that Apprise cannot use, named by its place in the
+    configuration with its secret parts masked (``notify.urls, entry 2 (tgram://***): ...``)."""
+    urls = len(settings.notify.urls)
+    problems = []
+    for index, entry in enumerate(settings.notify.all_targets()):
+        url = entry.url.get_secret_value()
+        problem = url_problem(url)
+        if problem is None:
+            continue
+        if index < urls:
+            where = f"notify.urls, entry {index + 1}"
+        else:
+            named = f" {entry.name!r}" if entry.name else ""
+            where = f"notify.targets, entry {index - urls + 1}{named}"
+        problems.append(f"{where} ({mask_url(url)}): not a URL Apprise can use: {problem}")
+    return problems
 
 
 def build_quiet_hours(settings: Settings) -> QuietHours | None:
@@ -82,12 +121,17 @@ def build_notifier(
         clock=clock,
         max_age=timedelta(hours=settings.notify.max_age_hours),
         quiet_hours=build_quiet_hours(settings) if quiet_hours else None,
+        send_timeout=settings.notify.send_timeout_seconds,
         on_result=metrics.count_notification if metrics is not None else None,
     )
 
 
 def build_connector(
-    settings: Settings, *, clock: Clock = utc_now, client_id: int | None = None
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    monotonic: Monotonic = time.monotonic,
+    client_id: int | None = None,
 ) -> GatewayConnector:
     """The read-only gateway connector of ``[ib]`` (``client_id`` overrides its id), following
     the market benchmark of ``[rules.drawdown]`` when that rule measures one."""
@@ -103,6 +147,7 @@ def build_connector(
         reconnect_min=ib.reconnect_min_seconds,
         reconnect_max=ib.reconnect_max_seconds,
         probe_after=ib.probe_after_seconds,
+        monotonic=monotonic,
         benchmark=benchmark_spec(settings),
     )
 
@@ -121,21 +166,25 @@ def build_service(
     settings: Settings,
     *,
     clock: Clock = utc_now,
+    monotonic: Monotonic = time.monotonic,
     store: Store | None = None,
     connector: GatewayConnector | None = None,
     on_evaluated: EvaluatedHook | None = None,
 ) -> MonitorService:
     """The service with its store, connector, notifier and metrics, each built from
-    ``settings`` unless given (every part reads the same ``clock``)."""
+    ``settings`` unless given (every part reads the same ``clock`` and ``monotonic``)."""
     store = store if store is not None else build_store(settings)
     metrics = Metrics()
+    if connector is None:
+        connector = build_connector(settings, clock=clock, monotonic=monotonic)
     return MonitorService(
         settings,
-        connector=connector if connector is not None else build_connector(settings, clock=clock),
+        connector=connector,
         store=store,
         notifier=build_notifier(settings, store, clock=clock, metrics=metrics),
         metrics=metrics,
         clock=clock,
+        monotonic=monotonic,
         on_evaluated=on_evaluated,
     )
 
@@ -209,6 +258,39 @@ async def run_daemon(
     stop: asyncio.Event | None = None,
     service: MonitorService | None = None,
 ) -> int:
-    """Build the daemon (around ``service`` when given) and run it until ``stop`` is set or
-    SIGINT/SIGTERM arrives; the exit status."""
-    return await build_daemon(settings, service=service).run(stop)
+    """The ``run`` command: run the daemon (around ``service`` when given) until ``stop`` is
+    set or SIGINT/SIGTERM arrives; the exit status.
+
+    It first takes the state directory's lock (:class:`~monitor.store.StateLocked` when
+    another daemon holds it). Without a ``service`` it then opens the state file, moving a
+    damaged one aside and queueing a critical notice about it, and takes back the outbox
+    leases of a process that died mid-send, so those rows are retried at once.
+    """
+    with StateLock(settings.monitor.state_path):
+        if service is None:
+            service = open_daemon_service(settings)
+        return await build_daemon(settings, service=service).run(stop)
+
+
+def open_daemon_service(settings: Settings) -> MonitorService:
+    """The daemon's service on its state file, opened by the one process holding the lock:
+    a damaged file is moved aside (and the operator told), orphaned leases are released."""
+    now = utc_now()
+    store, reset = open_state(settings.monitor.database_path, now, recover=True)
+    try:
+        released = store.release_orphaned_leases()
+    except StoreError:  # a full disk: the service degrades at its first write
+        released = 0
+    if released:
+        log.info("notifications left mid-send by a stopped process are retried", rows=released)
+    service = build_service(settings, store=store)
+    if reset is not None:
+        log.warning(
+            "state file was damaged; moved aside and started fresh",
+            kept=str(reset.kept),
+            reason=reset.reason,
+        )
+        service.notifier.enqueue(
+            state_reset_notice(settings.monitor.database_path, reset.kept, reset.reason, now)
+        )
+    return service

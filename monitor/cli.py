@@ -1,10 +1,13 @@
 """The ``margin-monitor`` command line: every command, on top of everything, imported by nothing.
 
-Every command takes ``--config PATH`` (or ``$MARGIN_MONITOR_CONFIG``). A configuration problem
-prints one message naming the key and exits non-zero without a traceback. Commands build what
-they run with the builders of :mod:`monitor.app`; those (and the demo and the summary, which
-bring ib_async, Apprise, APScheduler or matplotlib) are imported inside the command that needs
-them, so ``--help`` starts without them.
+Every command takes ``--config PATH`` (or ``$MARGIN_MONITOR_CONFIG``). Bad input never ends in
+a traceback: a configuration problem (a key, an Apprise URL Apprise cannot use, a port in use),
+a state directory that cannot be used, a second daemon on the same state directory or a bad
+scenario prints one message saying what to fix and exits with :data:`EXIT_CONFIG` (``check``:
+3, unknown, the Nagios convention). Commands build what they run with the builders of
+:mod:`monitor.app`; those (and the demo and the summary, which bring ib_async, Apprise,
+APScheduler or matplotlib) are imported inside the command that needs them, so ``--help``
+starts without them.
 """
 
 from __future__ import annotations
@@ -24,15 +27,27 @@ import structlog
 
 from monitor.logs import configure_logging, redactor
 from monitor.report import EXIT_CODES, account_report, report, unknown
-from monitor.settings import ConfigError, Settings, insecure_permissions_warning, load_settings
+from monitor.settings import (
+    ConfigError,
+    Settings,
+    config_path,
+    insecure_permissions_warning,
+    load_settings,
+    problems_message,
+)
 from monitor.sim.scenarios import ScenarioError, load_scenario, scenario_json_schema
 from monitor.sim.server import DEFAULT_SCENARIO, serve
+from monitor.store import StoreError
 from rules.catalog import unit_of
 from rules.clock import zone
 from rules.model import Severity
 from rules.text import Unit, format_value
 
 log = structlog.get_logger("monitor.cli")
+
+#: Exit status of a problem the user must fix (configuration, state directory, a second
+#: daemon): the systemd unit does not restart on it (``RestartPreventExitStatus=2``).
+EXIT_CONFIG = 2
 
 # The money figures of ``check``'s readable table, in the order shown.
 FIGURES = (
@@ -63,12 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except ConfigError as error:
+    except (ConfigError, StoreError) as error:
         print(f"margin-monitor: {redactor.clean(str(error))}", file=sys.stderr)
-        return 3 if args.command == "check" else 2
+        return 3 if args.command == "check" else EXIT_CONFIG
     except ScenarioError as error:  # demo and simulate-gateway: a bad --scenario
         print(f"margin-monitor: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except RecursionError:  # a scenario file nested deeper than any parser goes
+        print("margin-monitor: the scenario file is nested too deeply", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
@@ -187,15 +205,31 @@ def register_secrets(settings: Settings) -> None:
     from monitor.notifier import secret_fragments
 
     for secret in settings.secrets():
-        redactor.register([secret, *secret_fragments(secret)])
+        redactor.register(secret_fragments(secret))
+
+
+def check_targets(settings: Settings, path: str | None) -> None:
+    """Refuse an Apprise URL that Apprise cannot use, naming its place (secrets masked)."""
+    from monitor.app import target_problems
+
+    problems = target_problems(settings)
+    if problems:
+        raise ConfigError(problems_message(problems, config_path(path)))
 
 
 def prepare(args: argparse.Namespace, *, quiet: bool = False) -> Settings:
-    """Load settings and set up logging (secrets registered with the redactor first)."""
+    """Load and check the settings, then set up logging (secrets registered first)."""
     settings = load_settings(args.config)
     register_secrets(settings)
+    check_targets(settings, args.config)
     level = "WARNING" if quiet else settings.monitor.log_level
-    configure_logging(level, settings.monitor.log_file, settings.monitor.log_format)
+    log_file = settings.monitor.log_file
+    try:
+        configure_logging(level, log_file, settings.monitor.log_format)
+    except OSError as error:
+        raise ConfigError(
+            f"[monitor] log_file {log_file} cannot be written: {error.strerror or error}"
+        ) from None
     warning = insecure_permissions_warning(args.config, settings)
     if warning:
         log.warning("insecure configuration file", advice=warning)
@@ -244,7 +278,11 @@ async def run_check(settings: Settings) -> dict[str, Any]:
     in_memory = not settings.monitor.database_path.exists()
     try:
         await connector.wait_ready(min(settings.ib.timeout, 5.0))
-        with build_store(settings, in_memory=in_memory) as store:
+        try:
+            store = build_store(settings, in_memory=in_memory)
+        except StoreError:  # the history cannot be read: judge the account without it
+            store = build_store(settings, in_memory=True)
+        with store:
             service = build_service(settings, connector=connector, store=store)
             accounts = [
                 account_report(account, *service.findings_for(account))
@@ -298,6 +336,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config) if args.config else Settings()
     register_secrets(settings)
+    check_targets(settings, args.config)
     configure_logging("WARNING", None, "console")
     return asyncio.run(run_demo(settings, args.scenario, args.speed))
 

@@ -1,10 +1,16 @@
 """The process shell around the service: signals, systemd, heartbeat, metrics, scheduler.
 
 :class:`Daemon` runs one :class:`~monitor.service.MonitorService` until SIGINT/SIGTERM (or a
-``stop`` event): it starts the scheduler with the jobs of :func:`schedule_jobs` (the evaluation
-tick, history pruning, :func:`daily_summary`), the metrics endpoint, the status page, the
+``stop`` event): it starts the scheduler with the jobs of :func:`schedule_jobs` (history
+pruning and :func:`daily_summary`, both at wall-clock times people chose; the evaluation tick
+is the service's own, on the monotonic clock), the metrics endpoint, the status page, the
 heartbeat to a dead man's switch and the systemd watchdog, tells systemd READY and STOPPING,
 and closes the store at the end. It builds none of these: :mod:`monitor.app` does.
+
+A metrics port that cannot be bound is a configuration error (one line, exit 2); a listener
+bound beyond loopback is logged as a warning naming the risk. A stop completes within a few
+seconds whatever the targets or the heartbeat endpoint do: every send runs in a daemon thread
+with a deadline, never in an executor the interpreter would wait for.
 """
 
 from __future__ import annotations
@@ -15,18 +21,17 @@ import signal
 import urllib.request
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.logs import redactor
 from monitor.metrics import MetricsServer
-from monitor.notifier import secret_fragments
+from monitor.notifier import Attempt, secret_fragments
 from monitor.service import MonitorService
-from monitor.settings import Settings, is_loopback
+from monitor.settings import ConfigError, Settings, is_loopback
 from monitor.summary import send_daily_summary
 from monitor.systemd import feed_watchdog
 from monitor.systemd import notify as sd_notify
@@ -38,6 +43,36 @@ if TYPE_CHECKING:
 log = structlog.get_logger("monitor.daemon")
 
 HEARTBEAT_TIMEOUT = 10.0
+
+
+def warn_if_exposed(host: str, listener: str) -> None:
+    """Log a warning naming the risk when ``listener`` is bound beyond loopback."""
+    if not is_loopback(host):
+        log.warning(
+            f"{listener} listens beyond loopback",
+            host=host,
+            risk="anyone who can reach this port reads every account's figures (net "
+            "liquidation, cushion, alerts) without authentication; bind 127.0.0.1 and "
+            "publish the port to trusted clients only",
+        )
+
+
+class _Listener(Protocol):
+    host: str
+    port: int
+
+    async def start(self) -> None: ...
+
+
+async def bind(server: _Listener, section: str) -> None:
+    """Start listening; a port that cannot be bound is a configuration error naming it."""
+    try:
+        await server.start()
+    except OSError as error:
+        raise ConfigError(
+            f"[{section}] port {server.port} on {server.host} cannot be bound: "
+            f"{error.strerror or error} (is another process using it? choose another port)"
+        ) from None
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
@@ -57,15 +92,9 @@ async def daily_summary(service: MonitorService, day: date | None = None) -> Pat
 
 
 def schedule_jobs(scheduler: AsyncIOScheduler, service: MonitorService) -> None:
-    """The daemon's jobs: the evaluation tick that catches stale data and due reminders,
-    history pruning at 03:17, and the daily summary when enabled."""
+    """The daemon's wall-clock jobs: history pruning at 03:17 and the daily summary when
+    enabled (the evaluation tick runs in the service, on the monotonic clock)."""
     settings = service.settings
-    scheduler.add_job(
-        service.tick,
-        IntervalTrigger(seconds=settings.monitor.evaluate_every_seconds),
-        id="evaluate",
-        name="evaluate every account",
-    )
     scheduler.add_job(
         service.prune_history,
         CronTrigger(hour=3, minute=17, timezone=service.zone),
@@ -136,11 +165,13 @@ class Daemon:
         watchdog and the heartbeat."""
         tasks = []
         if self.metrics_server is not None:
-            await self.metrics_server.start()
-            log.info("metrics endpoint", url=self.metrics_server.url)
+            server = self.metrics_server
+            await bind(server, "metrics")
+            log.info("metrics endpoint", url=server.url)
+            warn_if_exposed(server.host, "metrics endpoint")
             tasks.append(asyncio.create_task(self.metrics_server.serve(stop), name="metrics"))
         if self.web_server is not None:
-            await self.web_server.start()
+            await bind(self.web_server, "web")
             tasks.append(asyncio.create_task(self.web_server.serve(stop), name="web"))
             announce_web_server(self.web_server)
         tasks.append(asyncio.create_task(feed_watchdog(stop), name="watchdog"))
@@ -154,18 +185,33 @@ class Daemon:
         if secret is None:
             return
         url = secret.get_secret_value()
-        redactor.register([url, *secret_fragments(url)])
+        redactor.register(secret_fragments(url))
         every = self.settings.notify.heartbeat_seconds
+        pending: Attempt | None = None
         while not stop.is_set():
-            if self.service.healthy():
+            if self.service.healthy() and not (pending is not None and pending.busy):
+                pending = Attempt(lambda: _ping(url, HEARTBEAT_TIMEOUT), "heartbeat").start()
                 try:
-                    await asyncio.to_thread(_ping, url, HEARTBEAT_TIMEOUT)
-                except Exception as error:
-                    log.warning("heartbeat failed", error=type(error).__name__)
+                    ok, error = await asyncio.wait_for(
+                        asyncio.shield(pending.result), HEARTBEAT_TIMEOUT
+                    )
+                except TimeoutError:
+                    pending.cut()
+                    ok, error = False, f"no answer within {HEARTBEAT_TIMEOUT:g} s"
+                if not ok:
+                    log.warning("heartbeat failed", error=error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
 
 
+def _ping(url: str, timeout: float) -> tuple[bool, str]:
+    """One GET of the heartbeat URL (in an :class:`~monitor.notifier.Attempt`'s thread)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read(1024)
+    except Exception as error:
+        return False, type(error).__name__
+    return True, ""
 def announce_web_server(server: WebServer) -> None:
     """Log where the status page is; beyond loopback, a warning that says the token guards it."""
     if is_loopback(server.host):
@@ -178,6 +224,3 @@ def announce_web_server(server: WebServer) -> None:
         )
 
 
-def _ping(url: str, timeout: float) -> None:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        response.read(1024)

@@ -8,6 +8,12 @@ subscribes both reqAccountUpdates and reqAccountUpdatesMulti) collapse onto one 
 
 The connector never places, modifies or cancels orders: nothing here calls an order method,
 and ``connectAsync(readonly=True)`` keeps ib_async from even asking for open orders.
+
+Supervision runs on the monotonic clock (a wall-clock step changes nothing): the link is looked
+at every second; a frame that stays incomplete for :data:`FRAME_TIMEOUT` seconds or announces
+more than :data:`MAX_FRAME` bytes (:class:`FrameWatch`) drops the connection at once, and a
+link quiet for ``probe_after`` seconds is probed with reqCurrentTime. Ages (of the values, of a
+disconnect) are measured on the same clock; the wall clock only stamps what people read.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import contextlib
 import math
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -36,8 +43,25 @@ RESTORED_DATA_KEPT = 1102
 CLIENT_ID_IN_USE = 326
 SERVER_CONNECTIVITY_BROKEN = 2110
 FUNDAMENTALS_NOT_ALLOWED = 10358
+#: The longest frame accepted: IB's own API client refuses anything longer (ibapi's
+#: ``MAX_MSG_LEN``, 16 MB less a byte); a longer length prefix can only be a broken stream.
+MAX_FRAME = 0xFFFFFF
+#: A frame that has begun must be complete within this many seconds (loopback or a LAN
+#: delivers even a large historical-data answer in well under a second).
+FRAME_TIMEOUT = 5.0
+#: How often the supervisor looks at the link.
+SUPERVISE_EVERY = 1.0
 #: reqMarketDataType: live where subscribed, else IB's delayed data (free for most symbols).
 DELAYED_IF_NOT_SUBSCRIBED = 3
+
+
+#: The pseudo-account that stands for the link itself until an account has been seen.
+LINK_ACCOUNT = "gateway@"
+
+
+def is_link_account(account: str) -> bool:
+    """True for the pseudo-account of a gateway link (``gateway@host:port``)."""
+    return account.startswith(LINK_ACCOUNT)
 
 
 class GatewayError(Exception):
@@ -223,6 +247,69 @@ def _multiplier(contract: Contract) -> float:
     return parse_number(contract.multiplier or "") or 1.0
 
 
+class FrameWatch:
+    """Follows the length-prefixed frames of the gateway's byte stream, beside ib_async.
+
+    ib_async buffers a frame until its announced length has arrived: a prefix promising more
+    than ever comes (a frame cut short on a socket that stays open) or an absurd one (2**31
+    bytes) leaves it waiting for ever, deaf to every later message, on a socket that looks
+    healthy. Fed the same bytes (the connection's ``hasData`` event), this knows when the
+    frame being read began (:meth:`stalled_for`) and flags a prefix beyond :data:`MAX_FRAME`
+    at once (:attr:`oversized`).
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.monotonic = monotonic
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream (a new connection starts with a new frame)."""
+        self._header = b""
+        self._remaining = 0
+        self.started: float | None = None
+        self.oversized: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Account for a chunk of the stream."""
+        view, index, size = memoryview(data), 0, len(data)
+        while index < size and self.oversized is None:
+            if self._remaining:
+                taken = min(self._remaining, size - index)
+                self._remaining -= taken
+                index += taken
+                if not self._remaining:
+                    self.started = None
+                continue
+            if not self._header:
+                self.started = self.monotonic()
+            taken = min(4 - len(self._header), size - index)
+            self._header += bytes(view[index : index + taken])
+            index += taken
+            if len(self._header) < 4:
+                break
+            length = int.from_bytes(self._header, "big")
+            self._header = b""
+            if length > MAX_FRAME:
+                self.oversized = length
+            elif length:
+                self._remaining = length
+            else:
+                self.started = None
+
+    def stalled_for(self) -> float:
+        """Seconds the frame being read has been incomplete (0 between frames)."""
+        return 0.0 if self.started is None else self.monotonic() - self.started
+
+    def problem(self, timeout: float) -> str | None:
+        """Why the stream is wedged, or ``None`` while it is not."""
+        if self.oversized is not None:
+            return f"a frame announced {self.oversized} bytes (at most {MAX_FRAME} are sane)"
+        stalled = self.stalled_for()
+        if stalled > timeout:
+            return f"a frame stayed incomplete for {stalled:.1f} s"
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class BenchmarkSpec:
     """The market benchmark to follow: a stock or ETF, and how far back its prior peak goes."""
@@ -303,6 +390,8 @@ class GatewayConnector:
         reconnect_min: float = 1.0,
         reconnect_max: float = 60.0,
         probe_after: float = 60.0,
+        frame_timeout: float = FRAME_TIMEOUT,
+        monotonic: Callable[[], float] = time.monotonic,
         benchmark: BenchmarkSpec | None = None,
     ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
@@ -310,6 +399,14 @@ class GatewayConnector:
         self.wanted_accounts = [account.strip() for account in accounts if account.strip()]
         self.timeout = timeout
         self.clock = clock
+        self.monotonic = monotonic
+        self.frame_timeout = frame_timeout
+        self._frames = FrameWatch(monotonic)
+        self._wedged = asyncio.Event()
+        self._down_since: float | None = monotonic()
+        self._not_live_since: float | None = None
+        self._last_read = monotonic()
+        self._values_seen: dict[str, float] = {}
         self.on_update = on_update or (lambda account: None)
         self.on_link = on_link or (lambda state: None)
         self.fundamentals = fundamentals
@@ -342,12 +439,25 @@ class GatewayConnector:
         ib.pnlSingleEvent += self._on_pnl_single
         ib.errorEvent += self._on_error
         ib.disconnectedEvent += self._on_disconnected
+        ib.client.conn.hasData += self._on_data
         return ib
+
+    def _on_data(self, data: bytes) -> None:
+        """Every chunk the gateway sends: the link is being read; watch its frames."""
+        self._last_read = self.monotonic()
+        self._frames.feed(data)
+        if self._frames.oversized is not None:
+            self._wedged.set()
 
     @property
     def endpoint(self) -> str:
         """``host:port`` for messages."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def link_account(self) -> str:
+        """The pseudo-account the link is watched as until an account has been seen."""
+        return f"{LINK_ACCOUNT}{self.endpoint}"
 
     async def connect(self) -> None:
         """Connect once, read-only; raise :class:`GatewayError` with advice when that fails."""
@@ -357,6 +467,8 @@ class GatewayConnector:
         self._disconnected.clear()
         if self.ib.isConnected():
             self.ib.disconnect()
+        self._frames.reset()
+        self._wedged.clear()
         try:
             await self._connect_unless_refused()
         except GatewayError:
@@ -389,14 +501,17 @@ class GatewayConnector:
         self._accounts = [
             a for a in managed if not self.wanted_accounts or a in self.wanted_accounts
         ]
-        now = self.clock()
+        now, moment = self.clock(), self.monotonic()
         for account in self._accounts:
             self._last_values.setdefault(account, now)
+            self._values_seen.setdefault(account, moment)
         self.state.connected = True
         self.state.live = True
         self.state.disconnected_since = None
         self.state.not_live_since = None
         self.state.last_message = now
+        self._down_since = self._not_live_since = None
+        self._last_read = moment
         self._pnl_subscribed.clear()
         log.info("connected", endpoint=self.endpoint, accounts=self._accounts)
         self._subscribe_position_values()
@@ -481,21 +596,30 @@ class GatewayConnector:
         await self.disconnect()
 
     async def _hold(self, stop: asyncio.Event) -> None:
-        """Wait while connected; probe with reqCurrentTime when nothing has arrived for a while."""
+        """Wait while connected, looking at the link every second: drop it when a frame is
+        wedged, probe it (reqCurrentTime) when nothing has been read for ``probe_after``."""
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set() and self.ib.isConnected():
                 down = asyncio.ensure_future(self._disconnected.wait())
+                wedged = asyncio.ensure_future(self._wedged.wait())
                 done, _ = await asyncio.wait(
-                    {stop_wait, down}, timeout=self.probe_after, return_when=asyncio.FIRST_COMPLETED
+                    {stop_wait, down, wedged},
+                    timeout=SUPERVISE_EVERY,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 down.cancel()
-                if done:
+                wedged.cancel()
+                if stop_wait in done or down in done:
                     return
-                quiet_for = (
-                    self.clock() - (self.state.last_message or self.clock())
-                ).total_seconds()
-                if quiet_for >= self.probe_after * 0.9:
+                problem = self._frames.problem(self.frame_timeout)
+                if problem is not None:
+                    log.warning(
+                        "gateway link wedged; reconnecting", endpoint=self.endpoint, problem=problem
+                    )
+                    self.ib.disconnect()
+                    return
+                if self.quiet_for() >= self.probe_after:
                     await self._probe()
         finally:
             stop_wait.cancel()
@@ -504,13 +628,49 @@ class GatewayConnector:
         try:
             await asyncio.wait_for(self.ib.reqCurrentTimeAsync(), self.timeout)
             self.state.last_message = self.clock()
+            self._last_read = self.monotonic()
         except Exception:
             log.warning("gateway did not answer a probe; reconnecting", endpoint=self.endpoint)
             self.ib.disconnect()
 
+    # -- how the link is doing, on the monotonic clock --------------------------------------
+
+    def quiet_for(self) -> float:
+        """Seconds since the gateway last sent anything."""
+        return max(0.0, self.monotonic() - self._last_read)
+
+    def down_for(self) -> float | None:
+        """Seconds since the link went down (``None`` while connected)."""
+        if self.state.connected or self._down_since is None:
+            return None
+        return max(0.0, self.monotonic() - self._down_since)
+
+    def not_live_for(self) -> float | None:
+        """Seconds since the gateway lost IB (1100) while connected (``None`` when live)."""
+        if self._not_live_since is None:
+            return None
+        return max(0.0, self.monotonic() - self._not_live_since)
+
+    def values_age(self, account: str) -> float | None:
+        """Seconds since IB last pushed ``account``'s values (``None`` if it never did)."""
+        seen = self._values_seen.get(account)
+        return None if seen is None else max(0.0, self.monotonic() - seen)
+
+    def reading(self) -> bool:
+        """True while connected, live and really reading: no frame wedged, and something
+        heard within a probe's reach (``probe_after`` plus the request timeout)."""
+        if not (self.state.connected and self.state.live):
+            return False
+        if self._frames.problem(self.frame_timeout) is not None:
+            return False
+        return self.quiet_for() <= self.probe_after + self.timeout
+
     def _mark_down(self) -> None:
         if self.state.connected or self.state.disconnected_since is None:
             self.state.disconnected_since = self.clock()
+        if self.state.connected or self._down_since is None:
+            self._down_since = self.monotonic()
+        self._not_live_since = None
         was_connected = self.state.connected
         self.state.connected = False
         self.state.live = False
@@ -529,6 +689,7 @@ class GatewayConnector:
 
     def _on_account_value(self, value: Any) -> None:
         self._last_values[value.account] = self.clock()
+        self._values_seen[value.account] = self.monotonic()
         self._touch(value.account)
 
     def _on_position(self, position: Any) -> None:
@@ -555,6 +716,7 @@ class GatewayConnector:
         elif code in (CONNECTIVITY_LOST, SERVER_CONNECTIVITY_BROKEN):
             if self.state.live or self.state.not_live_since is None:
                 self.state.not_live_since = self.clock()
+                self._not_live_since = self.monotonic()
             self.state.live = False
             log.warning("gateway lost its connection to IB; data is not live", code=code)
             self.on_link(self.state)
@@ -567,6 +729,7 @@ class GatewayConnector:
             log.info("gateway reconnected to IB with data kept", code=code)
             self.state.live = True
             self.state.not_live_since = None
+            self._not_live_since = None
             self.on_link(self.state)
         elif 2100 <= code < 2200 or code in (FUNDAMENTALS_NOT_ALLOWED, 10167):
             log.debug("gateway notice", code=code, message=message)

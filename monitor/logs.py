@@ -2,7 +2,12 @@
 
 A readable console on stderr and, optionally, JSON lines in a file rotated at midnight UTC.
 Every line passes :class:`Redactor`, which blanks registered secrets (Apprise URLs, heartbeat
-URLs) and the credential part of any ``scheme://`` URL, so a token never reaches a log.
+URLs and each of their credential parts) and the credential part of any ``scheme://`` URL, so a
+token never reaches a log, at any level.
+
+A secret is blanked whatever its length: one of :data:`SHORT_SECRET` characters or more
+wherever it appears, a shorter one (a 3-letter password, a chat id) where it stands as a word
+of its own, so it cannot eat into ordinary words of the log line.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import logging
 import logging.handlers
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,31 @@ REDACTED = "***"
 # scheme://anything-up-to-whitespace-or-quote: an Apprise URL carries its tokens in the path.
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]{1,20})://[^\s'\"<>]+")
 _SAFE_SCHEMES = frozenset({"console"})
+#: Secrets at least this long are blanked wherever they appear; shorter ones as whole words.
+SHORT_SECRET = 8
+#: Shorter strings are not secrets worth the name (and would blank ordinary words).
+MIN_SECRET = 3
+
+
+def masker(secrets: Iterable[str]) -> Callable[[str], str]:
+    """A function that blanks each of ``secrets`` in a text (long ones anywhere, short ones
+    where they stand alone, not inside a longer word or number)."""
+    chosen = {secret for secret in secrets if secret and len(secret) >= MIN_SECRET}
+    long = sorted((s for s in chosen if len(s) >= SHORT_SECRET), key=len, reverse=True)
+    short = sorted((s for s in chosen if len(s) < SHORT_SECRET), key=len, reverse=True)
+    words = (
+        re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, short)) + r")(?![A-Za-z0-9])")
+        if short
+        else None
+    )
+
+    def mask(text: str) -> str:
+        for secret in long:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return words.sub(REDACTED, text) if words is not None else text
+
+    return mask
 
 
 class Redactor:
@@ -28,17 +58,18 @@ class Redactor:
 
     def __init__(self) -> None:
         self._secrets: set[str] = set()
+        self._mask = masker(())
 
     def register(self, secrets: Iterable[str]) -> None:
         """Add secret strings that must never appear in output."""
-        self._secrets.update(secret for secret in secrets if secret and len(secret) >= 4)
+        before = len(self._secrets)
+        self._secrets.update(secret for secret in secrets if secret and len(secret) >= MIN_SECRET)
+        if len(self._secrets) != before:
+            self._mask = masker(self._secrets)
 
     def clean(self, text: str) -> str:
         """Return ``text`` with every secret and every URL's credentials blanked."""
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return _URL.sub(_redact_url, text)
+        return _URL.sub(_redact_url, self._mask(text))
 
     def _clean_value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -60,9 +91,13 @@ class Redactor:
         return event_dict
 
 
+_MASKED = re.compile(r"\*\*\*[^A-Za-z0-9]*")
+
+
 def _redact_url(match: re.Match[str]) -> str:
     scheme = match.group(1)
-    if scheme.lower() in _SAFE_SCHEMES:
+    rest = match.group(0).split("://", 1)[1]
+    if scheme.lower() in _SAFE_SCHEMES or _MASKED.fullmatch(rest):  # nothing left to hide
         return match.group(0)
     return f"{scheme}://{REDACTED}"
 

@@ -2,8 +2,10 @@
 
 ``/metrics`` exposes the last evaluated figures per account, the age of IB's last update, the
 connection state, notifications by severity and result, evaluation duration and the estimate's
-error; ``/healthz`` answers 200 only while the data is fresh (503 otherwise), so a container
-orchestrator or an uptime checker can tell a blind monitor from a healthy one.
+error; ``/healthz`` answers 200 only while the monitor is reading the gateway and the data is
+fresh (503 otherwise: disconnected, a wedged link, values older than the stale limit), so a
+container orchestrator or an uptime checker can tell a blind or deaf monitor from a healthy one.
+The ``healthy`` gauge says the same.
 
 The collector reads a :class:`MetricsSource` at scrape time: the service provides one, but this
 module knows it only by that protocol (the service imports this module, not the reverse).
@@ -46,7 +48,7 @@ class _Link(Protocol):
 class _Connector(Protocol):
     @property
     def state(self) -> _Link: ...
-    def last_values_at(self, account: str) -> datetime | None: ...
+    def values_age(self, account: str) -> float | None: ...
 
 
 class MetricsSource(Protocol):
@@ -101,7 +103,6 @@ class _SourceCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         service = self.source
-        now = service.clock()
         families = {
             "net_liquidation": GaugeMetricFamily(
                 f"{PREFIX}_net_liquidation",
@@ -157,9 +158,9 @@ class _SourceCollector(Collector):
                     if value is not None:
                         families[name].add_metric([account, snapshot.base_currency], value)
                 estimated.add_metric([account], 1.0 if snapshot.estimated else 0.0)
-            seen = service.connector.last_values_at(account)
-            if seen is not None:
-                age.add_metric([account], max(0.0, (now - seen).total_seconds()))
+            seconds = service.connector.values_age(account)
+            if seconds is not None:
+                age.add_metric([account], seconds)
         for account, value in list(service.estimate_errors.items()):
             error.add_metric([account], value)
         levels = {"ok": 0.0, "unknown": 0.0, "warning": 1.0, "critical": 2.0}
@@ -172,7 +173,9 @@ class _SourceCollector(Collector):
         live.add_metric([], 1.0 if link.connected and link.live else 0.0)
         reconnects = GaugeMetricFamily(f"{PREFIX}_reconnects", "Reconnection attempts since start")
         reconnects.add_metric([], float(link.reconnects))
-        healthy = GaugeMetricFamily(f"{PREFIX}_healthy", "1 while data is fresh")
+        healthy = GaugeMetricFamily(
+            f"{PREFIX}_healthy", "1 while the gateway is being read and the data is fresh"
+        )
         healthy.add_metric([], 1.0 if service.healthy() else 0.0)
         yield from families.values()
         yield from (estimated, age, error, severity, connected, live, reconnects, healthy)
@@ -268,7 +271,7 @@ class MetricsServer:
         if path == "/healthz":
             if self.healthy():
                 return "200 OK", b"ok\n", "text/plain"
-            return "503 Service Unavailable", b"stale or disconnected\n", "text/plain"
+            return "503 Service Unavailable", b"not reading fresh data\n", "text/plain"
         return "404 Not Found", b"not found\n", "text/plain"
 
 

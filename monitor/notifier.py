@@ -5,12 +5,20 @@ The only module that imports apprise. The path of a notification:
 1. :meth:`Notifier.submit` (or :meth:`Notifier.enqueue`) routes it to the targets that receive
    its severity and writes one outbox row per target *before* any attempt (held back to the
    end of quiet hours for anything but ``critical``).
-2. :meth:`Notifier.deliver_due` sends what is due. Each target has its own ``Apprise`` object
-   and targets are sent to concurrently, each call bounded by a timeout, so one failing or
-   hanging target never blocks another. The ``AppriseResult`` is checked (truthy only on
-   success); a failure is retried with exponential backoff (5 s doubling up to 15 min) until
-   it succeeds or the row is older than ``max_age`` (24 h), then it expires.
-3. :meth:`Notifier.run` loops over ``deliver_due``, waking at once when something is submitted.
+2. :meth:`Notifier.run` (the daemon) gives each target a :class:`Lane` of its own: its rows
+   are sent in order, one attempt at a time, each in a thread of its own with a hard deadline
+   (``send_timeout``, connect, send and read together: at the deadline the attempt's sockets
+   are cut, see :class:`Attempt`), and at most ``max_in_flight`` threads per target ever
+   exist, so one failing, hanging or dribbling target never delays another nor piles up
+   threads. The ``AppriseResult`` is checked (truthy only on success); a failure is retried
+   with exponential backoff (5 s doubling up to 15 min, timed on the monotonic clock) until
+   it succeeds or the row is older than ``max_age`` (24 h), then it expires. A success is
+   written to the outbox by the sending thread the moment Apprise reports it.
+3. :meth:`Notifier.deliver_due` is one round of the same for commands that run once.
+
+When the outbox cannot be written (a full disk), :meth:`Notifier.submit_direct` sends from
+memory instead, best effort, and :meth:`Notifier.record_direct` writes it all down once the
+state file works again.
 
 Every message ends with a line ``id: <notification id>``; the id is stable across restarts, so
 a receiver can drop a duplicate (the outbox already never queues one twice).
@@ -34,9 +42,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
+import socket
 import sys
+import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta, tzinfo
@@ -49,8 +61,8 @@ import structlog
 from apprise import NotifyFormat, NotifyType
 
 from monitor.clock import Clock, utc_now
-from monitor.logs import redactor
-from monitor.store import OutboxItem, Store, scrub_error
+from monitor.logs import masker, redactor
+from monitor.store import OutboxItem, Store, StoreError, scrub_error
 from rules.catalog import unit_of
 from rules.clock import parse_hhmm, zone
 from rules.lifecycle import RESOLVED, Transition
@@ -61,6 +73,10 @@ log = structlog.get_logger("monitor.notifier")
 
 SEVERITIES = ("info", "warning", "critical")
 ALERT_SEVERITIES = frozenset({"warning", "critical"})
+#: After the deadline cut a send's sockets, this long is left for its thread to report.
+CUT_GRACE = 0.5
+#: On stop, a send in flight gets this long to finish before it is cut.
+STOP_GRACE = 2.0
 
 ResultHook = Callable[[str, str], None]
 
@@ -120,7 +136,9 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class Notification:
     """One message to deliver. ``severity`` routes it (``info``, ``warning``, ``critical``;
-    ``ok`` = every alert target); ``kind`` is the lifecycle kind or e.g. ``summary``."""
+    ``ok`` = every alert target); ``kind`` is the lifecycle kind or e.g. ``summary``.
+    ``everywhere``: news about the monitor itself, sent to every target whatever it receives.
+    """
 
     id: str
     account: str
@@ -131,6 +149,7 @@ class Notification:
     body: str
     created_at: datetime
     attachments: tuple[str, ...] = ()
+    everywhere: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +283,66 @@ def notification_for(
     )
 
 
+def monitor_notice(
+    kind: str, title: str, body: str, notification_id: str, now: datetime
+) -> Notification:
+    """A notification about the monitor itself (its state file), sent to every target as
+    ``critical`` so quiet hours never hold it; ``kind`` is ``fired`` or ``resolved``."""
+    return Notification(
+        id=notification_id,
+        account="monitor",
+        rule="state",
+        severity="critical",
+        kind=kind,
+        title=title,
+        body=body,
+        created_at=now,
+        everywhere=True,
+    )
+
+
+def degraded_notice(reason: str, path: Path, episode: str, now: datetime) -> Notification:
+    """"monitor degraded: state not writable", with what still works and what to do."""
+    return monitor_notice(
+        "fired",
+        "[CRITICAL] monitor degraded: state not writable",
+        f"The monitor cannot use its state file {path}: {reason}.\n"
+        "Alerts are still sent, directly: one that fails is retried only while the monitor "
+        "runs, and a restart now would announce the open alerts again.\n"
+        f"Action: free space on that disk (or fix the file or its directory: {path.parent}); "
+        "the monitor recovers by itself and says so. A damaged file is moved aside at the "
+        f"next start.\nAt: {_when(now)}",
+        f"monitor:degraded:{episode}",
+        now,
+    )
+
+
+def recovered_notice(path: Path, episode: str, since: datetime, now: datetime) -> Notification:
+    """The end of a degraded stretch: the outbox is written again."""
+    return monitor_notice(
+        "resolved",
+        "[RESOLVED] monitor degraded: state writable again",
+        f"The state file {path} is written again (degraded since {_when(since)}); what was "
+        f"sent meanwhile is recorded and the outbox is back in use.\nAt: {_when(now)}",
+        f"monitor:degraded:{episode}:resolved",
+        now,
+    )
+
+
+def state_reset_notice(path: Path, kept: Path, reason: str, now: datetime) -> Notification:
+    """The state file was damaged at start: moved aside, a fresh one created."""
+    return monitor_notice(
+        "fired",
+        "[CRITICAL] monitor state reset: damaged state file moved aside",
+        f"The state file {path} was damaged ({reason}); it is kept as {kept} and a fresh one "
+        "was created.\nAlert states and history start over: alerts still open are announced "
+        "again, and notifications waiting in the old outbox were not sent.\n"
+        f"At: {_when(now)}",
+        f"monitor:state-reset:{kept.name}",
+        now,
+    )
+
+
 def with_id(body: str, notification_id: str) -> str:
     """The body as sent: the stable id on the last line, for duplicate detection."""
     return f"{body}\n\nid: {notification_id}"
@@ -309,6 +388,133 @@ class QuietHours:
         return datetime.combine(day, self.end, tzinfo=zone).astimezone(UTC)
 
 
+# -- sending with a hard deadline --------------------------------------------------------------
+
+_ATTEMPT = threading.local()
+_TRACKING_LOCK = threading.Lock()
+_tracking: list[bool] = []
+
+
+def _remember_socket(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook (PEP 578): note each socket made by a thread that runs an :class:`Attempt`."""
+    if event == "socket.__new__":
+        sockets = getattr(_ATTEMPT, "sockets", None)
+        if sockets is not None:
+            sockets.add(args[0])
+
+
+def _track_sockets() -> None:
+    """Install :func:`_remember_socket` once per process (audit hooks cannot be removed)."""
+    with _TRACKING_LOCK:
+        if not _tracking:
+            sys.addaudithook(_remember_socket)
+            _tracking.append(True)
+
+
+class Attempt:
+    """One blocking call in a daemon thread of its own, which :meth:`cut` can end at any time.
+
+    Apprise sends synchronously and cannot be interrupted; a target that accepts the
+    connection and then answers one byte every few seconds would hold a thread for as long
+    as it likes. The thread here remembers every socket it opens (an audit hook on
+    ``socket.__new__``: the only way to reach the sockets of a library that keeps them to
+    itself, TLS wrappers included); :meth:`cut` shuts them down, so a connect, send or read
+    blocked on them returns at once and the thread ends. A call blocked elsewhere (a DNS
+    lookup) ends when that returns: :attr:`busy` tells, and the caller bounds how many
+    such threads a target may hold. The thread is a daemon: it never delays the exit.
+    """
+
+    def __init__(self, call: Callable[[], tuple[bool, str]], name: str) -> None:
+        _track_sockets()
+        self._call = call
+        self._loop = asyncio.get_running_loop()
+        self.result: asyncio.Future[tuple[bool, str]] = self._loop.create_future()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Attempt:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    @property
+    def busy(self) -> bool:
+        """True until the call has returned."""
+        return self._thread.is_alive() and not self.result.done()
+
+    def _run(self) -> None:
+        _ATTEMPT.sockets = self._sockets
+        try:
+            outcome = self._call()
+        except BaseException as error:  # the call must hand back an outcome, whatever happens
+            outcome = (False, f"{type(error).__name__} in the sender")
+        finally:
+            _ATTEMPT.sockets = None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._settle, outcome)
+
+    def _settle(self, outcome: tuple[bool, str]) -> None:
+        if not self.result.done():
+            self.result.set_result(outcome)
+
+    def cut(self) -> None:
+        """Shut down every socket the call opened (a closed one is skipped)."""
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError, ValueError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+@dataclass
+class _Direct:
+    """A notification sent without the outbox, while the state file cannot be written."""
+
+    note: Notification
+    attempts: int = 0
+    sent_at: datetime | None = None
+    in_flight: bool = False
+
+
+class Lane:
+    """One target's delivery: its order, its retries, its bound on stuck sends.
+
+    Every target has its own lane, so a target that fails, hangs or dribbles delays nothing
+    but itself. ``retry_at`` (event-loop time, i.e. the monotonic clock) holds the lane after
+    a failure: a wall-clock step neither stalls nor hurries a retry.
+    """
+
+    def __init__(self, target: Target, max_in_flight: int) -> None:
+        self.target = target
+        self.max_in_flight = max_in_flight
+        self.attempts: set[Attempt] = set()
+        self.direct: list[_Direct] = []
+        self.unrecorded: dict[str, datetime] = {}  # sent, but the outbox could not say so yet
+        self.retry_at = 0.0
+        self.wake = asyncio.Event()
+        self._stuck_reported = False
+
+    def busy(self) -> list[Attempt]:
+        """The sends of this target whose call has not returned (in flight or abandoned)."""
+        self.attempts = {attempt for attempt in self.attempts if attempt.busy}
+        return list(self.attempts)
+
+    async def room(self) -> None:
+        """Wait until fewer than ``max_in_flight`` sends of this target are still running."""
+        while len(stuck := self.busy()) >= self.max_in_flight:
+            if not self._stuck_reported:
+                self._stuck_reported = True
+                log.warning(
+                    "target holds sends that never ended; waiting for one to end",
+                    target=self.target.name,
+                    stuck=len(stuck),
+                )
+            await asyncio.wait(
+                [attempt.result for attempt in stuck],
+                timeout=1.0,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        self._stuck_reported = False
+
+
 # -- the notifier ------------------------------------------------------------------------------
 
 
@@ -326,6 +532,7 @@ class Notifier:
         backoff_max: timedelta = timedelta(minutes=15),
         quiet_hours: tuple[str, str, str | None] | tuple[str, str] | QuietHours | None = None,
         send_timeout: float = 30.0,
+        max_in_flight: int = 2,
         poll_interval: float = 1.0,
         on_result: ResultHook | None = None,
     ) -> None:
@@ -345,6 +552,7 @@ class Notifier:
         self.on_result = on_result
         self._by_key: dict[str, Target] = {}
         self._apprise: dict[str, apprise.Apprise | None] = {}
+        self._lanes: dict[str, Lane] = {}
         for target in self.targets:
             redactor.register(secret_fragments(target.url))
             if target.key in self._by_key:
@@ -352,10 +560,11 @@ class Notifier:
                 continue
             self._by_key[target.key] = target
             self._apprise[target.key] = self._build(target)
+            self._lanes[target.key] = Lane(target, max_in_flight)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
         self._running = False
+        self.store_problem: str | None = None
 
     def _bind_loop(self) -> None:
         """asyncio primitives belong to one loop: renew them if used from a new one
@@ -364,11 +573,15 @@ class Notifier:
         if self._loop is not loop:
             self._loop = loop
             self._lock = asyncio.Lock()
-            self._wake = asyncio.Event()
+            for lane in self._lanes.values():
+                lane.wake = asyncio.Event()
+                lane.attempts.clear()
 
     @staticmethod
     def _build(target: Target) -> apprise.Apprise | None:
-        instance = apprise.Apprise()
+        # Synchronous and without Apprise's own deadline, the send runs inline in the thread
+        # of its Attempt (whose sockets can be cut), never in Apprise's shared thread pool.
+        instance = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, service_timeout=0))
         if not instance.add(target.url):
             log.error("notification target has an invalid Apprise URL", target=target.name)
             return None
@@ -376,17 +589,23 @@ class Notifier:
 
     # -- routing and queueing --------------------------------------------------------------
 
-    def route(self, severity: str) -> list[Target]:
-        """The targets that receive a notification routed by ``severity``."""
-        return [target for target in self._by_key.values() if target.receives(severity)]
+    def route(self, severity: str, *, everywhere: bool = False) -> list[Target]:
+        """The targets that receive a notification routed by ``severity`` (all of them when
+        ``everywhere``: news about the monitor itself)."""
+        return [
+            target
+            for target in self._by_key.values()
+            if everywhere or target.receives(severity)
+        ]
 
     def enqueue(self, notification: Notification) -> bool:
         """Write the notification to the outbox (one row per routed target); no sending.
 
         Synchronous, so the service can call it inside ``store.transaction()`` together with
-        the alert state it belongs to. True when at least one row was new.
+        the alert state it belongs to. True when at least one row was new. Raises
+        :class:`~monitor.store.StateUnavailable` when the outbox cannot be written.
         """
-        targets = self.route(notification.severity)
+        targets = self.route(notification.severity, everywhere=notification.everywhere)
         if not targets:
             log.info(
                 "no target receives this severity",
@@ -412,8 +631,18 @@ class Notifier:
             targets=[target.name for target in targets],
             held_until=held_until.isoformat() if held_until else None,
         )
-        self._wake.set()
+        self._wake(targets)
         return new
+
+    def _held(self, notification: Notification, now: datetime) -> bool:
+        """True while quiet hours hold this notification back (never a critical one)."""
+        if self.quiet_hours is None or notification.severity == "critical":
+            return False
+        return self.quiet_hours.until(now) is not None
+
+    def _wake(self, targets: Iterable[Target]) -> None:
+        for target in targets:
+            self._lanes[target.key].wake.set()
 
     async def submit(self, notification: Notification) -> bool:
         """Queue the notification, then deliver it.
@@ -426,10 +655,36 @@ class Notifier:
             await self.deliver_due(ids=[notification.id])
         return new
 
+    async def submit_direct(self, notification: Notification) -> int:
+        """Send without the outbox (it cannot be written): best effort, retried with backoff
+        while this process runs, written to the outbox by :meth:`record_direct` once it can
+        be. Quiet hours still hold back anything but ``critical``. Returns the targets."""
+        targets = self.route(notification.severity, everywhere=notification.everywhere)
+        jobs = []
+        for target in targets:
+            job = _Direct(notification)
+            self._lanes[target.key].direct.append(job)
+            jobs.append((self._lanes[target.key], job))
+        log.warning(
+            "notification sent without the outbox (state not writable); best effort",
+            notification_id=notification.id,
+            severity=notification.severity,
+            targets=[target.name for target in targets],
+        )
+        self._wake(targets)
+        if not self._running:
+            self._bind_loop()
+            await asyncio.gather(*(self._send_direct(lane, job) for lane, job in jobs))
+        return len(targets)
+
     # -- delivery --------------------------------------------------------------------------
 
     async def deliver_due(self, ids: Iterable[str] | None = None) -> DeliveryReport:
-        """Send every due outbox row (or only those of ``ids``); expire what is too old."""
+        """Send every due outbox row (or only those of ``ids``) once; expire what is too old.
+
+        For commands that run once (``summary --send``) and for tests: it reads when each row
+        is due from the outbox. The daemon's :meth:`run` keeps its own retry times instead.
+        """
         wanted = list(ids) if ids is not None else None
         self._bind_loop()
         async with self._lock:
@@ -440,81 +695,180 @@ class Notifier:
                 self._expired(item, "older than max_age")
             by_target: dict[str, list[OutboxItem]] = {}
             for item in self.store.due(now, ids=wanted):
-                if item.target not in self._by_key:
-                    self.store.expire_item(
-                        item.notification_id, item.target, now, "target no longer configured"
-                    )
+                if item.target not in self._lanes:
+                    self._expire_unrouted(item, now)
                     report.expired += 1
-                    self._expired(item, "target no longer configured")
                     continue
                 by_target.setdefault(item.target, []).append(item)
-            if by_target:
-                await asyncio.gather(
-                    *(
-                        self._deliver_to(self._by_key[key], items, report)
-                        for key, items in by_target.items()
-                    )
+            await asyncio.gather(
+                *(
+                    self._deliver_in_order(self._lanes[key], items, report)
+                    for key, items in by_target.items()
                 )
+            )
             return report
 
-    async def _deliver_to(
-        self, target: Target, items: list[OutboxItem], report: DeliveryReport
+    async def _deliver_in_order(
+        self, lane: Lane, items: list[OutboxItem], report: DeliveryReport
     ) -> None:
         """Send one target's due rows in order; on a failure, defer the rest with it."""
         for position, item in enumerate(items):
-            now = self.clock()
-            lease = now + timedelta(seconds=self.send_timeout + 10)
+            outcome = await self._attempt_row(lane, item, report)
+            if outcome is False:
+                # The target is failing: hold its other rows until the same retry time instead
+                # of hammering it (they keep their attempt counts; order is preserved).
+                retry_at = self.clock() + self.backoff(item.attempts + 1)
+                for later in items[position + 1 :]:
+                    self.store.defer(later.notification_id, later.target, retry_at)
+                    report.deferred += 1
+                return
+
+    async def _attempt_row(
+        self, lane: Lane, item: OutboxItem, report: DeliveryReport | None = None
+    ) -> bool | None:
+        """One attempt at one outbox row: claimed, sent, recorded. ``None`` when another
+        process holds the row, else whether it was delivered.
+
+        Success is written to the outbox by the sending thread the moment Apprise reports
+        it, so a kill right after a delivery leaves the narrowest window for a repeat.
+        """
+        target = lane.target
+        now = self.clock()
+        lease = now + timedelta(seconds=self.send_timeout + 10)
+        try:
             if not self.store.claim(item.notification_id, item.target, now, lease):
-                continue
+                return None
+        except StoreError as problem:  # no lease can be written: send all the same (degraded)
+            self._store_trouble(problem)
+
+        def record(sent_at: datetime) -> None:  # in the sending thread
             try:
-                ok, error = await self._send(
-                    target,
-                    item.title,
-                    with_id(item.body, item.notification_id),
-                    item.severity,
-                    item.kind,
-                    item.attachments,
-                )
-            except asyncio.CancelledError:
-                # Stopped mid-send: hand the row back so the next start retries it at once
-                # instead of waiting for the lease to lapse (its id lets a receiver drop a
-                # copy that did arrive).
-                with contextlib.suppress(Exception):
-                    self.store.release(item.notification_id, item.target)
-                raise
-            done = self.clock()
-            attempt = item.attempts + 1
-            if ok:
-                self.store.mark_sent(item.notification_id, item.target, done)
+                self.store.mark_sent(item.notification_id, item.target, sent_at)
+            except StoreError:
+                lane.unrecorded[item.notification_id] = sent_at
+
+        try:
+            ok, error = await self._send(
+                lane,
+                item.title,
+                with_id(item.body, item.notification_id),
+                item.severity,
+                item.kind,
+                item.attachments,
+                on_sent=record,
+            )
+        except asyncio.CancelledError:
+            # Stopped mid-send: hand the row back so the next start retries it at once
+            # instead of waiting for the lease to lapse (its id lets a receiver drop a
+            # copy that did arrive).
+            with contextlib.suppress(Exception):
+                self.store.release(item.notification_id, item.target)
+            raise
+        attempt = item.attempts + 1
+        if ok:
+            lane.retry_at = 0.0
+            if report is not None:
                 report.sent += 1
                 report.results.append(DeliveryResult(item.notification_id, target.name, True))
-                log.info(
-                    "notification sent",
-                    notification_id=item.notification_id,
-                    target=target.name,
-                    attempt=attempt,
-                )
-                self._count(item.severity, "sent")
-                continue
-            retry_at = done + self.backoff(attempt)
-            self.store.mark_failed(item.notification_id, item.target, done, error, retry_at)
-            report.failed += 1
-            report.results.append(DeliveryResult(item.notification_id, target.name, False, error))
-            log.warning(
-                "notification failed",
+            log.info(
+                "notification sent",
                 notification_id=item.notification_id,
                 target=target.name,
                 attempt=attempt,
-                error=error,
-                retry_at=retry_at.isoformat(),
             )
-            self._count(item.severity, "failed")
-            # The target is failing: hold its other rows until the same retry time instead of
-            # hammering it (they keep their attempt counts; order is preserved).
-            for later in items[position + 1 :]:
-                self.store.defer(later.notification_id, later.target, retry_at)
-                report.deferred += 1
-            return
+            self._count(item.severity, "sent")
+            return True
+        delay = self.backoff(attempt)
+        lane.retry_at = asyncio.get_running_loop().time() + delay.total_seconds()
+        done = self.clock()
+        try:
+            self.store.mark_failed(item.notification_id, item.target, done, error, done + delay)
+        except StoreError as problem:
+            self._store_trouble(problem)
+        if report is not None:
+            report.failed += 1
+            report.results.append(DeliveryResult(item.notification_id, target.name, False, error))
+        log.warning(
+            "notification failed",
+            notification_id=item.notification_id,
+            target=target.name,
+            attempt=attempt,
+            error=error,
+            retry_in=round(delay.total_seconds(), 1),
+        )
+        self._count(item.severity, "failed")
+        return False
+
+    async def _send_direct(self, lane: Lane, job: _Direct) -> bool:
+        """One attempt at a notification kept in memory (the outbox cannot be written)."""
+        note = job.note
+        job.in_flight = True
+        try:
+            ok, error = await self._send(
+                lane,
+                note.title,
+                with_id(note.body, note.id),
+                note.severity,
+                note.kind,
+                note.attachments,
+            )
+        finally:
+            job.in_flight = False
+        job.attempts += 1
+        if ok:
+            job.sent_at = self.clock()
+            lane.retry_at = 0.0
+            log.info(
+                "notification sent directly (not recorded in the outbox yet)",
+                notification_id=note.id,
+                target=lane.target.name,
+                attempt=job.attempts,
+            )
+            self._count(note.severity, "sent")
+            return True
+        delay = self.backoff(job.attempts)
+        lane.retry_at = asyncio.get_running_loop().time() + delay.total_seconds()
+        log.warning(
+            "notification failed (sent directly; retried while the monitor runs)",
+            notification_id=note.id,
+            target=lane.target.name,
+            attempt=job.attempts,
+            error=error,
+            retry_in=round(delay.total_seconds(), 1),
+        )
+        self._count(note.severity, "failed")
+        return False
+
+    def record_direct(self) -> bool:
+        """Write what was sent directly (or is still to send) into the outbox, now that it
+        can be written: sent ones as sent, the others as pending rows this notifier then
+        delivers as usual. True when nothing is left to record (a send in flight is written
+        on a later call). :class:`~monitor.store.StateUnavailable` if the write fails."""
+        now = self.clock()
+        left = False
+        for lane in self._lanes.values():
+            key, name = lane.target.key, lane.target.name
+            settled = [job for job in lane.direct if not job.in_flight]
+            left = left or len(settled) < len(lane.direct)
+            sent = dict(lane.unrecorded)
+            with self.store.transaction():
+                for job in settled:
+                    self.store.enqueue(job.note, {key: name}, now=now)
+                    if job.sent_at is not None:
+                        self.store.mark_sent(job.note.id, key, job.sent_at)
+                for notification_id, sent_at in sent.items():
+                    self.store.mark_sent(notification_id, key, sent_at)
+            lane.direct = [job for job in lane.direct if job not in settled]
+            for notification_id in sent:
+                lane.unrecorded.pop(notification_id, None)
+            if settled:
+                lane.wake.set()
+        return not left
+
+    @property
+    def direct_pending(self) -> bool:
+        """True while some notification sent (or to send) directly is not in the outbox."""
+        return any(lane.direct or lane.unrecorded for lane in self._lanes.values())
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failures: base x 2^(n-1), capped."""
@@ -523,14 +877,18 @@ class Notifier:
 
     async def _send(
         self,
-        target: Target,
+        lane: Lane,
         title: str,
         body: str,
         severity: str,
         kind: str,
         attachments: Sequence[str] = (),
+        on_sent: Callable[[datetime], None] | None = None,
     ) -> tuple[bool, str]:
-        """One Apprise call to one target, bounded; returns (ok, redacted error)."""
+        """One Apprise call to one target within ``send_timeout`` seconds, connect, send
+        and read included; returns (ok, redacted error). ``on_sent`` runs in the sending
+        thread when Apprise reports success (also after the deadline: then it did arrive)."""
+        target = lane.target
         instance = self._apprise.get(target.key)
         if instance is None:
             return False, "invalid Apprise URL (check the configuration)"
@@ -538,29 +896,44 @@ class Notifier:
         missing = [Path(path).name for path in attachments if not Path(path).is_file()]
         if missing:
             body = f"{body}\n(attachment missing: {', '.join(missing)})"
-        try:
-            result = await asyncio.wait_for(
-                instance.async_notify(
+        notify_type = _notify_type(severity, kind)
+
+        def call() -> tuple[bool, str]:
+            try:
+                result = instance.notify(
                     body=body,
                     title=title,
-                    notify_type=_notify_type(severity, kind),
+                    notify_type=notify_type,
                     body_format=NotifyFormat.TEXT,
                     attach=files or None,
-                    timeout=self.send_timeout,
-                ),
-                self.send_timeout + 5,
-            )
-        except TimeoutError:
-            return False, f"timed out after {self.send_timeout:g} s"
-        except Exception as error:  # a plugin crash must not take the notifier down
-            return False, redact(f"{type(error).__name__}: {error}", target)
+                )
+            except Exception as error:  # a plugin crash must not take the notifier down
+                return False, redact(f"{type(error).__name__}: {error}", target)
+            try:
+                if not result:
+                    return False, describe_failure(result, target)
+            finally:
+                with contextlib.suppress(Exception):
+                    result.close()
+            if on_sent is not None:
+                on_sent(self.clock())
+            return True, ""
+
+        await lane.room()
+        attempt = Attempt(call, f"notify {target.name}").start()
+        lane.attempts.add(attempt)
         try:
-            if result:
-                return True, ""
-            return False, describe_failure(result, target)
-        finally:
-            with contextlib.suppress(Exception):
-                result.close()
+            return await asyncio.wait_for(asyncio.shield(attempt.result), self.send_timeout)
+        except TimeoutError:
+            attempt.cut()
+            with contextlib.suppress(TimeoutError):  # a reply completed as it was cut counts
+                ok, _ = await asyncio.wait_for(asyncio.shield(attempt.result), CUT_GRACE)
+                if ok:
+                    return True, ""
+            return False, f"no complete answer within {self.send_timeout:g} s (connection cut)"
+        except asyncio.CancelledError:
+            attempt.cut()
+            raise
 
     def _expired(self, item: OutboxItem, reason: str) -> None:
         log.warning(
@@ -573,46 +946,117 @@ class Notifier:
         )
         self._count(item.severity, "expired")
 
+    def _expire_unrouted(self, item: OutboxItem, now: datetime) -> None:
+        self.store.expire_item(
+            item.notification_id, item.target, now, "target no longer configured"
+        )
+        self._expired(item, "target no longer configured")
+
     def _count(self, severity: str, result: str) -> None:
         if self.on_result is not None:
             with contextlib.suppress(Exception):
                 self.on_result(severity, result)
 
+    def _store_trouble(self, problem: StoreError) -> None:
+        """Log once per stretch that the outbox cannot be read or written."""
+        reason = getattr(problem, "reason", str(problem))
+        if self.store_problem != reason:
+            self.store_problem = reason
+            log.warning(
+                "outbox not usable; delivery outcomes are kept in memory until it is",
+                reason=reason,
+            )
+
     # -- the loop --------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, waking early when something is submitted."""
+        """Deliver until ``stop`` is set: one lane per target, each on its own, while this
+        loop expires what is too old. On ``stop`` a send in flight gets :data:`STOP_GRACE`
+        seconds to finish; then it is cut and its row handed back for the next start."""
         self._bind_loop()
         self._running = True
-        watcher = asyncio.create_task(self._watch(stop))
+        lanes = [
+            asyncio.create_task(self._serve(lane, stop), name=f"notify {lane.target.name}")
+            for lane in self._lanes.values()
+        ]
         try:
             while not stop.is_set():
-                self._wake.clear()
-                try:
-                    await self.deliver_due()
-                except Exception as error:
-                    log.error("delivery round failed", error=type(error).__name__)
-                if stop.is_set():
-                    break
+                self._expire_old()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._pause())
+                    await asyncio.wait_for(stop.wait(), self.poll_interval)
         finally:
             self._running = False
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for lane in self._lanes.values():
+                lane.wake.set()
+            if lanes:
+                _, late = await asyncio.wait(lanes, timeout=STOP_GRACE)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*lanes, return_exceptions=True)
 
-    async def _watch(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-        self._wake.set()
+    def _expire_old(self) -> None:
+        """Give up on rows older than ``max_age`` or whose target is gone, and on direct
+        sends older than ``max_age``."""
+        now = self.clock()
+        try:
+            for item in self.store.expire(now, self.max_age):
+                self._expired(item, "older than max_age")
+            for item in self.store.outbox("pending"):
+                if item.target not in self._lanes:
+                    self._expire_unrouted(item, now)
+            self.store_problem = None
+        except StoreError as problem:
+            self._store_trouble(problem)
+        for lane in self._lanes.values():
+            for job in [j for j in lane.direct if j.sent_at is None and not j.in_flight]:
+                if now - job.note.created_at > self.max_age:
+                    lane.direct.remove(job)
+                    log.warning(
+                        "notification expired undelivered (sent directly)",
+                        notification_id=job.note.id,
+                        target=lane.target.name,
+                        attempts=job.attempts,
+                    )
+                    self._count(job.note.severity, "expired")
 
-    def _pause(self) -> float:
-        """Seconds to sleep: until the next row is due, at most ``poll_interval``."""
-        upcoming = self.store.next_attempt_at()
-        if upcoming is None:
-            return self.poll_interval
-        seconds = (upcoming - self.clock()).total_seconds()
-        return max(0.05, min(self.poll_interval, seconds))
+    async def _serve(self, lane: Lane, stop: asyncio.Event) -> None:
+        """One target's loop: direct sends first, then its outbox rows, oldest first; after
+        a failure nothing is tried before ``lane.retry_at``."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            lane.wake.clear()
+            try:
+                worked = await self._serve_once(lane, loop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad row end a target's delivery
+                log.exception("delivery round failed", target=lane.target.name)
+                worked = False
+            if worked or stop.is_set():
+                continue
+            wait = lane.retry_at - loop.time()
+            pause = self.poll_interval if wait <= 0 else min(wait, self.poll_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lane.wake.wait(), pause)
+
+    async def _serve_once(self, lane: Lane, loop: asyncio.AbstractEventLoop) -> bool:
+        """Make the next attempt of this lane, if one is due; True when one was made."""
+        if loop.time() < lane.retry_at:
+            return False
+        now = self.clock()
+        for job in lane.direct:
+            if job.sent_at is None and not job.in_flight and not self._held(job.note, now):
+                await self._send_direct(lane, job)
+                return True
+        try:
+            rows = self.store.pending_for(lane.target.key, now)
+        except StoreError as problem:
+            self._store_trouble(problem)
+            return False
+        for item in rows:
+            if item.notification_id not in lane.unrecorded:
+                return await self._attempt_row(lane, item) is not None
+        return False
 
     # -- notify-test -----------------------------------------------------------------------
 
@@ -620,8 +1064,9 @@ class Notifier:
         """Send a test message to every target routed ``severity``; per-target outcome.
 
         Sent directly (not through the outbox: a test is not worth retrying), through the
-        same routing, formatting and Apprise objects as real alerts.
+        same routing, formatting, Apprise objects and deadline as real alerts.
         """
+        self._bind_loop()
         now = self.clock()
         test_id = f"test:{uuid.uuid4().hex[:12]}"
         title = f"[{severity.upper()}] margin-monitor test"
@@ -632,7 +1077,10 @@ class Notifier:
         )
         targets = self.route(severity)
         outcomes = await asyncio.gather(
-            *(self._send(target, title, body, severity, "test") for target in targets)
+            *(
+                self._send(self._lanes[target.key], title, body, severity, "test")
+                for target in targets
+            )
         )
         results = []
         for target, (ok, error) in zip(targets, outcomes, strict=True):
@@ -645,6 +1093,49 @@ class Notifier:
                 severity=severity,
             )
         return results
+
+
+# -- checking URLs at load ---------------------------------------------------------------------
+
+
+def mask_url(url: str) -> str:
+    """How a URL is named in an error: its scheme, everything else masked."""
+    scheme, separator, _ = url.partition("://")
+    if not url.strip():
+        return "(empty)"
+    return f"{scheme}://***" if separator and scheme else "***"
+
+
+def url_problem(url: str) -> str | None:
+    """Why Apprise cannot use ``url``, in words without any part of it; ``None`` when it can.
+
+    Apprise's own parser decides (``Apprise.instantiate``): an unknown scheme, a missing
+    token or host, an unparseable address. A web URL's port must also be a number from 1 to
+    65535.
+    """
+    quiet = logging.getLogger("apprise")
+    propagate = quiet.propagate
+    quiet.propagate = False  # the reason goes into one configuration error, not the log
+    try:
+        with apprise.LogCapture(level=logging.ERROR, fmt="%(message)s") as captured:
+            try:
+                plugin = apprise.Apprise.instantiate(url)
+            except Exception as error:
+                plugin, raised = None, type(error).__name__
+            else:
+                raised = ""
+            said = [line for line in captured.getvalue().splitlines() if line.strip()]
+    finally:
+        quiet.propagate = propagate
+    if plugin is None:
+        reason = said[-1] if said else raised or "not understood"
+        return redactor.clean(masker(secret_fragments(url))(reason)).strip()
+    if url.partition("://")[0].lower() in _WEB_SCHEMES:
+        try:
+            _ = urlsplit(url).port
+        except ValueError:
+            return "its port is not a number from 1 to 65535"
+    return None
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -664,50 +1155,50 @@ _SEPARATORS = re.compile(r"[/:@?&=#,;+!$'()*\[\]\s]+")
 
 
 _WEB_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms", "http", "https"})
-
-
-def _token_like(piece: str) -> bool:
-    return len(piece) >= 4 and (len(piece) >= 12 or any(char.isdigit() for char in piece))
+# A host that reads as a domain name or an IPv4 address (with an optional port).
+_HOSTNAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:\d+)?")
+# Query keys whose values are credentials (the other values are options such as format=text).
+_SECRET_KEYS = re.compile(r"token|key|secret|pass|auth|sig|cred|session|code|pwd|hook|id$", re.I)
 
 
 def secret_fragments(url: str) -> list[str]:
-    """Parts of a URL that are secret on their own, for the log redactor.
+    """The URL and every credential part of it, for the log redactor, whatever its length.
 
-    Libraries log pieces of a URL without the rest (urllib3 logs ``POST /hooks/<token>``), so
-    redacting the whole URL is not enough. Registered: the password, and every token-like
-    piece (a digit in it, or 12+ characters) of the user, the path, the query and, for
-    non-web schemes (where it is often a key, e.g. ``tgram://<bot token>/...``), the host.
-    Plain words and a web URL's host and port stay readable in the logs.
+    Libraries log pieces of a URL without the rest (urllib3 logs ``POST /bot<token>/...``),
+    so redacting the whole URL is not enough. Registered: everything after the scheme, the
+    user and password, every path segment and the fragment, the values of credential-like
+    query keys, and the host unless it reads as a domain name or an IP address (in
+    ``tgram://<bot token>/<chat>`` or ``pover://<user>@<token>`` the "host" is a key). A web
+    URL's host and port stay readable in the logs.
     """
-    scheme, _, rest = url.partition("://")
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return [url] if url else []
     if not rest:
-        return [url] if _token_like(url) else []
-    parts = urlsplit(f"x://{rest}")
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    pieces = [user, *_SEPARATORS.split(parts.path), parts.fragment]
-    pieces += [value for pair in parse_qsl(parts.query) for value in pair]
-    if scheme.lower() not in _WEB_SCHEMES:
-        pieces += _SEPARATORS.split(hostport)
-    found = {unquote(piece) for piece in pieces if _token_like(unquote(piece))}
-    found |= {piece for piece in pieces if _token_like(piece)}
-    if password:
-        found |= {password, unquote(password)}
+        return []
+    pieces = [url, rest]
+    try:
+        parts = urlsplit(f"x://{rest}")
+    except ValueError:  # unparseable (an invalid IPv6 host): every piece of it is suspect
+        pieces += _SEPARATORS.split(rest)
+    else:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        pieces += [userinfo, user, password, parts.path.strip("/"), parts.fragment]
+        pieces += _SEPARATORS.split(parts.path) + _SEPARATORS.split(parts.fragment)
+        pieces += [
+            value for key, value in parse_qsl(parts.query) if _SECRET_KEYS.search(key)
+        ]
+        if scheme.lower() not in _WEB_SCHEMES and not _HOSTNAME.fullmatch(hostport):
+            pieces += [hostport, *_SEPARATORS.split(hostport)]
+    found = {piece for piece in pieces if piece} | {unquote(piece) for piece in pieces if piece}
     return sorted(found, key=len, reverse=True)
 
 
-def _secret_parts(url: str) -> list[str]:
-    """The pieces of a URL that could be secret (everything but the scheme), longest first."""
-    rest = url.split("://", 1)[1] if "://" in url else url
-    parts = {part for part in _SEPARATORS.split(rest) if len(part) >= 4}
-    return sorted(parts | ({rest} if rest else set()), key=len, reverse=True)
-
-
 def redact(text: str, target: Target) -> str:
-    """``text`` without the target's URL or any of its parts, nor any other URL."""
+    """``text`` without the target's URL or any of its credential parts, nor any other URL."""
     cleaned = text.replace(target.url, f"<{target.name}>")
-    for part in _secret_parts(target.url):
-        cleaned = cleaned.replace(part, "***")
+    cleaned = masker(secret_fragments(target.url))(cleaned)
     return scrub_error(cleaned) or ""
 
 

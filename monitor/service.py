@@ -6,6 +6,19 @@ every change, debounced, and on a periodic tick so stale data and reminders are 
 context the rules get (the clock, stored peak, history, link state), and turns lifecycle
 transitions into durable notifications. Process concerns (signals, systemd, heartbeat, metrics
 endpoint, scheduler) are the daemon's.
+
+Time: the tick and every age the rules judge (of IB's values, of a disconnect) run on the
+monotonic clock; the rules still receive wall times (``now`` minus that age), so a wall-clock
+step neither invents a stale-data warning nor hides a "monitor blind" alert.
+
+Until an account has been seen, the link itself is watched as the pseudo-account
+``gateway@<host:port>`` (health rule only), so a gateway unreachable from the first start is
+alerted "monitor blind" like any other outage.
+
+When the state file cannot be written (a full disk), the service degrades instead of going
+silent: alert states move on in memory, notifications go out directly, a critical "monitor
+degraded" alert goes to every target, and once a write succeeds again everything held in
+memory is written and the recovery is announced.
 """
 
 from __future__ import annotations
@@ -16,7 +29,7 @@ import time as monotonic_time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -32,11 +45,17 @@ from monitor.estimate import (
     options_caveat,
     rate_lookup,
 )
-from monitor.gateway import GatewayConnector, LinkState
+from monitor.gateway import GatewayConnector, LinkState, is_link_account
 from monitor.metrics import Metrics
-from monitor.notifier import Notifier, notification_for
+from monitor.notifier import (
+    Notification,
+    Notifier,
+    degraded_notice,
+    notification_for,
+    recovered_notice,
+)
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.store import StateUnavailable, Store, StoreError
 from rules import account_status, enabled_rules, evaluate, leveraged_factors, run_rule
 from rules.catalog import HEALTH_RULE, history_figures_of
 from rules.clock import in_window, parse_window, zone
@@ -79,10 +98,12 @@ class MonitorService:
         notifier: Notifier,
         metrics: Metrics,
         clock: Clock = utc_now,
+        monotonic: Callable[[], float] = monotonic_time.monotonic,
         on_evaluated: Callable[[str, AccountView], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic
         self.connector = connector
         self.store = store
         self.notifier = notifier
@@ -120,6 +141,14 @@ class MonitorService:
         self.authoritative: dict[str, AccountSnapshot] = {}
         self.previous_authoritative: dict[str, AccountSnapshot] = {}
         self.failed_task: str | None = None
+        self.link_account = connector.link_account
+        # Degraded: why the state file cannot be used, since when, and what waits to be written.
+        self.degraded: str | None = None
+        self.degraded_since: datetime | None = None
+        self._unsaved_states: dict[tuple[str, str], AlertState] = {}
+        self._unsaved_events: list[Transition] = []
+        self._degraded_note: Notification | None = None
+        self._episode = ""
         metrics.attach(self)
 
     # -- scheduling ------------------------------------------------------------------------
@@ -141,9 +170,22 @@ class MonitorService:
             self.request_evaluation(account)
 
     def accounts(self) -> list[str]:
-        """Every account watched now or remembered from stored alert state."""
+        """Every account watched now or remembered from stored alert state; the link's
+        pseudo-account while no real one is known, or while an alert on it is open."""
         current = self.connector.accounts()
-        return current + sorted(self.known_accounts - set(current))
+        remembered = sorted(self.known_accounts - set(current))
+        real = [a for a in current + remembered if not is_link_account(a)]
+        links = [a for a in remembered if is_link_account(a) and self._open_alert(a)]
+        if not real and self.link_account not in links:
+            links.append(self.link_account)
+        return real + links
+
+    def _open_alert(self, account: str) -> bool:
+        return any(
+            state.severity != Severity.OK
+            for (who, _), state in self.states.items()
+            if who == account
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: the connector, the evaluator and the notifier."""
@@ -153,6 +195,7 @@ class MonitorService:
             asyncio.create_task(self.connector.run(stop), name="gateway"),
             asyncio.create_task(self._evaluate_loop(stop), name="evaluate"),
             asyncio.create_task(self.notifier.run(stop), name="notifier"),
+            asyncio.create_task(self._tick_loop(stop), name="tick"),
         ]
         log.info("monitor started", endpoint=self.connector.endpoint)
         stopping = asyncio.create_task(stop.wait(), name="stop")
@@ -197,8 +240,25 @@ class MonitorService:
             self._evaluating = False
             self._idle.set()
 
+    async def _tick_loop(self, stop: asyncio.Event) -> None:
+        """Every ``evaluate_every_seconds`` of the monotonic clock (a wall-clock step does
+        not stall it), :meth:`tick`."""
+        every = self.settings.monitor.evaluate_every_seconds
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+            if stop.is_set():
+                break
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("tick failed")
+
     async def tick(self) -> None:
-        """Scheduled: evaluate every account (stale data, reminders, restart windows)."""
+        """Evaluate every account (stale data, reminders, restart windows); while degraded,
+        try to write down what waits in memory."""
+        if self.degraded is not None or self.notifier.direct_pending:
+            await self._recover()
         for account in self.accounts():
             self.request_evaluation(account)
 
@@ -216,7 +276,8 @@ class MonitorService:
         while loop.time() < deadline:
             now = self.clock()
             sending = any(
-                item.next_attempt_at <= now and item.not_before <= now
+                item.next_attempt_at <= now
+                and (item.not_before <= item.created_at or item.not_before <= now)
                 for item in self.store.outbox("pending")
             )
             if not (self._dirty or self._wake.is_set() or self._evaluating or sending):
@@ -227,30 +288,46 @@ class MonitorService:
         return False
 
     def healthy(self) -> bool:
-        """Connected, with live data no older than the stale limit."""
-        state = self.connector.state
-        if not (state.connected and state.live):
+        """Reading the gateway (connected, live, no wedged frame, heard from within a probe's
+        reach), with every account's values no older than the stale limit."""
+        if not self.connector.reading():
             return False
-        limit = timedelta(minutes=self.settings.rules.stale_data.stale_minutes)
-        now = self.clock()
+        limit = self.settings.rules.stale_data.stale_minutes * 60
         for account in self.connector.accounts():
-            seen = self.connector.last_values_at(account)
-            if seen is None or now - seen > limit:
+            age = self.connector.values_age(account)
+            if age is None or age > limit:
                 return False
         return True
 
     # -- evaluation ------------------------------------------------------------------------
 
+    def _ago(self, now: datetime, seconds: float | None) -> datetime | None:
+        """``now`` less an age measured on the monotonic clock (``None`` stays ``None``)."""
+        return None if seconds is None else now - timedelta(seconds=seconds)
+
+    def _stored(self, read: Callable[[], float | None]) -> float | None:
+        """A value read from the state file, or ``None`` when the file cannot be read."""
+        try:
+            return read()
+        except StoreError as problem:
+            self._note_trouble(problem)
+            return None
+
     def context(self, account: str, snapshot: AccountSnapshot | None) -> EvaluationContext:
-        """Everything besides the snapshot that the rules may use."""
+        """Everything besides the snapshot that the rules may use. The ages the health rule
+        judges come from the monotonic clock, expressed as wall times before ``now``."""
         now = self.clock()
         state = self.connector.state
+        link = self.connector
         shares = dict(self.connector.shares_outstanding)
-        year_ago = self.store.financing_cost_near(
-            account, now - timedelta(days=365), timedelta(days=7)
+        year_ago = self._stored(
+            lambda: self.store.financing_cost_near(
+                account, now - timedelta(days=365), timedelta(days=7)
+            )
         )
-        last_update = self.connector.last_values_at(account)
-        not_live_since = getattr(state, "not_live_since", None)
+        age = link.quiet_for() if is_link_account(account) else link.values_age(account)
+        last_update = self._ago(now, age)
+        not_live_since = self._ago(now, link.not_live_for())
         if state.connected and not state.live and not_live_since is not None:
             # After 1100 nothing IB sends is live: the data is as old as the loss, at least
             # (so a long 1100 becomes a stale-data warning instead of passing silently).
@@ -258,11 +335,11 @@ class MonitorService:
         quote = self.connector.benchmark_quote()
         return EvaluationContext(
             now=now,
-            peak_net_liquidation=self.store.peak(account),
+            peak_net_liquidation=self._stored(lambda: self.store.peak(account)),
             financing_cost_year_ago=year_ago,
             shares_outstanding=shares,
             connected=state.connected,
-            disconnected_since=state.disconnected_since,
+            disconnected_since=self._ago(now, link.down_for()),
             last_update=last_update,
             in_restart_window=bool(
                 self.restart_window and in_window(now, self.restart_window, self.zone)
@@ -293,8 +370,12 @@ class MonitorService:
     def findings_for(self, account: str) -> tuple[AccountSnapshot | None, list[Finding]]:
         """Snapshot and findings for one account, holding alerts when data is not live."""
         link = self.connector.state
-        snapshot = self.connector.snapshot(account) if link.connected else None
         config = self.settings.rules
+        if is_link_account(account):  # the link itself: only the health rule applies
+            context = self.context(account, None)
+            placeholder = AccountSnapshot(account, "", context.now)
+            return None, [run_rule(HEALTH_RULE, placeholder, context, config)]
+        snapshot = self.connector.snapshot(account) if link.connected else None
         reason = self._missing_reason(account, snapshot)
         if reason is None and snapshot is not None:
             self._track_authoritative(account, snapshot)
@@ -388,6 +469,8 @@ class MonitorService:
             try:  # history is a nicety: a failed write must never hold back an alert
                 self.store.update_peak(account, snapshot.net_liquidation)
                 self.store.record_sample(account, now, history_figures(snapshot, findings))
+            except StoreError as problem:
+                self._note_trouble(problem)
             except Exception:
                 log.exception("history not recorded", account=account)
         for finding in findings:
@@ -397,7 +480,14 @@ class MonitorService:
                 await self._announce(new_state, transition, snapshot)
             elif new_state != self.states.get(key):
                 self.states[key] = new_state
-                self.store.save_alert_state(new_state)
+                try:
+                    self.store.save_alert_state(new_state)
+                except StoreError as problem:
+                    self._unsaved_states[key] = new_state
+                    self._note_trouble(problem)
+        if self.degraded is not None and self._degraded_note is not None:
+            note, self._degraded_note = self._degraded_note, None
+            await self.notifier.submit_direct(note)
         view = AccountView(snapshot, findings, now)
         self.views[account] = view
         if self.on_evaluated is not None:
@@ -409,15 +499,24 @@ class MonitorService:
     ) -> None:
         """Persist the new state, the event and the outbox rows together, then deliver.
 
-        The in-memory state moves only once that transaction committed: if the write fails,
-        the next evaluation makes the same transition (same id) again instead of losing it.
+        When that write fails (the state file cannot be written), the notification is sent
+        directly instead and the state and event wait in memory until a write succeeds
+        (:meth:`_recover`): degraded, never silent.
         """
         base = snapshot.base_currency if snapshot is not None else ""
         note = notification_for(transition, base)
-        with self.store.transaction():
-            self.store.save_alert_state(new_state)
-            self.store.record_alert_event(transition)
-            self.notifier.enqueue(note)
+        try:
+            with self.store.transaction():
+                self.store.save_alert_state(new_state)
+                self.store.record_alert_event(transition)
+                self.notifier.enqueue(note)
+        except StoreError as problem:
+            self._unsaved_states[new_state.key] = new_state
+            self._unsaved_events.append(transition)
+            self._note_trouble(problem)
+            written = False
+        else:
+            written = True
         self.states[new_state.key] = new_state
         self.transitions.append(transition)
         finding = transition.finding
@@ -430,7 +529,64 @@ class MonitorService:
             value=finding.value,
             estimated=finding.estimated,
         )
-        await self.notifier.submit(note)
+        if written:
+            await self.notifier.submit(note)
+            return
+        if self._degraded_note is not None:  # the monitor's own alert goes first
+            first, self._degraded_note = self._degraded_note, None
+            await self.notifier.submit_direct(first)
+        await self.notifier.submit_direct(note)
+
+    # -- degraded: the state file cannot be written -----------------------------------------
+
+    def _note_trouble(self, problem: StoreError) -> None:
+        """A read or write of the state file failed: enter the degraded mode (once per
+        stretch: one log line and one "monitor degraded" alert, sent on the next occasion)."""
+        reason = problem.reason if isinstance(problem, StateUnavailable) else str(problem)
+        if self.degraded is not None:
+            return
+        now = self.clock()
+        self.degraded, self.degraded_since = reason, now
+        self._episode = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        log.error(
+            "state not writable; alerts are sent directly, without the outbox (best effort)",
+            reason=reason,
+            state_file=str(self.store.path),
+        )
+        self._degraded_note = degraded_notice(reason, self.store.path, self._episode, now)
+
+    async def _recover(self) -> None:
+        """Write what waited in memory (alert states, events, direct sends); once all of it
+        is in, leave the degraded mode and announce it."""
+        try:
+            with self.store.transaction():
+                for state in self._unsaved_states.values():
+                    self.store.save_alert_state(state)
+                for transition in self._unsaved_events:
+                    self.store.record_alert_event(transition)
+            self._unsaved_states.clear()
+            self._unsaved_events.clear()
+            if not self.notifier.record_direct():
+                return  # a direct send is in flight: recorded on the next tick
+        except StoreError:
+            return
+        if self.degraded is None:
+            return
+        since = self.degraded_since or self.clock()
+        log.info(
+            "state writable again; the outbox is back in use",
+            degraded_for_seconds=round((self.clock() - since).total_seconds()),
+        )
+        self.degraded = self.degraded_since = None
+        if self._degraded_note is not None:  # never sent: nobody to tell it is over
+            self._degraded_note = None
+            return
+        try:
+            await self.notifier.submit(
+                recovered_notice(self.store.path, self._episode, since, self.clock())
+            )
+        except StoreError as problem:
+            self._note_trouble(problem)
 
 
 def missing_finding(account: str, rule: str, reason: str) -> Finding:

@@ -4,6 +4,11 @@ Precedence, highest first: environment (``MARGIN_MONITOR_IB__PORT=4002``), the T
 ``--config`` or ``MARGIN_MONITOR_CONFIG``, then the defaults below. Anything invalid becomes one
 :class:`ConfigError` whose message names the key and the problem and never echoes a value (an
 Apprise URL holds tokens).
+
+Whatever could only fail later is refused here: a file that is not a regular UTF-8 TOML file
+(a FIFO would hang the read), nesting too deep to parse, unknown time zones, infinite or
+absurdly long durations, paths with a NUL byte or a log file that is a directory. (Apprise
+URLs are checked with Apprise's own parser by :func:`monitor.app.target_problems`.)
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import os
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -34,7 +39,7 @@ from pydantic_settings import (
 )
 
 from rules import RulesConfig
-from rules.clock import parse_hhmm, parse_window
+from rules.clock import parse_hhmm, parse_window, zone
 
 ENV_PREFIX = "MARGIN_MONITOR_"
 CONFIG_ENV = "MARGIN_MONITOR_CONFIG"
@@ -42,12 +47,32 @@ NotifySeverity = Literal["info", "warning", "critical"]
 NOTIFY_SEVERITIES: tuple[NotifySeverity, ...] = ("info", "warning", "critical")
 
 
+#: The longest any interval may be: a day (beyond it a timer means a mistake, and the
+#: underlying waits overflow long before ``inf``).
+DAY = 86_400.0
+Seconds = Annotated[float, Field(gt=0, le=DAY)]
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says which key and what to fix."""
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, allow_inf_nan=False)
+
+
+def _time_zone(value: str | None) -> str | None:
+    """An IANA time zone name that exists (``None`` for the machine's)."""
+    if value is not None:
+        zone(value)
+    return value
+
+
+def _plain_path(value: Path | None) -> Path | None:
+    """A path without a NUL byte (the OS would refuse it only when first used)."""
+    if value is not None and "\x00" in str(value):
+        raise ValueError("the path contains a NUL byte")
+    return value
 
 
 class IBSettings(_Section):
@@ -58,9 +83,9 @@ class IBSettings(_Section):
     client_id: int = Field(17, ge=0, le=2**31 - 1)
     accounts: list[str] = Field(default_factory=list)
     timeout: float = Field(10.0, gt=0, le=300)
-    reconnect_min_seconds: float = Field(1.0, gt=0)
-    reconnect_max_seconds: float = Field(60.0, gt=0)
-    probe_after_seconds: float = Field(60.0, gt=0)
+    reconnect_min_seconds: float = Field(1.0, gt=0, le=3600)
+    reconnect_max_seconds: float = Field(60.0, gt=0, le=3600)
+    probe_after_seconds: float = Field(60.0, gt=0, le=3600)
     restart_window: str | None = None
     fundamentals: bool = True
 
@@ -87,13 +112,14 @@ class NotifySettings(_Section):
 
     urls: list[SecretStr] = Field(default_factory=list)
     targets: list[NotifyTarget] = Field(default_factory=list)
-    reminder_critical_minutes: float | None = Field(60.0, ge=0)
-    reminder_warning_minutes: float | None = Field(240.0, ge=0)
+    reminder_critical_minutes: float | None = Field(60.0, ge=0, le=DAY * 7 / 60)
+    reminder_warning_minutes: float | None = Field(240.0, ge=0, le=DAY * 7 / 60)
     quiet_hours: str | None = None
     quiet_hours_timezone: str | None = None
-    max_age_hours: float = Field(24.0, gt=0)
+    max_age_hours: float = Field(24.0, gt=0, le=24 * 30)
+    send_timeout_seconds: float = Field(30.0, gt=0, le=600)
     heartbeat_url: SecretStr | None = None
-    heartbeat_seconds: float = Field(60.0, gt=0)
+    heartbeat_seconds: Seconds = 60.0
 
     @field_validator("quiet_hours")
     @classmethod
@@ -101,6 +127,8 @@ class NotifySettings(_Section):
         if value is not None:
             parse_window(value)
         return value
+
+    _check_quiet_zone = field_validator("quiet_hours_timezone")(_time_zone)
 
     def all_targets(self) -> list[NotifyTarget]:
         """``urls`` (every severity) followed by the routed ``targets``."""
@@ -116,10 +144,20 @@ class MonitorSettings(_Section):
     log_format: Literal["console", "json"] = "console"
     timezone: str | None = None
     evaluate_debounce_seconds: float = Field(0.05, ge=0, le=10)
-    evaluate_every_seconds: float = Field(30.0, gt=0)
+    evaluate_every_seconds: float = Field(30.0, gt=0, le=3600)
     estimate: bool = True
     maintenance_rates: dict[str, float] = Field(default_factory=dict)
-    history_retention_days: int = Field(400, ge=1)
+    history_retention_days: int = Field(400, ge=1, le=36_500)
+
+    _check_zone = field_validator("timezone")(_time_zone)
+    _check_paths = field_validator("state_dir", "log_file")(_plain_path)
+
+    @field_validator("log_file")
+    @classmethod
+    def _check_log_file(cls, value: Path | None) -> Path | None:
+        if value is not None and value.expanduser().is_dir():
+            raise ValueError("is a directory; name a file in it, e.g. monitor.jsonl")
+        return value
 
     @property
     def state_path(self) -> Path:
@@ -150,6 +188,8 @@ class SummarySettings(_Section):
     def _check_time(cls, value: str) -> str:
         parse_hhmm(value)
         return value
+
+    _check_zone = field_validator("timezone")(_time_zone)
 
 
 class MetricsSettings(_Section):
@@ -307,23 +347,51 @@ def insecure_permissions_warning(
     return None
 
 
+#: A configuration file is a few kilobytes; anything much larger is not one.
+MAX_CONFIG_BYTES = 1_000_000
+
+
 def _read_toml(file_path: Path) -> dict[str, Any]:
     try:
-        with file_path.open("rb") as handle:
-            return tomllib.load(handle)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+        fd = os.open(file_path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"configuration file {file_path} does not exist") from None
     except PermissionError:
         raise ConfigError(f"configuration file {file_path} is not readable") from None
-    except IsADirectoryError:
-        raise ConfigError(f"configuration file {file_path} is a directory") from None
+    except OSError as error:
+        raise ConfigError(f"configuration file {file_path}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise ConfigError(f"configuration file {file_path} is a directory")
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(f"configuration file {file_path} is not a regular file")
+        raw = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"configuration file {file_path} is larger than 1 MB")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{file_path} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{file_path} is not valid TOML: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{file_path} is nested too deeply to be a configuration") from None
+
+
+def problems_message(problems: list[str], file_path: Path | None) -> str:
+    """The one message for configuration problems: a count, then one line per problem."""
+    where = f" in {file_path}" if file_path else ""
+    plural = "s" if len(problems) > 1 else ""
+    return f"invalid configuration{where}, {len(problems)} problem{plural}:\n  " + "\n  ".join(
+        problems
+    )
 
 
 def _describe(error: ValidationError, file_path: Path | None) -> str:
     """One message listing each bad key and its problem, values left out."""
-    where = f" in {file_path}" if file_path else ""
     problems = []
     for item in error.errors(include_input=False, include_url=False):
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
@@ -334,7 +402,4 @@ def _describe(error: ValidationError, file_path: Path | None) -> str:
             message = message.removeprefix("Value error, ")
         env_name = ENV_PREFIX + "__".join(str(part) for part in item["loc"]).upper()
         problems.append(f"{key}: {message} (set in the file or via {env_name})")
-    plural = "s" if len(problems) > 1 else ""
-    return f"invalid configuration{where}, {len(problems)} problem{plural}:\n  " + "\n  ".join(
-        problems
-    )
+    return problems_message(problems, file_path)

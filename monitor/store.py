@@ -19,16 +19,28 @@ Timestamps are stored as UTC ISO-8601 text of fixed width (``2024-05-01T13:30:00
 which sorts like time and reads well in the ``sqlite3`` shell) and returned timezone-aware. A
 naive datetime passed in is taken to be UTC. The database runs in WAL mode with a busy timeout;
 the schema version is ``PRAGMA user_version``. Calls are synchronous and short, meant for the
-asyncio thread; a lock makes them safe from other threads too.
+asyncio thread; a lock makes them safe from other threads too (the notifier records a delivery
+from the thread that made it, the moment it succeeded).
+
+When the file cannot be used, every call raises :class:`StateUnavailable` with the reason in
+plain words (no space left, read-only, damaged), never a bare ``sqlite3`` error, so the service
+can degrade instead of stopping. At the daemon's start :func:`open_state` checks the state
+directory (one clear :class:`StateDirError` when it cannot be used) and moves a damaged file
+aside, keeping it under a timestamped name, before creating a fresh one; :class:`StateLock`
+keeps a second daemon off the same directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
+import os
 import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,7 +53,8 @@ from rules.clock import as_utc, iso_utc, parse_iso
 from rules.lifecycle import AlertState, Transition
 from rules.model import Severity
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LOCK_NAME = "monitor.lock"
 DEFAULT_RETENTION = timedelta(days=400)
 
 PENDING = "pending"
@@ -160,7 +173,11 @@ CREATE TABLE IF NOT EXISTS gaps (
 CREATE INDEX IF NOT EXISTS gaps_start ON gaps (start);
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1}
+# v2: who holds a lease (a process id), so a daemon can take back the leases of a process
+# that died mid-send instead of waiting for them to lapse.
+_SCHEMA_V2 = "ALTER TABLE outbox ADD COLUMN lease_owner INTEGER"
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 # Anything shaped like a URL: an Apprise URL carries its tokens in it.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://\S+")
@@ -169,6 +186,46 @@ _MAX_ERROR = 500
 
 class StoreError(RuntimeError):
     """The state file cannot be used (e.g. written by a newer version)."""
+
+
+class StateUnavailable(StoreError):
+    """A read or write of the state file failed; ``reason`` says why in plain words and
+    ``damaged`` is True when the file itself is corrupt (not a matter of space or rights)."""
+
+    def __init__(self, reason: str, *, damaged: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.damaged = damaged
+
+
+class StateDirError(StoreError):
+    """The state directory or its file cannot be used at all: a configuration problem."""
+
+
+class StateLocked(StoreError):
+    """Another daemon holds the state directory's lock."""
+
+
+_DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+_REASONS = {
+    "SQLITE_FULL": "no space left on the device",
+    "SQLITE_READONLY": "the file or its directory is read-only",
+    "SQLITE_CANTOPEN": "the file cannot be opened (no permission, or not a regular file)",
+    "SQLITE_PERM": "no permission",
+    "SQLITE_IOERR": "disk I/O error",
+    "SQLITE_BUSY": "the file is locked by another process",
+    "SQLITE_LOCKED": "the file is locked by another process",
+    "SQLITE_CORRUPT": "the file is damaged",
+    "SQLITE_NOTADB": "the file is not a SQLite database (damaged)",
+}
+
+
+def unavailable(error: sqlite3.Error) -> StateUnavailable:
+    """The :class:`StateUnavailable` of a ``sqlite3`` error: its reason in plain words."""
+    name = str(getattr(error, "sqlite_errorname", "") or "")
+    base = next((key for key in _REASONS if name == key or name.startswith(key + "_")), "")
+    reason = _REASONS.get(base) or str(error) or type(error).__name__
+    return StateUnavailable(reason, damaged=base in _DAMAGED or "malformed" in str(error))
 
 
 class OutboxNotification(Protocol):
@@ -234,14 +291,24 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._depth = 0
-        self._db = sqlite3.connect(
-            str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._migrate()
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as error:
+            raise unavailable(error) from None
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.Error as error:
+            self._db.close()
+            raise unavailable(error) from None
+        except BaseException:
+            self._db.close()
+            raise
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -263,26 +330,56 @@ class Store:
         """Group writes atomically (nestable: only the outermost block commits).
 
         The service saves an alert state, its event and its outbox rows in one transaction, so
-        a crash leaves either all of them or none.
+        a crash leaves either all of them or none. A failed write or commit (no space, say)
+        rolls the whole block back and raises :class:`StateUnavailable`.
         """
         with self._lock:
-            if self._depth == 0:
-                self._db.execute("BEGIN IMMEDIATE")
+            outermost = self._depth == 0
+            if outermost:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as error:
+                    raise unavailable(error) from None
             self._depth += 1
             try:
                 yield
+            except sqlite3.Error as error:
+                self._depth -= 1
+                if outermost:
+                    self._rollback()
+                raise unavailable(error) from None
             except BaseException:
                 self._depth -= 1
-                if self._depth == 0:
-                    self._db.execute("ROLLBACK")
+                if outermost:
+                    self._rollback()
                 raise
             self._depth -= 1
-            if self._depth == 0:
-                self._db.execute("COMMIT")
+            if outermost:
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as error:
+                    self._rollback()
+                    raise unavailable(error) from None
+
+    def _rollback(self) -> None:
+        """End the open transaction, whatever state the file is in."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
 
     def _query(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._db.execute(sql, tuple(parameters)).fetchall()
+            try:
+                return self._db.execute(sql, tuple(parameters)).fetchall()
+            except sqlite3.Error as error:
+                raise unavailable(error) from None
+
+    def verify(self) -> None:
+        """Read the whole file once (``PRAGMA quick_check``); :class:`StateUnavailable` with
+        ``damaged`` set when it is corrupt."""
+        problems = [row[0] for row in self._query("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise StateUnavailable(f"the file is damaged ({problems[0]})", damaged=True)
 
     def close(self) -> None:
         """Close the file (further calls fail)."""
@@ -355,12 +452,15 @@ class Store:
         ``target_keys`` is an iterable of stable target keys, or a mapping key -> safe display
         name. An existing (id, target) row is left untouched, whatever its status: this is what
         keeps a duplicate id from ever being sent twice. The first attempt is due at
-        ``not_before`` (quiet hours), else ``now``, else the notification's ``created_at``.
+        ``not_before`` (quiet hours), else ``now``, else the notification's ``created_at``. A
+        row not held back has ``not_before = created_at``, so only quiet hours ever hold a row
+        by the wall clock (a clock stepped back does not).
         """
         names = dict(target_keys) if isinstance(target_keys, Mapping) else None
         keys = list(names) if names is not None else list(target_keys)
         created = iso_utc(notification.created_at)
         start = iso_utc(not_before or now or notification.created_at)
+        held = iso_utc(not_before) if not_before is not None else created
         attachments = json.dumps([str(path) for path in notification.attachments])
         inserted = 0
         with self.transaction():
@@ -382,19 +482,34 @@ class Store:
                         notification.body,
                         attachments,
                         created,
-                        start,
+                        held,
                         start,
                     ),
                 )
                 inserted += cursor.rowcount
         return inserted > 0
 
+    def pending_for(self, target: str, now: datetime) -> list[OutboxItem]:
+        """One target's pending rows that are not held back by quiet hours nor leased,
+        oldest first, whatever their ``next_attempt_at``: the daemon times its retries itself,
+        on the monotonic clock."""
+        stamp = iso_utc(now)
+        rows = self._query(
+            "SELECT * FROM outbox WHERE status = 'pending' AND target = ?"
+            " AND (not_before <= created_at OR not_before <= ?)"
+            " AND (lease_until IS NULL OR lease_until <= ?)"
+            " ORDER BY created_at, notification_id",
+            (target, stamp, stamp),
+        )
+        return [_item(row) for row in rows]
+
     def due(self, now: datetime, *, ids: Iterable[str] | None = None) -> list[OutboxItem]:
         """Pending rows whose time has come (not held back, not leased), oldest first."""
         stamp = iso_utc(now)
         sql = (
             "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-            " AND not_before <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+            " AND (not_before <= created_at OR not_before <= ?)"
+            " AND (lease_until IS NULL OR lease_until <= ?)"
         )
         parameters: list[Any] = [stamp, stamp, stamp]
         if ids is not None:
@@ -422,17 +537,41 @@ class Store:
         """
         with self.transaction():
             cursor = self._db.execute(
-                "UPDATE outbox SET lease_until = ? WHERE notification_id = ? AND target = ?"
+                "UPDATE outbox SET lease_until = ?, lease_owner = ?"
+                " WHERE notification_id = ? AND target = ?"
                 " AND status = 'pending' AND (lease_until IS NULL OR lease_until <= ?)",
-                (iso_utc(until), notification_id, target, iso_utc(now)),
+                (iso_utc(until), os.getpid(), notification_id, target, iso_utc(now)),
             )
             return cursor.rowcount == 1
+
+    def release_orphaned_leases(self) -> int:
+        """Take back the leases of processes that no longer run (a daemon killed mid-send),
+        so their rows are retried at once; returns how many. Called by the daemon at start,
+        when it holds the state lock and so has no lease of its own yet."""
+        owners = [
+            row[0]
+            for row in self._query(
+                "SELECT DISTINCT lease_owner FROM outbox"
+                " WHERE status = 'pending' AND lease_until IS NOT NULL"
+            )
+        ]
+        gone = [owner for owner in owners if owner is None or not _running(int(owner))]
+        released = 0
+        with self.transaction():
+            for owner in gone:
+                cursor = self._db.execute(
+                    "UPDATE outbox SET lease_until = NULL, lease_owner = NULL"
+                    " WHERE status = 'pending' AND lease_owner IS ?",
+                    (owner,),
+                )
+                released += cursor.rowcount
+        return released
 
     def release(self, notification_id: str, target: str) -> None:
         """Give a claimed row back without counting an attempt (the sender stopped mid-send)."""
         with self.transaction():
             self._db.execute(
-                "UPDATE outbox SET lease_until = NULL"
+                "UPDATE outbox SET lease_until = NULL, lease_owner = NULL"
                 " WHERE notification_id = ? AND target = ? AND status = 'pending'",
                 (notification_id, target),
             )
@@ -442,7 +581,7 @@ class Store:
         with self.transaction():
             self._db.execute(
                 "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1,"
-                " lease_until = NULL, last_error = NULL"
+                " lease_until = NULL, lease_owner = NULL, last_error = NULL"
                 " WHERE notification_id = ? AND target = ?",
                 (iso_utc(now), notification_id, target),
             )
@@ -461,7 +600,8 @@ class Store:
         with self.transaction():
             self._db.execute(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
-                " lease_until = NULL WHERE notification_id = ? AND target = ?",
+                " lease_until = NULL, lease_owner = NULL"
+                " WHERE notification_id = ? AND target = ?",
                 (safe, iso_utc(next_attempt_at), notification_id, target),
             )
             self._log(notification_id, target, now, "failed", safe)
@@ -743,6 +883,178 @@ class Store:
             }
             for row in rows
         ]
+
+
+# -- opening the state at start ----------------------------------------------------------------
+
+
+def prepare_state_dir(directory: Path) -> None:
+    """Create the state directory if needed and check a file can be created in it;
+    :class:`StateDirError` naming the directory and the problem otherwise."""
+    advice = "fix it or set [monitor] state_dir"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StateDirError(
+            f"state directory {directory} is a file, not a directory ({advice})"
+        ) from None
+    except OSError as error:
+        raise StateDirError(
+            f"state directory {directory} cannot be created: {_os_reason(error)} ({advice})"
+        ) from None
+    if not directory.is_dir():
+        raise StateDirError(f"state directory {directory} is not a directory ({advice})")
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise StateDirError(
+            f"state directory {directory} is not writable: {_os_reason(error)} ({advice})"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class StateReset:
+    """A damaged state file moved aside at start: where it is kept and what was wrong."""
+
+    kept: Path
+    reason: str
+
+
+def open_state(
+    path: Path, now: datetime, *, recover: bool = False
+) -> tuple[Store, StateReset | None]:
+    """Open the state file at ``path`` for a command that writes it; returns the store and,
+    when a damaged file was moved aside, where it went and why.
+
+    ``recover`` (the daemon, holding the state lock): a damaged file (random bytes, a bad
+    header, a truncated or malformed database, a directory in its place) is renamed
+    ``<name>.damaged-<UTC time>`` with its ``-wal`` and ``-shm`` files, and a fresh file is
+    created. Without ``recover`` a damaged file is an error, left as it is. Anything else that
+    keeps the file from being used (no space, read-only, no permission) is a
+    :class:`StateDirError`.
+    """
+    prepare_state_dir(path.parent)
+    try:
+        if path.exists() and not path.is_file():
+            raise StateUnavailable("it is not a regular file (damaged)", damaged=True)
+        store = Store(path)
+        try:
+            store.verify()
+        except BaseException:
+            store.close()
+            raise
+        return store, None
+    except StateUnavailable as error:
+        if not (error.damaged and recover):
+            hint = "; the daemon moves it aside at its next start" if error.damaged else ""
+            reason = error.reason if error.damaged or _has_space(path.parent) else _FULL
+            raise StateDirError(f"state file {path} cannot be used: {reason}{hint}") from None
+        reset = StateReset(move_aside(path, now), error.reason)
+    try:
+        return Store(path), reset
+    except StateUnavailable as error:
+        reason = error.reason if _has_space(path.parent) else _FULL
+        raise StateDirError(f"state file {path} cannot be created: {reason}") from None
+
+
+def move_aside(path: Path, now: datetime) -> Path:
+    """Rename a damaged state file (and its WAL companions) out of the way, kept for
+    inspection under ``<name>.damaged-<YYYYmmddTHHMMSSZ>``; returns the new path."""
+    stamp = as_utc(now).strftime("%Y%m%dT%H%M%SZ")
+    kept = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists() or source.is_symlink():
+            try:
+                source.rename(kept.with_name(kept.name + suffix))
+            except OSError as error:
+                raise StateDirError(
+                    f"state file {path} is damaged and cannot be moved aside: {_os_reason(error)}"
+                ) from None
+    return kept
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``<state_dir>/monitor.lock`` for as long as a daemon runs.
+
+    A second daemon on the same directory would send every alert twice (or fight over the
+    gateway's client id): :meth:`acquire` raises :class:`StateLocked` naming the process that
+    holds it. The lock goes with the process (the kernel drops it on exit, even after
+    SIGKILL), so a stale file never blocks a restart.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`StateLocked` (:class:`StateDirError` when the
+        directory cannot be used)."""
+        prepare_state_dir(self.directory)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as error:
+            raise StateDirError(
+                f"lock file {self.path} cannot be opened: {_os_reason(error)}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StateLocked(
+                f"another margin-monitor (PID {holder}) is already running with state "
+                f"directory {self.directory}; stop it, or give this one its own "
+                "[monitor] state_dir"
+            ) from None
+        with contextlib.suppress(OSError):  # the PID is for the message only (a full disk)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the lock go (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+_FULL = _REASONS["SQLITE_FULL"]
+
+
+def _has_space(directory: Path) -> bool:
+    """False when the filesystem of ``directory`` has no block left (SQLite then often says
+    only "disk I/O error")."""
+    try:
+        return shutil.disk_usage(directory).free > 0
+    except OSError:
+        return True
+
+
+def _os_reason(error: OSError) -> str:
+    return error.strerror.lower() if error.strerror else type(error).__name__
+
+
+def _running(pid: int) -> bool:
+    """True when a process with this id exists and is not this one."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- conversions -------------------------------------------------------------------------------

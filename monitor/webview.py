@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from monitor.estimate import Baseline, RateLookup, make_baseline
+from monitor.gateway import is_link_account
 from monitor.report import account_report
 from monitor.settings import Settings
 from monitor.store import Store
@@ -303,9 +304,10 @@ def account_entry(source: WebSource, account: str) -> dict[str, Any]:
 
 
 def known_accounts(source: WebSource) -> list[str]:
-    """Every account the page can show: watched now, remembered, or evaluated."""
-    accounts = list(source.accounts())
-    return accounts + sorted(set(source.views) - set(accounts))
+    """Every account the page can show: watched now, remembered, or evaluated (not the
+    link's pseudo-account: the banner says when the monitor is blind)."""
+    accounts = [a for a in source.accounts() if not is_link_account(a)]
+    return accounts + sorted(a for a in set(source.views) - set(accounts) if not is_link_account(a))
 
 
 def link_status(source: WebSource) -> LinkStatus:

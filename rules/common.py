@@ -21,7 +21,7 @@ from rules.model import (
     Severity,
     is_number,
 )
-from rules.text import Unit
+from rules.text import Unit, names
 from rules.validation import FORBID_EXTRA
 
 #: IB's tag names, used in "data missing" messages.
@@ -181,9 +181,11 @@ class Book:
     Equity positions (secType STK) are summed per upper-cased symbol: ``quantities`` has every
     symbol held, ``values`` the base-currency market value of the priced positions, ``etfs``
     the symbols whose stockType is ETF, ``unpriced`` the symbols with a position lacking a
-    value (an ordered set). ``long_value`` / ``short_value`` sum every priced position of
-    any secType (the short one as a size); ``long_options`` / ``short_options`` the options
-    among them (secType OPT, FOP, WAR), which are not in EquityWithLoanValue.
+    value (an ordered set), ``no_rate`` those of them whose local value is known but whose
+    currency IB sent no exchange rate for (symbol -> currency). ``long_value`` /
+    ``short_value`` sum every priced position of any secType (the short one as a size);
+    ``long_options`` / ``short_options`` the options among them (secType OPT, FOP, WAR), which
+    are not in EquityWithLoanValue.
     """
 
     values: dict[str, float] = field(default_factory=dict)
@@ -195,6 +197,25 @@ class Book:
     all_priced: bool = True
     long_options: float = 0.0
     short_options: float = 0.0
+    no_rate: dict[str, str] = field(default_factory=dict)
+    base_currency: str = ""
+
+    def lacking(self, symbols: Iterable[str]) -> list[str]:
+        """What is missing to value ``symbols``, for a "data missing" finding: the exchange
+        rate by name when that is all that is missing, else the market value."""
+        by_currency: dict[str, list[str]] = {}
+        unvalued = []
+        for symbol in symbols:
+            currency = self.no_rate.get(symbol)
+            if currency:
+                by_currency.setdefault(currency, []).append(symbol)
+            else:
+                unvalued.append(symbol)
+        found = [
+            f"exchange rate {currency} to {self.base_currency or 'base'} (for {names(held)})"
+            for currency, held in by_currency.items()
+        ]
+        return found + ([f"market value of {names(unvalued)}"] if unvalued else [])
 
     @classmethod
     def of(cls, snapshot: AccountSnapshot) -> Book:
@@ -203,6 +224,7 @@ class Book:
         quantities: dict[str, float] = {}
         etfs: set[str] = set()
         unpriced: dict[str, None] = {}  # an ordered set
+        no_rate: dict[str, str] = {}
         value_of, quantity_of = values.get, quantities.get
         long_value = short_value = long_options = short_options = 0.0
         all_priced = True
@@ -230,6 +252,9 @@ class Book:
             )
             if value is None:
                 unpriced[symbol] = None
+                local = position.market_value
+                if local is not None and local - local == 0:  # valued, but in what base?
+                    no_rate[symbol] = position.currency
             else:
                 values[symbol] = value_of(symbol, 0.0) + value
             if position.stock_type in ETF_STOCK_TYPES:
@@ -244,6 +269,8 @@ class Book:
             all_priced,
             long_options,
             short_options,
+            no_rate,
+            snapshot.base_currency,
         )
 
 

@@ -1,18 +1,31 @@
-"""Helpers shared by the integration tests: a config for a monitor on a local gateway, and the
-one bounded wait on a condition (never a sleep for luck)."""
+"""Helpers shared by the integration tests: a config for a monitor on a local gateway, the real
+daemon run in the test's event loop with a recorder of its evaluations, clocks a test moves, and
+the one bounded wait on a condition (never a sleep for luck)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
-from collections.abc import Callable
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from monitor.app import build_daemon, build_service
+from monitor.clock import Clock, Monotonic, utc_now
+from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings, load_settings
+from monitor.sim.receiver import ReceivedMessage
 
 CLIENT_ID = 7
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_config(
@@ -26,8 +39,8 @@ def write_config(
 ) -> Path:
     """A config file for a monitor on a local gateway, tuned for fast tests.
 
-    ``sections`` add or override keys: ``ib={...}``, ``notify={...}``, ``monitor={...}`` and
-    ``rules={"stale_data": {...}}``.
+    ``sections`` add or override keys: ``ib={...}``, ``notify={...}``, ``monitor={...}``,
+    ``rules={"stale_data": {...}}`` and any other table, e.g. ``metrics={"port": 9464}``.
     """
     ib = {
         "host": "127.0.0.1",
@@ -49,6 +62,10 @@ def write_config(
     for title, table in (("ib", ib), ("notify", notify), ("monitor", monitor)):
         lines.append(f"[{title}]")
         lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
+    for title, table in sections.items():
+        if title not in ("ib", "notify", "monitor", "rules"):
+            lines.append(f"[{title}]")
+            lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
     for rule, table in sections.get("rules", {}).items():
         lines.append(f"[rules.{rule}]")
         lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
@@ -57,6 +74,38 @@ def write_config(
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
     return path
+
+
+class SteppingClock:
+    """A wall clock and a monotonic clock, both running in real time, that a test moves.
+
+    :meth:`advance` lets time pass on both (minutes go by without waiting); :meth:`step` moves
+    the wall clock alone, as an NTP correction or a VM resumed from suspend does. Hand the
+    instance to the builders as ``clock`` and its :meth:`monotonic` as ``monotonic``.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = start or datetime.now(UTC)
+        self._origin = time.monotonic()
+        self.offset = timedelta()
+        self.elapsed = 0.0
+
+    def __call__(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._origin) + self.offset
+
+    def monotonic(self) -> float:
+        """The monotonic clock: real seconds plus every :meth:`advance`."""
+        return time.monotonic() + self.elapsed
+
+    def advance(self, **delta: float) -> None:
+        """Let ``timedelta(**delta)`` pass on both clocks."""
+        moved = timedelta(**delta)
+        self.offset += moved
+        self.elapsed += moved.total_seconds()
+
+    def step(self, **delta: float) -> None:
+        """Step the wall clock alone by ``timedelta(**delta)`` (negative: back)."""
+        self.offset += timedelta(**delta)
 
 
 def make_settings(tmp_path: Path, port: int, urls: list[str], **sections: Any) -> Settings:
@@ -100,3 +149,134 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     return json.dumps(value)
+
+
+class Recorder:
+    """Every evaluation the service reports (through its ``on_evaluated`` hook)."""
+
+    def __init__(self) -> None:
+        self.views: list[tuple[str, AccountView]] = []
+
+    def __call__(self, account: str, view: AccountView) -> None:
+        self.views.append((account, view))
+
+    def findings(self, account: str, rule: str) -> list[Any]:
+        """The findings of ``rule`` for ``account``, oldest first."""
+        return [
+            finding
+            for who, view in self.views
+            if who == account
+            for finding in view.findings
+            if finding.rule == rule
+        ]
+
+    def since(self, mark: int, account: str, rule: str) -> list[Any]:
+        """Like :meth:`findings`, for evaluations after the ``mark``-th one."""
+        return [
+            finding
+            for who, view in self.views[mark:]
+            if who == account
+            for finding in view.findings
+            if finding.rule == rule
+        ]
+
+
+@contextlib.asynccontextmanager
+async def daemon(
+    settings: Settings, clock: Clock = utc_now, monotonic: Monotonic = time.monotonic
+) -> AsyncIterator[tuple[MonitorService, Recorder]]:
+    """The real daemon (scheduler, connector, evaluator, notifier) in this event loop.
+
+    The notifier retries after 0.1 s instead of 5 s so a recovered endpoint is tried at once.
+    A :class:`SteppingClock` passed as ``clock`` also provides the monotonic clock.
+    """
+    recorder = Recorder()
+    if isinstance(clock, SteppingClock):
+        monotonic = clock.monotonic
+    service = build_service(settings, clock=clock, monotonic=monotonic, on_evaluated=recorder)
+    service.notifier.backoff_base = timedelta(milliseconds=100)
+    service.notifier.backoff_max = timedelta(seconds=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(build_daemon(settings, service=service).run(stop))
+    try:
+        yield service, recorder
+        assert not task.done(), "the daemon ended on its own"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+def titles(messages: list[ReceivedMessage], account: str, rule: str) -> list[str]:
+    """Titles of one (account, rule)'s notifications, in arrival order."""
+    return [m.title for m in messages if m.title.split()[1:3] == [account, rule]]
+
+
+def has(title: str) -> Callable[[list[ReceivedMessage]], bool]:
+    """A receiver predicate: a message with exactly this title arrived."""
+    return lambda messages: any(m.title == title for m in messages)
+
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """``python -m monitor.cli run --config ...`` as a real child process."""
+    handle = log.open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "run",
+            "--config",
+            str(config),
+            cwd=str(ROOT),
+            stdout=handle,
+            stderr=handle,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def tiny_filesystem(path: Path, size: str = "4m") -> Iterator[str | None]:
+    """Mount a tmpfs of ``size`` at ``path`` for the block; yields ``None`` when mounted, else
+    why it could not be (it takes root or CAP_SYS_ADMIN): the caller skips, saying so."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        yield (
+            "a full disk needs a small filesystem, and mounting one is not allowed here "
+            f"({mounted.stderr.strip() or 'mount failed'})"
+        )
+        return
+    try:
+        yield None
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file until the filesystem is full; returns it (delete it to free the space)."""
+    filler = directory / "filler"
+    with filler.open("ab", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+        with contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 512)
+    return filler

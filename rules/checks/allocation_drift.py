@@ -72,7 +72,7 @@ def allocation_drift(
     positions = Book.of(snapshot) if book is None else book
     unpriced = [symbol for symbol in config.targets if symbol in positions.unpriced]
     if unpriced:
-        return missing(rule, snapshot, [f"market value of {names(unpriced)}"])
+        return missing(rule, snapshot, positions.lacking(unpriced))
     values = {symbol: positions.values.get(symbol, 0.0) for symbol in config.targets}
     total = sum(values.values())
     ccy = snapshot.base_currency

@@ -87,7 +87,7 @@ def cash_reserve(
         positions = Book.of(snapshot) if book is None else book
         unpriced = [s for s in config.reserve_symbols if s in positions.unpriced]
         if unpriced:
-            return missing(rule, snapshot, [f"market value of {names(unpriced)}"])
+            return missing(rule, snapshot, positions.lacking(unpriced))
         reserve: float = sum(positions.values.get(s, 0.0) for s in config.reserve_symbols)
         source = f"reserve holdings ({names(config.reserve_symbols)})"
     else:

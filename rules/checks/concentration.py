@@ -1,7 +1,9 @@
 """The ``concentration`` rule: each holding's share of NLV against the stock or ETF cap.
 
 Positions are summed per symbol over stock and ETF holdings (secType STK), in base currency;
-``details["positions"]`` lists every holding's figures.
+``details["positions"]`` lists every holding's figures. A holding that cannot be valued (no
+market value, or no exchange rate for its currency) could be the largest: unless another one
+already breaches its cap, the finding is ``unknown``, naming what is missing, never ``ok``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from rules.model import (
     Severity,
     is_number,
 )
-from rules.text import money, names, pct
+from rules.text import money, pct
 from rules.validation import fraction, positive, set_field, symbol_map
 
 
@@ -118,9 +120,9 @@ def concentration(
             if share > cap:
                 severity = Severity.WARNING
                 breaches.append((symbol, value, share, cap))
-    unpriced_text = f"; no value for {names(unpriced)}" if unpriced else ""
-    if worst_row is None or largest is None:
-        return missing(rule, snapshot, [f"market value of {names(unpriced)}"])
+    if worst_row is None or largest is None or (unpriced and not breaches):
+        return missing(rule, snapshot, positions.lacking(unpriced))
+    unpriced_text = f"; missing: {', '.join(positions.lacking(unpriced))}" if unpriced else ""
     details = {"positions": rows, "unpriced": list(unpriced)}
     if breaches:
         breaches.sort(key=lambda item: item[2] / item[3], reverse=True)

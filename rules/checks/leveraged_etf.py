@@ -134,7 +134,7 @@ def leveraged_etf(
     unpriced = [symbol for symbol, _ in held if symbol in positions.unpriced]
     lacking = absent(snapshot, "excess_liquidity")
     if unpriced:
-        lacking.append(f"market value of {names(unpriced)}")
+        lacking.extend(positions.lacking(unpriced))
     if lacking:
         return missing(rule, snapshot, lacking)
     excess = snapshot.excess_liquidity

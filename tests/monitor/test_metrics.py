@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import until
+from support import free_port, until
 
 from monitor.app import build_daemon, build_service
 from monitor.metrics import MetricsServer
@@ -41,13 +41,16 @@ def _clean_environment(monkeypatch):
 
 
 class Clock:
-    """A clock the test moves by hand."""
+    """A wall clock the test moves by hand, and the monotonic clock that moves with it."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now
 
     def __call__(self) -> datetime:
         return self.now
+
+    def monotonic(self) -> float:
+        return 1_000.0 + (self.now - T0).total_seconds()
 
 
 def snapshot() -> AccountSnapshot:
@@ -75,17 +78,25 @@ def make_service(tmp_path: Path, receiver: Receiver, clock: Clock) -> MonitorSer
         encoding="utf-8",
     )
     config.chmod(0o600)
-    return build_service(load_settings(config), clock=clock)
+    return build_service(load_settings(config), clock=clock, monotonic=clock.monotonic)
 
 
-def link_up(service: MonitorService, last_values: datetime) -> None:
+def link_up(service: MonitorService, clock: Clock, last_values: datetime) -> None:
     """What the connector records once connected and IB has pushed values for the account."""
     connector = service.connector
     connector.state.connected = True
     connector.state.live = True
     connector.state.disconnected_since = None
     connector._accounts = [ACCOUNT]
-    connector._last_values[ACCOUNT] = last_values
+    values_arrive(service, clock, last_values)
+
+
+def values_arrive(service: MonitorService, clock: Clock, at: datetime) -> None:
+    """IB pushed the account's values at ``at``; the link has been read just now (a probe)."""
+    connector = service.connector
+    connector._last_values[ACCOUNT] = at
+    connector._values_seen[ACCOUNT] = clock.monotonic() - (clock.now - at).total_seconds()
+    connector._last_read = clock.monotonic()
 
 
 def get(url: str) -> tuple[int, str]:
@@ -143,7 +154,7 @@ async def scenario(service: MonitorService, receiver: Receiver, clock: Clock) ->
     # the duration histogram; then the view the series are read from.
     await service.evaluate_account(ACCOUNT)
     service.views[ACCOUNT] = AccountView(snapshot(), [], T0)
-    link_up(service, last_values=T0 - timedelta(minutes=2))
+    link_up(service, clock, last_values=T0 - timedelta(minutes=2))
 
     # Notifications counted by severity and result: one delivered, one refused by the target.
     note = Notification("n1", ACCOUNT, "cushion", "warning", "fired", "t", "b", T0)
@@ -189,7 +200,7 @@ async def scenario(service: MonitorService, receiver: Receiver, clock: Clock) ->
         assert value(scrape, "margin_monitor_healthy") == 0
 
         # Fresh values again: healthy; then the gateway link drops: unhealthy at once.
-        service.connector._last_values[ACCOUNT] = clock.now
+        values_arrive(service, clock, clock.now)
         assert (await asyncio.to_thread(get, base + "/healthz"))[0] == 200
         service.connector.state.connected = False
         service.connector.state.live = False
@@ -254,13 +265,6 @@ async def malformed(service: MonitorService) -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_the_daemon_serves_the_endpoint_while_it_runs(tmp_path):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from monitor.store import DEFAULT_RETENTION, Store, StoreError
+from monitor.store import DEFAULT_RETENTION, SCHEMA_VERSION, Store, StoreError
 from rules.lifecycle import AlertState, LifecyclePolicy, step
 from rules.model import Finding, Severity, grade_below
 
@@ -42,14 +42,14 @@ def path(tmp_path):
 
 
 def test_the_file_and_its_directory_are_created_with_a_versioned_schema(path):
-    """First use creates the directory, the file, WAL mode and schema version 1."""
+    """First use creates the directory, the file, WAL mode and the current schema version."""
     with Store(path) as store:
-        assert store.schema_version == 1
+        assert store.schema_version == SCHEMA_VERSION == 2
     assert path.exists()
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
     with Store(path) as store:
-        assert store.schema_version == 1
+        assert store.schema_version == SCHEMA_VERSION
 
 
 def test_a_file_from_a_newer_version_is_refused_with_a_clear_message(path):

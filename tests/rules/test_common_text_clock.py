@@ -71,3 +71,8 @@ def test_book_marks_unpriced_symbols():
     assert list(positions.unpriced) == ["SAP", "KO"]
     assert not positions.all_priced
     assert "SAP" in positions.unpriced and "KO" not in positions.values
+    assert positions.no_rate == {"SAP": "EUR"}  # KO has no value at all, SAP no rate
+    assert positions.lacking(["KO", "SAP"]) == [
+        "exchange rate EUR to USD (for SAP)",
+        "market value of KO",
+    ]

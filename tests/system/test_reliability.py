@@ -14,22 +14,28 @@ import contextlib
 import os
 import signal
 import sqlite3
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import CLIENT_ID, make_settings, until, write_config
+from support import (
+    CLIENT_ID,
+    Recorder,
+    SteppingClock,
+    daemon,
+    has,
+    make_settings,
+    start_daemon,
+    titles,
+    until,
+    write_config,
+)
 
-from monitor.app import build_daemon, build_service
-from monitor.clock import Clock, utc_now
 from monitor.gateway import GatewayConnector, GatewayError
 from monitor.notifier import Notification, Notifier, Target
-from monitor.service import AccountView, MonitorService
-from monitor.settings import Settings
+from monitor.service import MonitorService
 from monitor.sim.receiver import ReceivedMessage, Receiver
 from monitor.sim.server import GARBAGE_KINDS, SimulatedGateway
 from monitor.store import Store
@@ -39,88 +45,8 @@ ACCOUNT = "DU1000001"  # the leveraged account of the built-in sell-off scenario
 QUIET = "DU1000002"  # its unleveraged neighbour (never alerts)
 CRASH = {"all": -0.32, "VTI": 0.0, "BND": 0.0}  # DU1000001: cushion 30% -> about 5%
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-class SteppingClock:
-    """The wall clock plus an offset the test moves forward: minutes pass without waiting."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._start = start or datetime.now(UTC)
-        self._origin = time.monotonic()
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return self._start + timedelta(seconds=time.monotonic() - self._origin) + self.offset
-
-    def advance(self, **delta: float) -> None:
-        """Jump forward by ``timedelta(**delta)``."""
-        self.offset += timedelta(**delta)
-
-
-class Recorder:
-    """Every evaluation the service reports (through its ``on_evaluated`` hook)."""
-
-    def __init__(self) -> None:
-        self.views: list[tuple[str, AccountView]] = []
-
-    def __call__(self, account: str, view: AccountView) -> None:
-        self.views.append((account, view))
-
-    def findings(self, account: str, rule: str) -> list[Any]:
-        """The findings of ``rule`` for ``account``, oldest first."""
-        return [
-            finding
-            for who, view in self.views
-            if who == account
-            for finding in view.findings
-            if finding.rule == rule
-        ]
-
-    def since(self, mark: int, account: str, rule: str) -> list[Any]:
-        """Like :meth:`findings`, for evaluations after the ``mark``-th one."""
-        return [
-            finding
-            for who, view in self.views[mark:]
-            if who == account
-            for finding in view.findings
-            if finding.rule == rule
-        ]
-
-
-@contextlib.asynccontextmanager
-async def daemon(
-    settings: Settings, clock: Clock = utc_now
-) -> AsyncIterator[tuple[MonitorService, Recorder]]:
-    """The real daemon (scheduler, connector, evaluator, notifier) in this event loop.
-
-    The notifier retries after 0.1 s instead of 5 s so a recovered endpoint is tried at once.
-    """
-    recorder = Recorder()
-    service = build_service(settings, clock=clock, on_evaluated=recorder)
-    service.notifier.backoff_base = timedelta(milliseconds=100)
-    service.notifier.backoff_max = timedelta(seconds=1)
-    stop = asyncio.Event()
-    task = asyncio.create_task(build_daemon(settings, service=service).run(stop))
-    try:
-        yield service, recorder
-        assert not task.done(), "the daemon ended on its own"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
-
-
-def titles(messages: list[ReceivedMessage], account: str, rule: str) -> list[str]:
-    """Titles of one (account, rule)'s notifications, in arrival order."""
-    return [m.title for m in messages if m.title.split()[1:3] == [account, rule]]
-
-
-def has(title: str) -> Callable[[list[ReceivedMessage]], bool]:
-    """A receiver predicate: a message with exactly this title arrived."""
-    return lambda messages: any(m.title == title for m in messages)
 
 
 def assert_each_id_once(receiver: Receiver) -> None:
@@ -693,33 +619,14 @@ def latest_sample(state_file: Path, account: str) -> str | None:
     return row[0] if row else None
 
 
-async def start_daemon(config: Path, log: Path) -> asyncio.subprocess.Process:
-    """``python -m monitor.cli run --config ...`` as a real child process."""
-    handle = log.open("ab")
-    try:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "monitor.cli",
-            "run",
-            "--config",
-            str(config),
-            cwd=str(ROOT),
-            stdout=handle,
-            stderr=handle,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    finally:
-        handle.close()
-
-
 @pytest.mark.slow
 def test_sigkill_between_outbox_write_and_send_then_restart_delivers_once(
     simulated_gateway, tmp_path
 ):
     """The daemon (a real process) queues the breach while the endpoint fails and is killed
     with SIGKILL; the restarted daemon delivers every pending notification exactly once and
-    does not announce the breach again."""
+    does not announce the breach again. (The kill may land between two transitions of the
+    same evaluation: the restarted daemon then makes the missing ones itself, once.)"""
     state_file = tmp_path / "state" / "monitor.sqlite3"
     log = tmp_path / "daemon.log"
 
@@ -788,11 +695,12 @@ def test_sigkill_between_outbox_write_and_send_then_restart_delivers_once(
 
     messages, pending, events = asyncio.run(scenario())
     delivered = [m.notification_id for m in messages]
-    assert sorted(delivered) == pending, log.read_text()[-3000:]
+    assert set(pending) <= set(delivered), log.read_text()[-3000:]
+    assert len(delivered) == len(set(delivered)), "each delivered once"
     assert titles(messages, ACCOUNT, "cushion") == [CRITICAL]
     fired = [e for e in events if e["rule"] == "cushion"]
     assert [e["kind"] for e in fired] == ["fired"], "the restart did not announce it again"
-    assert {e["notification_id"] for e in events} == set(pending)
+    assert {e["notification_id"] for e in events} == set(delivered)
 
 
 # -- 6. a clean restart of the daemon during a breach -------------------------------------------

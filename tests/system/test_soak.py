@@ -5,12 +5,17 @@ so a failure can be replayed and read): several breach/recovery episodes of DU10
 on the built-in sell-off scenario, some going through a warning first, with gateway drops and
 restarts, 1100/1102 and 1100/1101 bursts, garbage frames and clean restarts of the daemon itself
 (same state directory) before, during and after each breach, while the notification endpoint
-fails for whole stretches or for a few requests.
+fails for whole stretches or for a few requests. A second target dribbles its answers a byte at
+a time all day (every attempt is cut at the 1 s send deadline) and answers normally at the end;
+for one whole episode the state directory's filesystem is full (a small tmpfs, where the
+machine allows mounting one), so the monitor runs degraded and then recovers.
 
-Everything is real (ib_async over loopback, Apprise to a local receiver, SQLite); every wait is
-a condition with a deadline. At the end the receiver's ids and the store must show: every
+Everything is real (ib_async over loopback, Apprise to local receivers, SQLite); every wait is
+a condition with a deadline. At the end the receivers' ids and the store must show: every
 breach notified exactly once (by id), every recovery notified, no notification lost (every
-outbox row sent and received), no id delivered twice. The counts are printed.
+outbox row sent and received by both targets), no id delivered twice. The counts are printed
+(a kill -9 is not part of this in-process day: its repeats are counted apart, as "re-sent after
+kill", by ``test_faults``).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support import make_settings, until
+from support import fill, make_settings, tiny_filesystem, until
 
 from monitor.app import build_daemon, build_service
 from monitor.service import AccountView, MonitorService
@@ -57,6 +63,18 @@ class Counts:
     daemon_restarts: int = 0
     endpoint_stretches: int = 0
     flaky_requests: int = 0
+    full_disk: str = "skipped"
+
+
+def full_disk_episode(plan: list[dict[str, Any]]) -> int:
+    """The first episode whose breach sees no daemon restart (the disk fills before the
+    breach and frees before the recovery: a restart in between would forget what the
+    degraded monitor keeps in memory, which is the documented limit of that mode)."""
+    return next(
+        episode["episode"]
+        for episode in plan
+        if "daemon_restart" not in [episode["before"], *episode["during"]]
+    )
 
 
 def make_plan(rng: random.Random, episodes: int) -> list[dict[str, Any]]:
@@ -133,12 +151,19 @@ async def daemon(settings: Settings) -> AsyncIterator[Daemon]:
 class Day:
     """Plays the plan against the gateway, the receiver and the running service."""
 
-    def __init__(self, gateway: SimulatedGateway, receiver: Receiver, runner: Daemon) -> None:
+    def __init__(
+        self,
+        gateway: SimulatedGateway,
+        receiver: Receiver,
+        runner: Daemon,
+        full_disk: tuple[int, Path] | None = None,
+    ) -> None:
         self.gateway, self.receiver, self.runner = gateway, receiver, runner
         self.views = runner.views
         self.initial = dict(gateway.state.prices)
         self.counts = Counts()
         self.failing = False
+        self.full_disk = full_disk
 
     @property
     def service(self) -> MonitorService:
@@ -227,8 +252,13 @@ class Day:
         )
 
     async def episode(self, episode: dict[str, Any], breaches: list[Severity]) -> None:
-        """Healthy -> (warning ->) critical, disruptions while breached -> recovered."""
+        """Healthy -> (warning ->) critical, disruptions while breached -> recovered; the
+        full-disk episode fills the state's filesystem before the breach and frees it after
+        the disruptions, waiting until the monitor has recovered by itself."""
         await self.disrupt(episode["before"], episode)
+        filler = None
+        if self.full_disk is not None and self.full_disk[0] == episode["episode"]:
+            filler = fill(self.full_disk[1])
         if episode["endpoint_fails"]:
             self.endpoint(True)
         elif episode["flaky_requests"]:
@@ -243,6 +273,11 @@ class Day:
             assert self.cushion_level() == Severity.CRITICAL, f"false recovery after {kind}"
             if number == 0 and episode["endpoint_recovers"] == "mid-breach":
                 self.endpoint(False)
+        if filler is not None:
+            assert self.service.degraded is not None, "the full disk was noticed"
+            filler.unlink()
+            await until(lambda: self.service.degraded is None, 15, "recovered from a full disk")
+            self.counts.full_disk = f"episode {episode['episode']}, degraded then recovered"
         await self.reach(episode["recovery_factor"], Severity.OK)
         if episode["endpoint_recovers"] == "after-recovery":
             self.endpoint(False)
@@ -257,18 +292,34 @@ def test_an_accelerated_day_loses_nothing_and_repeats_nothing(simulated_gateway,
     (tmp_path / "soak_plan.json").write_text(json.dumps({"seed": SEED, "episodes": plan}, indent=2))
     started = time.monotonic()
 
-    async def scenario() -> dict[str, Any]:
-        with Receiver() as receiver:
+    state = tmp_path / "state"
+
+    async def scenario(refused: str | None) -> dict[str, Any]:
+        with (
+            Receiver() as receiver,
+            Receiver(behaviour="dribble", dribble_interval=0.5, hang_limit=30) as dribbling,
+        ):
             async with simulated_gateway("selloff") as gateway:
-                settings = make_settings(tmp_path, gateway.port, [receiver.url])
+                settings = make_settings(
+                    tmp_path,
+                    gateway.port,
+                    [receiver.url, dribbling.url],
+                    state_dir=state,
+                    notify={"send_timeout_seconds": 1.0},
+                )
                 async with daemon(settings) as runner:
                     await gateway.wait_for_clients(1, timeout=10)
                     await until(lambda: bool(runner.views), 10, "the first evaluation")
-                    day = Day(gateway, receiver, runner)
+                    disk = None if refused else (full_disk_episode(plan), state)
+                    day = Day(gateway, receiver, runner, disk)
+                    if refused:
+                        day.counts.full_disk = f"skipped: {refused}"
                     breaches: list[Severity] = []
                     for episode in plan:
                         await day.episode(episode, breaches)
                     day.endpoint(False)
+                    cut = dribbling.dropped
+                    dribbling.behave("ok")
                     service = day.service
                     await until(lambda: service.store.pending_count() == 0, 30, "the outbox drains")
                     await service.settle(timeout=10)
@@ -280,21 +331,28 @@ def test_an_accelerated_day_loses_nothing_and_repeats_nothing(simulated_gateway,
                         "outbox": service.store.outbox(),
                         "failed_attempts": len(service.store.deliveries(outcome="failed")),
                         "messages": receiver.messages,
+                        "dribbled": dribbling.messages,
+                        "cut": cut,
                         "rejected": receiver.rejected,
                         "connections": gateway.connections_accepted,
                         "orders": len(gateway.orders_received),
                     }
 
-    result = asyncio.run(scenario())
+    with tiny_filesystem(state, "32m") as refused:
+        result = asyncio.run(scenario(refused))
     counts: Counts = result["counts"]
     events = result["events"]
     cushion = [e for e in events if e["account"] == ACCOUNT and e["rule"] == "cushion"]
     received = Counter(m.notification_id for m in result["messages"])
+    dribbled = Counter(m.notification_id for m in result["dribbled"])
     outbox_ids = {row.notification_id for row in result["outbox"]}
-    duplicates = sorted(i for i, n in received.items() if n > 1)
+    duplicates = sorted(
+        i for i in set(received) | set(dribbled) if max(received[i], dribbled[i]) > 1
+    )
     lost = sorted(
         {row.notification_id for row in result["outbox"] if row.status != "sent"}
         | (outbox_ids - set(received))
+        | (outbox_ids - set(dribbled))
     )
     unexpected = sorted(set(received) - outbox_ids)
     fired = [e for e in cushion if e["kind"] == "fired"]
@@ -312,8 +370,9 @@ def test_an_accelerated_day_loses_nothing_and_repeats_nothing(simulated_gateway,
             f"resubscribes={counts.resubscribes} garbage frames={counts.garbage} "
             f"endpoint failure stretches={counts.endpoint_stretches} "
             f"flaky requests={counts.flaky_requests} retries={result['failed_attempts']} "
-            f"(HTTP 500s {result['rejected']}) notifications={len(received)} "
-            f"duplicates={len(duplicates)} lost={len(lost)}"
+            f"(HTTP 500s {result['rejected']}) dribbling target: {result['cut']} attempts cut, "
+            f"then {len(dribbled)} received; full disk: {counts.full_disk}; "
+            f"notifications={len(received)} duplicates={len(duplicates)} lost={len(lost)}"
         )
 
     assert result["breaches"] == EPISODES
@@ -327,6 +386,7 @@ def test_an_accelerated_day_loses_nothing_and_repeats_nothing(simulated_gateway,
     ]
     for event in cushion:
         assert received[event["notification_id"]] == 1, event
+        assert dribbled[event["notification_id"]] == 1, event
     assert not duplicates
     assert not lost
     assert not unexpected
@@ -336,3 +396,7 @@ def test_an_accelerated_day_loses_nothing_and_repeats_nothing(simulated_gateway,
     assert counts.daemon_restarts >= 1
     assert result["connections"] >= 1 + counts.drops + counts.resubscribes + counts.daemon_restarts
     assert result["orders"] == 0
+    assert result["cut"] >= 3, "the dribbling target was cut off, again and again"
+    if not counts.full_disk.startswith("skipped"):
+        assert counts.full_disk.endswith("recovered")
+        assert any(m.title.startswith("[CRITICAL] monitor degraded") for m in result["messages"])

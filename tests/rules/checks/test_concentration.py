@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rules.checks.concentration import ConcentrationConfig, concentration
-from rules.model import EvaluationContext, Severity
+from rules.model import EvaluationContext, Position, Severity
 from rules.samples import SAMPLE_TIME, sample_snapshot, stock
 
 NOON = EvaluationContext(now=SAMPLE_TIME)  # Monday 12:00 New York
@@ -60,15 +60,9 @@ def test_concentration_single_stock_over_cap():
             WARNING,
             "Buy back about USD 6,000.00 of MSFT",
         ),
-        (
-            [stock("AAPL", 10_000.0), stock("XYZ", None)],
-            ConcentrationConfig(),
-            OK,
-            "no value for XYZ",
-        ),
         ([], ConcentrationConfig(), OK, "No stock or ETF positions"),
     ],
-    ids=["ok", "override", "etf-cap", "leveraged-etf-is-etf", "short", "unpriced", "no-positions"],
+    ids=["ok", "override", "etf-cap", "leveraged-etf-is-etf", "short", "no-positions"],
 )
 def test_concentration_cases(positions, config, severity, in_text):
     """Separate stock and ETF caps, per-symbol overrides, shorts, unpriced positions."""
@@ -87,6 +81,37 @@ def test_concentration_sums_a_symbol_across_positions_and_reports_missing_nlv():
     assert finding.severity is WARNING and finding.value == pytest.approx(0.24)
     gap = concentration(sample_snapshot(net_liquidation=None), NOON, ConcentrationConfig())
     assert gap.severity is UNKNOWN and gap.data_missing
+
+
+def sap_without_a_rate() -> Position:
+    """10 SAP in EUR worth EUR 81,818.18 (USD 90,000 at 1.10), but IB sent no EUR rate."""
+    return Position("SAP", 7, "STK", 10.0, "EUR", 8_181.818, 81_818.18, None)
+
+
+def test_a_holding_without_an_exchange_rate_makes_the_rule_unknown_naming_the_rate():
+    """AAPL is USD 10,000 of NLV 100,000 (10%, under the 20% cap); SAP would be USD 90,000
+    (90%) at 1.10 but IB sent no EUR rate, so its share cannot be known. The rule must not
+    read "ok": it is unknown, data missing, and names the rate (and the holding)."""
+    snapshot = sample_snapshot([stock("AAPL", 10_000.0), sap_without_a_rate()])
+    finding = concentration(snapshot, NOON, ConcentrationConfig())
+    assert finding.severity is UNKNOWN and finding.data_missing
+    assert finding.message == "data missing: exchange rate EUR to USD (for SAP); not evaluated"
+
+
+def test_a_breach_among_the_valued_holdings_stands_beside_an_unvalued_one():
+    """AAPL at USD 32,000 is 32% of NLV 100,000, over the 20% cap, whatever SAP is worth: a
+    warning, whose message also names the missing rate; a holding with no value at all is
+    named as such."""
+    snapshot = sample_snapshot(
+        [stock("AAPL", 32_000.0), sap_without_a_rate(), stock("XYZ", None)]
+    )
+    finding = concentration(snapshot, NOON, ConcentrationConfig())
+    assert finding.severity is WARNING and finding.value == pytest.approx(0.32)
+    assert finding.message.endswith(
+        "; missing: exchange rate EUR to USD (for SAP), market value of XYZ"
+    )
+    alone = concentration(sample_snapshot([stock("XYZ", None)]), NOON, ConcentrationConfig())
+    assert alone.severity is UNKNOWN and "market value of XYZ" in alone.message
 
 
 def test_a_holding_inside_the_clear_band_is_trimmed_too():
