@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     """All sub-commands with their options."""
     common = Parser(add_help=False)
     common.add_argument("--config", metavar="PATH", help="TOML configuration file")
+    as_json = Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print one JSON object")
     connects = Parser(add_help=False)
     connects.add_argument("--host", help="TWS/IB Gateway host (default: [ib] host)")
     connects.add_argument(
@@ -148,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check",
-        parents=[common, connects],
+        parents=[common, connects, as_json],
         help="connect, evaluate every account once, print, exit 0/1/2/3 (a Nagios plugin)",
         description="Evaluate every account once and report as a Nagios/Icinga plugin: "
         "a status line with performance data, the details below it; exit 0 ok, "
@@ -161,7 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="API client id of this check (default: [ib] check_client_id, "
         "else [ib] client_id + 1, so it runs beside the daemon)",
     )
-    check.add_argument("--json", action="store_true", help="print one JSON object")
     check.add_argument(
         "-t",
         "--timeout",
@@ -179,10 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser(
         "status",
-        parents=[common],
+        parents=[common, as_json],
         help="what the daemon last recorded, read offline from its state database",
     )
-    status.add_argument("--json", action="store_true", help="print one JSON object")
     status.set_defaults(handler=cmd_status)
 
     config = commands.add_parser(
@@ -195,10 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_config_validate)
     show = actions.add_parser(
         "show",
-        parents=[common],
+        parents=[common, as_json],
         help="the effective settings, each with its source (default, file, environment)",
     )
-    show.add_argument("--json", action="store_true", help="print one JSON object")
     show.set_defaults(handler=cmd_config_show)
     example = actions.add_parser("example", help="print the example configuration file")
     example.set_defaults(handler=cmd_config_example)

@@ -4,7 +4,6 @@ sources and masks, ``check``'s own client id; and ``status`` on files of other a
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from datetime import UTC, datetime
 
@@ -17,12 +16,7 @@ from monitor.status import read_status
 SECRET = "S3cretT0ken99"
 
 
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch):
-    """No MARGIN_MONITOR_* variable from the developer's shell changes the settings."""
-    for name in list(os.environ):
-        if name.startswith("MARGIN_MONITOR_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.mark.parametrize(
