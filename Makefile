@@ -35,6 +35,7 @@ bench: venv
 	$(BIN)/python bench/soak_memory.py
 	$(BIN)/python bench/fault_delivery.py
 	$(BIN)/python bench/web_page.py
+	$(BIN)/python bench/cli_start.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

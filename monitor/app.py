@@ -14,8 +14,6 @@ One builder per part, each taking the settings plus only what a caller may need 
 - :func:`run_daemon` the ``run`` command: the state directory's lock, the state file opened
   (a damaged one moved aside and announced), the daemon built and run.
 
-:func:`target_problems` checks every Apprise URL of the configuration at load.
-
 A variation of the whole set (the demo's simulated gateway and own state directory) is a
 variation of the settings, passed to the same builders.
 """
@@ -33,15 +31,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.clock import Clock, Monotonic, utc_now
 from monitor.daemon import Daemon, schedule_jobs
-from monitor.gateway import BenchmarkSpec, GatewayConnector
+from monitor.gateway import CLIENT_ID_ADVICE, BenchmarkSpec, GatewayConnector
 from monitor.metrics import Metrics, MetricsServer
 from monitor.notifier import (
     Notifier,
     QuietHours,
     Target,
-    mask_url,
+    apprise_config_targets,
     state_reset_notice,
-    url_problem,
 )
 from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
@@ -68,30 +65,15 @@ def build_store(settings: Settings, *, in_memory: bool = False) -> Store:
 
 
 def build_targets(settings: Settings) -> list[Target]:
-    """The notification targets from ``[notify] urls`` and ``[[notify.targets]]``."""
-    return [
+    """The notification targets from ``[notify] urls``, ``[[notify.targets]]`` and the
+    Apprise configuration file of ``[notify] config`` (routed by its tags)."""
+    targets = [
         Target.from_url(entry.url.get_secret_value(), index, entry.severities, entry.name)
         for index, entry in enumerate(settings.notify.all_targets(), start=1)
     ]
-
-
-def target_problems(settings: Settings) -> list[str]:
-    """Each configured Apprise URL that Apprise cannot use, named by its place in the
-    configuration with its secret parts masked (``notify.urls, entry 2 (tgram://***): ...``)."""
-    urls = len(settings.notify.urls)
-    problems = []
-    for index, entry in enumerate(settings.notify.all_targets()):
-        url = entry.url.get_secret_value()
-        problem = url_problem(url)
-        if problem is None:
-            continue
-        if index < urls:
-            where = f"notify.urls, entry {index + 1}"
-        else:
-            named = f" {entry.name!r}" if entry.name else ""
-            where = f"notify.targets, entry {index - urls + 1}{named}"
-        problems.append(f"{where} ({mask_url(url)}): not a URL Apprise can use: {problem}")
-    return problems
+    if settings.notify.config is not None:
+        targets += apprise_config_targets(settings.notify.config, len(targets) + 1)[0]
+    return targets
 
 
 def build_quiet_hours(settings: Settings) -> QuietHours | None:
@@ -132,8 +114,10 @@ def build_connector(
     clock: Clock = utc_now,
     monotonic: Monotonic = time.monotonic,
     client_id: int | None = None,
+    client_id_advice: str | None = None,
 ) -> GatewayConnector:
-    """The read-only gateway connector of ``[ib]`` (``client_id`` overrides its id), following
+    """The read-only gateway connector of ``[ib]`` (``client_id`` overrides its id, and
+    ``client_id_advice`` then says how to change it when IB refuses it: error 326), following
     the market benchmark of ``[rules.drawdown]`` when that rule measures one."""
     ib = settings.ib
     return GatewayConnector(
@@ -149,6 +133,7 @@ def build_connector(
         probe_after=ib.probe_after_seconds,
         monotonic=monotonic,
         benchmark=benchmark_spec(settings),
+        client_id_advice=client_id_advice or CLIENT_ID_ADVICE,
     )
 
 

@@ -41,6 +41,8 @@ CONNECTIVITY_LOST = 1100
 RESTORED_DATA_LOST = 1101
 RESTORED_DATA_KEPT = 1102
 CLIENT_ID_IN_USE = 326
+#: What an error 326 tells the daemon's user to change.
+CLIENT_ID_ADVICE = "set [ib] client_id to a number no other API client uses"
 SERVER_CONNECTIVITY_BROKEN = 2110
 FUNDAMENTALS_NOT_ALLOWED = 10358
 #: The longest frame accepted: IB's own API client refuses anything longer (ibapi's
@@ -393,8 +395,10 @@ class GatewayConnector:
         frame_timeout: float = FRAME_TIMEOUT,
         monotonic: Callable[[], float] = time.monotonic,
         benchmark: BenchmarkSpec | None = None,
+        client_id_advice: str = CLIENT_ID_ADVICE,
     ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
+        self.client_id_advice = client_id_advice  # the fix an error 326 names
         self._benchmark = _Benchmark(benchmark) if benchmark is not None else None
         self.wanted_accounts = [account.strip() for account in accounts if account.strip()]
         self.timeout = timeout
@@ -560,7 +564,7 @@ class GatewayConnector:
     def _client_id_message(self) -> str:
         return (
             f"client id {self.client_id} is already in use at {self.endpoint} (IB error 326); "
-            "set [ib] client_id to a number no other API client uses"
+            f"{self.client_id_advice}"
         )
 
     async def disconnect(self) -> None:

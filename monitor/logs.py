@@ -175,8 +175,10 @@ def configure_logging(
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
-    # ib_async logs every request at INFO; keep its chatter at WARNING unless debugging.
-    noisy_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
+    # ib_async logs every request at INFO; keep its chatter at WARNING unless debugging (and
+    # no lower than the level asked for: their records reach the handlers past the root's).
+    asked = logging.getLevelName(level)
+    noisy_level = logging.DEBUG if level == "DEBUG" else max(logging.WARNING, asked)
     for name in (
         "ib_async",
         "ib_async.client",

@@ -23,18 +23,26 @@ state file works again.
 Every message ends with a line ``id: <notification id>``; the id is stable across restarts, so
 a receiver can drop a duplicate (the outbox already never queues one twice).
 
-Routing of recoveries: a notification carries the severity it is routed by. The service routes
-``resolved`` and ``de-escalated`` by the worst level of the episode
+Routing: a target receives some of ``info``, ``warning``, ``critical`` and ``summary`` (the
+daily summary, whatever its severity). A notification is routed by its severity, or by
+``summary`` when it is one (:func:`route_of`). The service routes ``resolved`` and
+``de-escalated`` by the worst level of the episode
 (:attr:`rules.lifecycle.Transition.notify_severity`), so whoever was told about a critical also
 hears that it is over. A notification submitted with severity ``ok`` goes to every target that
 receives ``warning`` or ``critical``.
+
+Targets also come from an Apprise configuration file (YAML or text, read by Apprise's own
+``AppriseConfig``: :func:`apprise_config_targets`), each receiving what its Apprise tags name;
+an entry without a tag (or tagged ``all`` or ``always``) receives everything.
 
 Secrets: a target's URL holds its tokens. It never appears in a log line, an error message, the
 outbox or a ``repr``: targets are shown by a safe name (``json#1`` or the configured name),
 stored by a key derived from a hash, and error texts are scrubbed of the URL and its parts.
 
-The ``console://`` scheme is registered here as a custom Apprise plugin that prints each
-notification to stdout in a readable block (the demo uses it).
+The ``console://`` scheme is a custom Apprise plugin, registered when a ``console://`` URL is
+first used, that prints each notification to stdout in a readable block (the demo uses it).
+Registering a plugin makes Apprise load every one of its own: done at import, that cost a
+tenth of a second to every command, ``check`` included, whether it had a URL or not.
 """
 
 from __future__ import annotations
@@ -62,6 +70,7 @@ from apprise import NotifyFormat, NotifyType
 
 from monitor.clock import Clock, utc_now
 from monitor.logs import masker, redactor
+from monitor.settings import Settings, mask_url
 from monitor.store import OutboxItem, Store, StoreError, scrub_error
 from rules.catalog import unit_of
 from rules.clock import parse_hhmm, zone
@@ -72,7 +81,11 @@ from rules.text import format_value
 log = structlog.get_logger("monitor.notifier")
 
 SEVERITIES = ("info", "warning", "critical")
+#: What a target can receive: the severities and the daily summary (also Apprise tags).
+ROUTES = (*SEVERITIES, "summary")
 ALERT_SEVERITIES = frozenset({"warning", "critical"})
+#: Apprise tags that mean "everything" (Apprise's own ``all`` and ``always``).
+EVERY_ROUTE_TAGS = frozenset({"all", "always"})
 #: After the deadline cut a send's sockets, this long is left for its thread to report.
 CUT_GRACE = 0.5
 #: On stop, a send in flight gets this long to finish before it is cut.
@@ -86,7 +99,7 @@ ResultHook = Callable[[str, str], None]
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One Apprise URL and the severities it receives.
+    """One Apprise URL and what it receives (of :data:`ROUTES`).
 
     ``name`` is what logs and reports show; it must not hold a secret (``json#1``, ``slack#2``
     or a name from the configuration). ``url`` is secret and left out of ``repr``.
@@ -94,14 +107,14 @@ class Target:
 
     name: str
     url: str = field(repr=False)
-    severities: frozenset[str] = frozenset(SEVERITIES)
+    severities: frozenset[str] = frozenset(ROUTES)
 
     def __post_init__(self) -> None:
         chosen = frozenset(str(severity).lower() for severity in self.severities)
-        unknown = chosen - set(SEVERITIES)
+        unknown = chosen - set(ROUTES)
         if unknown:
             raise ValueError(
-                f"target {self.name}: unknown severities {sorted(unknown)}; use {SEVERITIES}"
+                f"target {self.name}: unknown severities {sorted(unknown)}; use {ROUTES}"
             )
         object.__setattr__(self, "severities", chosen)
 
@@ -110,7 +123,7 @@ class Target:
         cls,
         url: str,
         index: int,
-        severities: Iterable[str] = SEVERITIES,
+        severities: Iterable[str] = ROUTES,
         name: str | None = None,
     ) -> Target:
         """A target named ``<scheme>#<index>`` unless a name is given."""
@@ -123,7 +136,8 @@ class Target:
         return "t-" + hashlib.sha256(self.url.encode("utf-8")).hexdigest()[:16]
 
     def receives(self, severity: str) -> bool:
-        """True when this target should get a notification routed by ``severity``."""
+        """True when this target should get a notification routed by ``severity`` (one of
+        :data:`ROUTES`, or ``ok``: every alert target)."""
         severity = str(severity).lower()
         if severity == Severity.OK.value:
             return bool(self.severities & ALERT_SEVERITIES)
@@ -138,6 +152,7 @@ class Notification:
     """One message to deliver. ``severity`` routes it (``info``, ``warning``, ``critical``;
     ``ok`` = every alert target); ``kind`` is the lifecycle kind or e.g. ``summary``.
     ``everywhere``: news about the monitor itself, sent to every target whatever it receives.
+    A ``summary`` goes to the targets that receive summaries (:func:`route_of`).
     """
 
     id: str
@@ -150,6 +165,12 @@ class Notification:
     created_at: datetime
     attachments: tuple[str, ...] = ()
     everywhere: bool = False
+
+
+def route_of(notification: Notification) -> str:
+    """What ``notification`` is routed by: ``summary`` for the daily summary, else its
+    severity."""
+    return "summary" if notification.kind == "summary" else notification.severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,11 +212,26 @@ def render_console(title: str, body: str) -> str:
     return f"\n{rule}\n  {title}\n{rule}\n{body}\n{rule}"
 
 
-@apprise.decorators.notify(on="console", name="Console (margin-monitor)")
 def _console_plugin(body: str, title: str, *args: Any, **kwargs: Any) -> bool:
     """Apprise plugin for ``console://``: print the notification to stdout."""
     print(render_console(title, body), file=sys.stdout, flush=True)
     return True
+
+
+_CONSOLE_LOCK = threading.Lock()
+_console_registered: list[bool] = []
+
+
+def _know_scheme(url: str) -> None:
+    """Register the ``console://`` plugin before Apprise first meets a ``console://`` URL."""
+    if not url.lower().startswith("console://") or _console_registered:
+        return
+    with _CONSOLE_LOCK:
+        if not _console_registered:
+            apprise.decorators.notify(on="console", name="Console (margin-monitor)")(
+                _console_plugin
+            )
+            _console_registered.append(True)
 
 
 # -- formatting --------------------------------------------------------------------------------
@@ -582,6 +618,7 @@ class Notifier:
         # Synchronous and without Apprise's own deadline, the send runs inline in the thread
         # of its Attempt (whose sockets can be cut), never in Apprise's shared thread pool.
         instance = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, service_timeout=0))
+        _know_scheme(target.url)
         if not instance.add(target.url):
             log.error("notification target has an invalid Apprise URL", target=target.name)
             return None
@@ -605,7 +642,7 @@ class Notifier:
         the alert state it belongs to. True when at least one row was new. Raises
         :class:`~monitor.store.StateUnavailable` when the outbox cannot be written.
         """
-        targets = self.route(notification.severity, everywhere=notification.everywhere)
+        targets = self.route(route_of(notification), everywhere=notification.everywhere)
         if not targets:
             log.info(
                 "no target receives this severity",
@@ -659,7 +696,7 @@ class Notifier:
         """Send without the outbox (it cannot be written): best effort, retried with backoff
         while this process runs, written to the outbox by :meth:`record_direct` once it can
         be. Quiet hours still hold back anything but ``critical``. Returns the targets."""
-        targets = self.route(notification.severity, everywhere=notification.everywhere)
+        targets = self.route(route_of(notification), everywhere=notification.everywhere)
         jobs = []
         for target in targets:
             job = _Direct(notification)
@@ -1098,14 +1135,6 @@ class Notifier:
 # -- checking URLs at load ---------------------------------------------------------------------
 
 
-def mask_url(url: str) -> str:
-    """How a URL is named in an error: its scheme, everything else masked."""
-    scheme, separator, _ = url.partition("://")
-    if not url.strip():
-        return "(empty)"
-    return f"{scheme}://***" if separator and scheme else "***"
-
-
 def url_problem(url: str) -> str | None:
     """Why Apprise cannot use ``url``, in words without any part of it; ``None`` when it can.
 
@@ -1113,6 +1142,7 @@ def url_problem(url: str) -> str | None:
     token or host, an unparseable address. A web URL's port must also be a number from 1 to
     65535.
     """
+    _know_scheme(url)
     quiet = logging.getLogger("apprise")
     propagate = quiet.propagate
     quiet.propagate = False  # the reason goes into one configuration error, not the log
@@ -1138,6 +1168,68 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def apprise_config_targets(path: Path, first_index: int = 1) -> tuple[list[Target], list[str]]:
+    """The targets of an Apprise configuration file (YAML or text, as Apprise reads it) and
+    the problems Apprise found in it, in words with every URL masked.
+
+    Each entry receives what its tags name of :data:`ROUTES` (``warning``, ``critical``,
+    ``info``, ``summary``); an entry without a tag, or tagged ``all`` or ``always``, receives
+    everything. Targets are named ``<scheme>#<n>`` from ``first_index`` on.
+    """
+    quiet = logging.getLogger("apprise")
+    propagate = quiet.propagate
+    quiet.propagate = False  # Apprise logs whole URLs: its words go into one problem list
+    try:
+        with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
+            config = apprise.AppriseConfig()
+            config.add(str(path))
+            services = list(config.services())
+            said = [line for line in captured.getvalue().splitlines() if line.strip()]
+    finally:
+        quiet.propagate = propagate
+    targets = []
+    for offset, plugin in enumerate(services):
+        tags = {str(tag).lower() for tag in plugin.tags}
+        routes = ROUTES if not tags or tags & EVERY_ROUTE_TAGS else tuple(tags & set(ROUTES))
+        target = Target.from_url(plugin.url(privacy=False), first_index + offset, routes)
+        if not routes:
+            log.warning(
+                "an Apprise configuration entry receives nothing: none of its tags is one of "
+                "warning, critical, info, summary",
+                target=target.name,
+                tags=sorted(tags),
+            )
+        targets.append(target)
+    problems = [_URLS_IN_TEXT.sub(lambda url: mask_url(url.group(0)), line) for line in said]
+    if not services and not problems:
+        problems.append("it holds no notification URL")
+    return targets, problems
+
+
+def target_problems(settings: Settings) -> list[str]:
+    """Each configured Apprise URL that Apprise cannot use, named by its place in the
+    configuration with its secret parts masked (``notify.urls, entry 2 (tgram://***): ...``),
+    and what Apprise could not read in the ``[notify] config`` file."""
+    urls = len(settings.notify.urls)
+    problems = []
+    if settings.notify.config is not None:
+        path = settings.notify.config
+        _, unread = apprise_config_targets(path, urls + len(settings.notify.targets) + 1)
+        problems += [f"notify.config ({path}): {problem}" for problem in unread]
+    for index, entry in enumerate(settings.notify.all_targets()):
+        url = entry.url.get_secret_value()
+        problem = url_problem(url)
+        if problem is None:
+            continue
+        if index < urls:
+            where = f"notify.urls, entry {index + 1}"
+        else:
+            named = f" {entry.name!r}" if entry.name else ""
+            where = f"notify.targets, entry {index - urls + 1}{named}"
+        problems.append(f"{where} ({mask_url(url)}): not a URL Apprise can use: {problem}")
+    return problems
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 
@@ -1155,6 +1247,7 @@ _SEPARATORS = re.compile(r"[/:@?&=#,;+!$'()*\[\]\s]+")
 
 
 _WEB_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms", "http", "https"})
+_URLS_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://\S+")
 # A host that reads as a domain name or an IPv4 address (with an optional port).
 _HOSTNAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:\d+)?")
 # Query keys whose values are credentials (the other values are options such as format=text).

@@ -134,6 +134,7 @@ class MonitorService:
         self._idle = asyncio.Event()
         self._evaluating = False
         self._gap_started: datetime | None = None
+        self._link_recorded: tuple[bool, bool, str | None] | None = None
         self.baselines: dict[str, Baseline] = {}
         self.last_estimates: dict[str, AccountSnapshot] = {}
         self.estimate_errors: dict[str, float] = {}
@@ -166,8 +167,32 @@ class MonitorService:
             with contextlib.suppress(Exception):  # history only: never break the connector
                 self.store.record_gap(self._gap_started, now, "disconnected")
             self._gap_started = None
+        self._record_link(now)
         for account in self.accounts():
             self.request_evaluation(account)
+
+    def _record_link(self, now: datetime) -> None:
+        """Write the gateway link's state to the state file when it changed, for ``status``
+        (a failed write is left to the next change or tick: it is a nicety)."""
+        state = self.connector.state
+        current = (state.connected, state.live, state.last_error)
+        if current == self._link_recorded:
+            return
+        since = now
+        if not state.connected and state.disconnected_since is not None:
+            since = state.disconnected_since
+        elif not state.live and state.not_live_since is not None:
+            since = state.not_live_since
+        record = {
+            "endpoint": self.connector.endpoint,
+            "connected": state.connected,
+            "live": state.live,
+            "since": since.isoformat(),
+            "last_error": state.last_error,
+        }
+        with contextlib.suppress(Exception):
+            self.store.record_daemon_state("gateway", record, now)
+            self._link_recorded = current
 
     def accounts(self) -> list[str]:
         """Every account watched now or remembered from stored alert state; the link's
@@ -198,6 +223,7 @@ class MonitorService:
             asyncio.create_task(self._tick_loop(stop), name="tick"),
         ]
         log.info("monitor started", endpoint=self.connector.endpoint)
+        self._record_link(self.clock())
         stopping = asyncio.create_task(stop.wait(), name="stop")
         try:
             # Each task runs until ``stop``; one that ends earlier died: stop everything (and
@@ -259,6 +285,7 @@ class MonitorService:
         try to write down what waits in memory."""
         if self.degraded is not None or self.notifier.direct_pending:
             await self._recover()
+        self._record_link(self.clock())
         for account in self.accounts():
             self.request_evaluation(account)
 

@@ -7,20 +7,35 @@ Apprise URL holds tokens).
 
 Whatever could only fail later is refused here: a file that is not a regular UTF-8 TOML file
 (a FIFO would hang the read), nesting too deep to parse, unknown time zones, infinite or
-absurdly long durations, paths with a NUL byte or a log file that is a directory. (Apprise
-URLs are checked with Apprise's own parser by :func:`monitor.app.target_problems`.)
+absurdly long durations, paths with a NUL byte, a log file that is a directory, an Apprise
+configuration file (``[notify] config``) that is not there. (Apprise URLs are checked with
+Apprise's own parser by :func:`monitor.notifier.target_problems`.)
+
+In the environment a list key also takes ``APPRISE_URLS``-style text, items separated by commas
+or spaces (``MARGIN_MONITOR_NOTIFY__URLS='json://a json://b'``), besides JSON; a value that
+cannot be read names its variable and the form expected.
+
+:func:`describe_settings` is ``config show``: every effective value with where it came from
+(default, file, environment), secrets masked. This module imports neither Apprise nor
+anything that connects, so the offline commands start fast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import os
+import re
 import stat
 import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from pydantic import (
     BaseModel,
@@ -34,17 +49,20 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
 
 from rules import RulesConfig
 from rules.clock import parse_hhmm, parse_window, zone
+from rules.lifecycle import LifecyclePolicy
 
 ENV_PREFIX = "MARGIN_MONITOR_"
 CONFIG_ENV = "MARGIN_MONITOR_CONFIG"
-NotifySeverity = Literal["info", "warning", "critical"]
-NOTIFY_SEVERITIES: tuple[NotifySeverity, ...] = ("info", "warning", "critical")
+#: What a notification target can receive: the three severities, and the daily summary.
+NotifySeverity = Literal["info", "warning", "critical", "summary"]
+NOTIFY_SEVERITIES: tuple[NotifySeverity, ...] = ("info", "warning", "critical", "summary")
 
 
 #: The longest any interval may be: a day (beyond it a timer means a mistake, and the
@@ -75,12 +93,21 @@ def _plain_path(value: Path | None) -> Path | None:
     return value
 
 
+#: The largest client id the TWS API takes.
+MAX_CLIENT_ID = 2**31 - 1
+
+
 class IBSettings(_Section):
-    """Where TWS or IB Gateway listens and which accounts to watch."""
+    """Where TWS or IB Gateway listens and which accounts to watch.
+
+    ``check_client_id`` is the id ``check`` connects with, so that it never collides with the
+    daemon's ``client_id`` (by default the daemon's id plus one).
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(7497, ge=1, le=65535)
-    client_id: int = Field(17, ge=0, le=2**31 - 1)
+    client_id: int = Field(17, ge=0, le=MAX_CLIENT_ID)
+    check_client_id: int | None = Field(None, ge=0, le=MAX_CLIENT_ID)
     accounts: list[str] = Field(default_factory=list)
     timeout: float = Field(10.0, gt=0, le=300)
     reconnect_min_seconds: float = Field(1.0, gt=0, le=3600)
@@ -96,22 +123,29 @@ class IBSettings(_Section):
             parse_window(value)
         return value
 
+    @property
+    def check_id(self) -> int:
+        """The client id of ``check``: ``check_client_id``, else the daemon's id plus one."""
+        if self.check_client_id is not None:
+            return self.check_client_id
+        return self.client_id + 1 if self.client_id < MAX_CLIENT_ID else self.client_id - 1
+
 
 class NotifyTarget(_Section):
     """One Apprise URL and the severities it receives."""
 
     url: SecretStr
-    severities: list[NotifySeverity] = Field(
-        default_factory=lambda: list(NOTIFY_SEVERITIES)
-    )
+    severities: list[NotifySeverity] = Field(default_factory=lambda: list(NOTIFY_SEVERITIES))
     name: str | None = None
 
 
 class NotifySettings(_Section):
-    """Where alerts go. ``urls`` receive every severity; ``targets`` route by severity."""
+    """Where alerts go. ``urls`` receive everything; ``targets`` route by severity;
+    ``config`` names an Apprise configuration file (YAML or text) routed by its tags."""
 
     urls: list[SecretStr] = Field(default_factory=list)
     targets: list[NotifyTarget] = Field(default_factory=list)
+    config: Path | None = None
     reminder_critical_minutes: float | None = Field(60.0, ge=0, le=DAY * 7 / 60)
     reminder_warning_minutes: float | None = Field(240.0, ge=0, le=DAY * 7 / 60)
     quiet_hours: str | None = None
@@ -129,10 +163,24 @@ class NotifySettings(_Section):
         return value
 
     _check_quiet_zone = field_validator("quiet_hours_timezone")(_time_zone)
+    _check_config = field_validator("config")(_plain_path)
 
     def all_targets(self) -> list[NotifyTarget]:
-        """``urls`` (every severity) followed by the routed ``targets``."""
+        """``urls`` (every severity) followed by the routed ``targets`` (not those of the
+        Apprise configuration file: reading it takes Apprise, see
+        :func:`monitor.app.build_targets`)."""
         return [NotifyTarget(url=url) for url in self.urls] + list(self.targets)
+
+    def reminder_policy(self) -> LifecyclePolicy:
+        """How often a still-firing alert is repeated (0 or unset: never)."""
+
+        def minutes(value: float | None) -> timedelta | None:
+            return timedelta(minutes=value) if value else None
+
+        return LifecyclePolicy(
+            reminder_critical=minutes(self.reminder_critical_minutes),
+            reminder_warning=minutes(self.reminder_warning_minutes),
+        )
 
 
 class MonitorSettings(_Section):
@@ -266,9 +314,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment first, then the keyword arguments: the file's data that
-        :func:`load_settings` passes as ``Settings(**data)``."""
-        return (env_settings, init_settings)
+        """Environment first (where list keys also take comma- or space-separated text),
+        then the keyword arguments: the file's data that :func:`load_settings` passes as
+        ``Settings(**data)``."""
+        return (ListFriendlyEnvSource(settings_cls), init_settings)
 
     @model_validator(mode="before")
     @classmethod
@@ -280,7 +329,10 @@ class Settings(BaseSettings):
         """
         rules = data.get("rules") if isinstance(data, dict) else None
         if isinstance(rules, dict):
-            for section in rules.values():
+            for name, section in list(rules.items()):
+                if isinstance(section, str) and section.strip()[:1] == "{":
+                    with contextlib.suppress(ValueError):  # a whole [rules.<id>] as JSON
+                        rules[name] = section = json.loads(section)
                 if not isinstance(section, dict):
                     continue
                 for key, value in section.items():
@@ -301,6 +353,110 @@ class Settings(BaseSettings):
         if self.web.token is not None:
             values.append(self.web.token.get_secret_value())
         return values
+
+
+# -- the environment ---------------------------------------------------------------------------
+
+_LIST_TYPES = (list, tuple, set, frozenset)
+_SCALARS = (str, int, float, bool, Path, SecretStr)
+_SEPARATORS = re.compile(r"[\s,]+")
+
+
+class ListFriendlyEnvSource(EnvSettingsSource):
+    """The ``MARGIN_MONITOR_*`` variables, where a list key of plain values also takes text
+    with the items separated by commas or spaces, as ``APPRISE_URLS`` does
+    (``MARGIN_MONITOR_NOTIFY__URLS='json://a, json://b'``), besides JSON. A value that is
+    neither names its variable and the form it needs (pydantic-settings would name only
+    the section and its own source class)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # The one place every variable passes before pydantic-settings decodes it.
+        loaded = super()._load_env_vars()
+        return {name: _env_text(name, value) for name, value in loaded.items()}
+
+
+def _env_text(name: str, value: str | None) -> str | None:
+    """The variable's value as pydantic-settings should read it: a separated list as JSON."""
+    if value is None or not name.lower().startswith(ENV_PREFIX.lower()):
+        return value
+    path = name[len(ENV_PREFIX) :].lower().split("__")
+    kind = _annotation_at(Settings, path)
+    if kind is None:
+        return value  # not a key (an unknown one is reported by the validation)
+    text = value.strip()
+    if _is_scalar_list(kind):
+        if text.startswith("["):
+            _json_or_explain(name, text, "list")
+            return value
+        return json.dumps([item for item in _SEPARATORS.split(text) if item])
+    if _is_table_or_table_list(kind):
+        _json_or_explain(name, text, "tables" if get_origin(kind) in _LIST_TYPES else "table")
+    return value
+
+
+_FORMS = {
+    "list": """a JSON list ('["a", "b"]') or items separated by commas or spaces ('a, b')""",
+    "table": """a JSON table, e.g. '{"VOO": 0.5, "BND": 0.5}'""",
+    "tables": """a JSON list of tables, e.g. '[{"url": "json://...", "severities": ["info"]}]'""",
+}
+
+
+def _json_or_explain(name: str, text: str, form: str) -> None:
+    """Nothing when ``text`` is JSON; else the :class:`ConfigError` naming the variable."""
+    try:
+        json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{name.upper()} cannot be read: it takes {_FORMS[form]}") from None
+
+
+def _annotation_at(model: Any, path: list[str]) -> Any:
+    """The type of the key at ``path`` below ``model`` (a pydantic model or a dataclass),
+    ``None`` when there is no such key."""
+    kind: Any = model
+    for part in path:
+        kind = _unwrap(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            field = kind.model_fields.get(part)
+            kind = field.annotation if field is not None else None
+        elif isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            kind = get_type_hints(kind).get(part)
+        else:
+            return None
+        if kind is None:
+            return None
+    return _unwrap(kind)
+
+
+def _unwrap(kind: Any) -> Any:
+    """``X | None`` and ``Annotated[X, ...]`` as ``X``."""
+    while True:
+        origin = get_origin(kind)
+        if origin is Annotated:
+            kind = get_args(kind)[0]
+            continue
+        others = [a for a in get_args(kind) if a is not type(None)]
+        if origin in (Union, UnionType) and len(others) == 1:
+            kind = others[0]
+            continue
+        return kind
+
+
+def _is_scalar_list(kind: Any) -> bool:
+    if get_origin(kind) not in _LIST_TYPES:
+        return False
+    items = [_unwrap(a) for a in get_args(kind) if a is not Ellipsis]
+    return all(get_origin(item) is Literal or item in _SCALARS for item in items)
+
+
+def _is_table_or_table_list(kind: Any) -> bool:
+    origin = get_origin(kind)
+    if origin is dict or kind is dict:
+        return True
+    if origin in _LIST_TYPES:
+        return True  # a list of tables (plain lists were handled above)
+    return isinstance(kind, type) and (
+        issubclass(kind, BaseModel) or dataclasses.is_dataclass(kind)
+    )
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
@@ -324,11 +480,32 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             "(check the spelling against config.example.toml)"
         )
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as error:
         raise ConfigError(_describe(error, file_path)) from None
     except (ValueError, TypeError) as error:
         raise ConfigError(f"configuration: {error}") from None
+    return _with_apprise_config_found(settings, file_path)
+
+
+def _with_apprise_config_found(settings: Settings, file_path: Path | None) -> Settings:
+    """``[notify] config`` made absolute (a relative path is read beside the configuration
+    file) and checked to be a readable file; the settings unchanged without it."""
+    given = settings.notify.config
+    if given is None:
+        return settings
+    found = given.expanduser()
+    if not found.is_absolute() and file_path is not None:
+        found = file_path.parent / found
+    found = found.absolute()
+    where = "notify.config (set in the file or via MARGIN_MONITOR_NOTIFY__CONFIG)"
+    if not found.is_file():
+        problem = "is not a file" if found.exists() else "does not exist"
+        raise ConfigError(f"{where}: the Apprise configuration file {found} {problem}")
+    if not os.access(found, os.R_OK):
+        raise ConfigError(f"{where}: the Apprise configuration file {found} is not readable")
+    notify = settings.notify.model_copy(update={"config": found})
+    return settings.model_copy(update={"notify": notify})
 
 
 def insecure_permissions_warning(
@@ -403,3 +580,123 @@ def _describe(error: ValidationError, file_path: Path | None) -> str:
         env_name = ENV_PREFIX + "__".join(str(part) for part in item["loc"]).upper()
         problems.append(f"{key}: {message} (set in the file or via {env_name})")
     return problems_message(problems, file_path)
+
+
+# -- masking and describing --------------------------------------------------------------------
+
+
+def mask_url(url: str) -> str:
+    """How a secret URL is shown: its scheme, everything else masked (``tgram://***``)."""
+    scheme, separator, _ = url.partition("://")
+    if not url.strip():
+        return "(empty)"
+    return f"{scheme}://***" if separator and scheme else "***"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingValue:
+    """One effective key of ``config show``: its value (plain data, secrets masked) and where
+    it came from: ``default``, ``file`` or ``environment`` (then ``variable`` names it)."""
+
+    key: str
+    value: Any
+    source: Literal["default", "file", "environment"]
+    variable: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of ``config show --json``."""
+        entry = {"value": self.value, "source": self.source}
+        if self.variable is not None:
+            entry["variable"] = self.variable
+        return entry
+
+
+def describe_settings(path: str | os.PathLike[str] | None) -> list[SettingValue]:
+    """Every key of the effective configuration in file order (sections, then the rules),
+    with its source; :class:`ConfigError` when the configuration is invalid."""
+    settings = load_settings(path)
+    file_path = config_path(path)
+    data = _read_toml(file_path) if file_path is not None else {}
+    variables = _environment_keys()
+    described = []
+    for key_path, value in _leaves(settings):
+        variable = _set_by(variables, key_path)
+        if variable is not None:
+            source: Literal["default", "file", "environment"] = "environment"
+        elif _found(data, key_path):
+            source = "file"
+        else:
+            source = "default"
+        described.append(SettingValue(".".join(key_path), _plain(value), source, variable))
+    return described
+
+
+def _leaves(settings: Settings) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(key path, value) of every key: a section's fields, each rule's fields."""
+    for name in type(settings).model_fields:
+        section = getattr(settings, name)
+        if isinstance(section, BaseModel):
+            for key in type(section).model_fields:
+                yield (name, key), getattr(section, key)
+        else:  # the rules: one dataclass per rule
+            for rule in dataclasses.fields(section):
+                config = getattr(section, rule.name)
+                for setting in dataclasses.fields(config):
+                    yield (name, rule.name, setting.name), getattr(config, setting.name)
+
+
+def _environment_keys() -> dict[tuple[str, ...], tuple[str, str]]:
+    """Key path -> (variable, value) of every ``MARGIN_MONITOR_*`` variable but the config
+    file's own."""
+    found = {}
+    for name, value in os.environ.items():
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper != CONFIG_ENV:
+            found[tuple(upper[len(ENV_PREFIX) :].lower().split("__"))] = (upper, value)
+    return found
+
+
+def _set_by(
+    variables: Mapping[tuple[str, ...], tuple[str, str]], key: tuple[str, ...]
+) -> str | None:
+    """The variable that sets ``key``: its own, or one of a table above it that holds it as
+    JSON (``MARGIN_MONITOR_IB='{"port": 4002}'``)."""
+    if key in variables:
+        return variables[key][0]
+    for depth in range(len(key) - 1, 0, -1):
+        above = variables.get(key[:depth])
+        if above is None:
+            continue
+        with contextlib.suppress(ValueError):
+            if _found(json.loads(above[1]), key[depth:]):
+                return above[0]
+    return None
+
+
+def _found(data: Any, key: tuple[str, ...]) -> bool:
+    """True when nested tables ``data`` hold ``key``."""
+    for part in key:
+        if not isinstance(data, Mapping) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able data, every secret masked (a URL keeps its scheme)."""
+    if isinstance(value, SecretStr):
+        secret = value.get_secret_value()
+        return mask_url(secret) if "://" in secret else "***"
+    if isinstance(value, BaseModel):
+        return {key: _plain(getattr(value, key)) for key in type(value).model_fields}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)
+        }
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

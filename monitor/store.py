@@ -14,13 +14,17 @@ What lives here, and why it must survive a restart of the daemon:
   summary's "close" and charts need), kept for ``prune``'s retention (default 400 days).
 * ``peaks``: the highest NLV per account (the drawdown rule), resettable after a withdrawal.
 * ``alert_events`` and ``gaps``: what fired and resolved when, and when the gateway was away.
+* ``daemon_state``: small JSON records the daemon keeps up to date for ``status`` (the gateway
+  link as it last saw it).
 
 Timestamps are stored as UTC ISO-8601 text of fixed width (``2024-05-01T13:30:00.000000+00:00``,
 which sorts like time and reads well in the ``sqlite3`` shell) and returned timezone-aware. A
 naive datetime passed in is taken to be UTC. The database runs in WAL mode with a busy timeout;
-the schema version is ``PRAGMA user_version``. Calls are synchronous and short, meant for the
-asyncio thread; a lock makes them safe from other threads too (the notifier records a delivery
-from the thread that made it, the moment it succeeded).
+the schema version is ``PRAGMA user_version``. ``Store(path, readonly=True)`` reads a file
+without writing anything to it (``status``): it creates nothing and migrates nothing.
+Calls are synchronous and short, meant for the asyncio thread; a lock makes them safe from
+other threads too (the notifier records a delivery from the thread that made it, the moment it
+succeeded).
 
 When the file cannot be used, every call raises :class:`StateUnavailable` with the reason in
 plain words (no space left, read-only, damaged), never a bare ``sqlite3`` error, so the service
@@ -47,13 +51,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from monitor.clock import utc_now
 from rules.clock import as_utc, iso_utc, parse_iso
 from rules.lifecycle import AlertState, Transition
 from rules.model import Severity
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCK_NAME = "monitor.lock"
 DEFAULT_RETENTION = timedelta(days=400)
 
@@ -177,7 +182,17 @@ CREATE INDEX IF NOT EXISTS gaps_start ON gaps (start);
 # that died mid-send instead of waiting for them to lapse.
 _SCHEMA_V2 = "ALTER TABLE outbox ADD COLUMN lease_owner INTEGER"
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
+# v3: what the daemon last recorded for ``status`` to read (the gateway link), one JSON record
+# per key.
+_SCHEMA_V3 = """
+CREATE TABLE IF NOT EXISTS daemon_state (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
 
 # Anything shaped like a URL: an Apprise URL carries its tokens in it.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://\S+")
@@ -284,25 +299,38 @@ def scrub_error(text: str | None) -> str | None:
 
 
 class Store:
-    """The daemon's SQLite state file; created (with its directory) on first use."""
+    """The daemon's SQLite state file; created (with its directory) on first use, unless
+    ``readonly``: then an existing file is only read, whatever its schema version up to this
+    one (a table an older version lacks reads as :class:`StateUnavailable`)."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 5.0, readonly: bool = False
+    ) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._depth = 0
+        target = f"file:{quote(str(self.path))}?mode=ro" if readonly else str(self.path)
         try:
             self._db = sqlite3.connect(
-                str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                target,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=readonly,
             )
         except sqlite3.Error as error:
             raise unavailable(error) from None
         try:
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
+            if readonly:
+                self._known_version()
+            else:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+                self._migrate()
         except sqlite3.Error as error:
             self._db.close()
             raise unavailable(error) from None
@@ -312,14 +340,19 @@ class Store:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _known_version(self) -> int:
+        """The file's schema version; :class:`StoreError` when it is newer than this code."""
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}; this version of the monitor "
+                f"knows up to {SCHEMA_VERSION} (upgrade the monitor or use another state_dir)"
+            )
+        return version
+
     def _migrate(self) -> None:
         with self.transaction():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {version}; this version of the monitor "
-                    f"knows up to {SCHEMA_VERSION} (upgrade the monitor or use another state_dir)"
-                )
+            version = self._known_version()
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _split_sql(_MIGRATIONS[target]):
                     self._db.execute(statement)
@@ -748,6 +781,15 @@ class Store:
         )
         return [row["account"] for row in rows]
 
+    def latest_samples(self) -> list[dict[str, Any]]:
+        """Each account's most recent history row (as :meth:`samples` returns rows), by
+        account."""
+        rows = self._query(
+            "SELECT samples.* FROM samples JOIN (SELECT account, MAX(minute) AS minute"
+            " FROM samples GROUP BY account) AS last USING (account, minute) ORDER BY account"
+        )
+        return [_sample(row) for row in rows]
+
     def financing_cost_near(
         self, account: str, when: datetime, tolerance: timedelta
     ) -> float | None:
@@ -785,6 +827,11 @@ class Store:
         """The highest NLV recorded for ``account`` (``None`` when none or reset)."""
         rows = self._query("SELECT peak FROM peaks WHERE account = ?", (account,))
         return float(rows[0][0]) if rows else None
+
+    def peaks(self) -> dict[str, tuple[float, datetime]]:
+        """Every stored peak: account -> (peak NLV, when it was set)."""
+        rows = self._query("SELECT account, peak, updated_at FROM peaks ORDER BY account")
+        return {row["account"]: (float(row["peak"]), _instant(row["updated_at"])) for row in rows}
 
     def update_peak(self, account: str, nlv: float | None) -> float | None:
         """Raise the stored peak to ``nlv`` if higher; returns the peak now stored.
@@ -883,6 +930,26 @@ class Store:
             }
             for row in rows
         ]
+
+
+    # -- what the daemon records for status ------------------------------------------------
+
+    def record_daemon_state(self, key: str, value: Mapping[str, Any], now: datetime) -> None:
+        """Keep ``value`` (JSON-able) as the daemon's latest record under ``key``."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO daemon_state (key, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                (key, json.dumps(dict(value), default=str), iso_utc(now)),
+            )
+
+    def daemon_state(self, key: str) -> tuple[dict[str, Any], datetime] | None:
+        """The record under ``key`` and when it was written (``None``: never)."""
+        rows = self._query("SELECT value, updated_at FROM daemon_state WHERE key = ?", (key,))
+        if not rows:
+            return None
+        return json.loads(rows[0]["value"]), _instant(rows[0]["updated_at"])
 
 
 # -- opening the state at start ----------------------------------------------------------------
@@ -1026,6 +1093,32 @@ class StateLock:
 
     def __exit__(self, *_: object) -> None:
         self.release()
+
+
+def lock_holder(directory: Path) -> int | None:
+    """The PID of the daemon holding ``directory``'s state lock, ``None`` when none does.
+
+    Read from the kernel's table of locks (``/proc/locks``), without taking the lock even
+    for an instant: a look from ``status`` must never make a starting daemon think the
+    directory is taken. Without that table, the PID the daemon wrote, if that process lives.
+    """
+    path = directory / LOCK_NAME
+    try:
+        info = path.stat()
+        written = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    try:
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return int(written) if written.isdigit() and _running(int(written)) else None
+    # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"; the device numbers of
+    # an overlay filesystem differ from what stat says, so the inode alone identifies it.
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{info.st_ino}"):
+            return int(fields[4]) if fields[4].isdigit() else None
+    return None
 
 
 _FULL = _REASONS["SQLITE_FULL"]

@@ -8,11 +8,13 @@ result is an async context manager listening on a free 127.0.0.1 port::
         ib = IB()
         await ib.connectAsync("127.0.0.1", gateway.port, clientId=1, readonly=True)
 
-``scenario_file`` writes a scenario TOML text into the test's temporary directory.
+``scenario_file`` writes a scenario TOML text into the test's temporary directory;
+``clean_environment`` removes the developer's ``MARGIN_MONITOR_*`` variables for a test.
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -50,3 +52,11 @@ def simulated_gateway() -> Callable[..., SimulatedGateway]:
         return SimulatedGateway(scenario, **options)
 
     return make
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MARGIN_MONITOR_* variable from the developer's shell changes the settings."""
+    for name in list(os.environ):
+        if name.startswith("MARGIN_MONITOR_"):
+            monkeypatch.delenv(name)

@@ -280,3 +280,72 @@ def fill(directory: Path) -> Path:
             while True:
                 handle.write(b"\0" * 512)
     return filler
+
+
+def margin_monitor(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The installed console script ``margin-monitor`` run with ``args`` (the developer's
+    ``MARGIN_MONITOR_*`` variables left out, ``env`` added), its output captured."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MARGIN_MONITOR_")}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("margin-monitor")), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**environ, "COLUMNS": "100", **(env or {})},
+        check=False,
+    )
+
+
+def write_state(state_dir: Path, now: datetime) -> Path:
+    """A state database as a daemon leaves it: DU1 sampled a minute ago (NLV 100,000, EL
+    18,000, cushion 18%), a cushion warning firing since ten minutes, notified then, one
+    notification pending after 3 failed attempts, a peak of 120,000 and the gateway link
+    recorded connected. Returns the database path."""
+    from monitor.notifier import Notification
+    from monitor.store import Store
+    from rules.lifecycle import AlertState
+    from rules.model import Severity
+
+    path = state_dir / "monitor.sqlite3"
+    with Store(path) as store:
+        store.record_sample(
+            "DU1",
+            now - timedelta(minutes=1),
+            {
+                "net_liquidation": 100_000.0,
+                "excess_liquidity": 18_000.0,
+                "cushion": 0.18,
+                "leverage": 1.5,
+                "margin_loan": 20_000.0,
+                "extra": {"base_currency": "USD", "net_leverage": 1.25},
+            },
+        )
+        store.update_peak("DU1", 120_000.0)
+        since = now - timedelta(minutes=10)
+        store.save_alert_state(
+            AlertState(
+                "DU1", "cushion", Severity.WARNING, since, Severity.WARNING, since, 0.18, 1
+            )
+        )
+        note = Notification(
+            "DU1:cushion:1:abc", "DU1", "cushion", "warning", "fired",
+            "[WARNING] DU1 cushion", "Cushion 18% is below the warning level 20%", since,
+        )  # fmt: skip
+        store.enqueue(note, {"t-1": "phone"}, now=since)
+        for attempt in range(3):
+            retry = now + timedelta(minutes=attempt + 1)
+            store.mark_failed(note.id, "t-1", since, "HTTP 500", retry)
+        store.record_daemon_state(
+            "gateway",
+            {
+                "endpoint": "127.0.0.1:4001",
+                "connected": True,
+                "live": True,
+                "since": (now - timedelta(hours=2)).isoformat(),
+                "last_error": None,
+            },
+            now - timedelta(hours=2),
+        )
+    return path

@@ -154,7 +154,7 @@ def test_a_metrics_port_in_use_is_a_configuration_error(tmp_path, capsys):
         taken.listen()
         port = taken.getsockname()[1]
         path = config(tmp_path, {"metrics": {"port": str(port)}})
-        assert main(["run", "--config", str(path)]) == 2
+        assert main(["run", "--no-notify", "--config", str(path)]) == 2
     assert f"[metrics] port {port} on 127.0.0.1 cannot be bound" in one_line(capsys)
 
 
@@ -163,13 +163,13 @@ def test_an_unusable_state_directory_and_a_second_daemon_are_one_line_each(tmp_p
     by another daemon (here this process holds the lock): one line naming its PID, exit 2."""
     path = config(tmp_path)
     (tmp_path / "state").write_text("in the way")
-    assert main(["run", "--config", str(path)]) == 2
+    assert main(["run", "--no-notify", "--config", str(path)]) == 2
     assert "is a file, not a directory" in one_line(capsys)
     assert main(["reset-peak", "--account", "DU1", "--config", str(path)]) == 2
     assert "is a file, not a directory" in one_line(capsys)
     (tmp_path / "state").unlink()
     with StateLock(tmp_path / "state"):
-        assert main(["run", "--config", str(path)]) == 2
+        assert main(["run", "--no-notify", "--config", str(path)]) == 2
     assert f"(PID {os.getpid()}) is already running" in one_line(capsys)
 
 

@@ -88,13 +88,13 @@ def store(tmp_path) -> Iterator[Store]:
 def targets(pager: Receiver, channel: Receiver) -> list[Target]:
     return [
         Target("pager", pager.url, frozenset({"critical"})),
-        Target("channel", channel.url, frozenset({"info", "warning", "critical"})),
+        Target("channel", channel.url, frozenset({"info", "warning", "critical", "summary"})),
     ]
 
 
 def test_routing_by_severity_across_two_targets(pager, channel, store):
-    """Warning and info go to the channel only; critical to both; a recovery routed 'ok'
-    goes to every alert target. Each message ends with its id."""
+    """Warning and the summary go to the channel only; critical to both; a recovery routed
+    'ok' goes to every alert target. Each message ends with its id."""
     notifier = Notifier(targets(pager, channel), store, clock=Clock())
 
     async def scenario() -> None:

@@ -1,5 +1,5 @@
-"""What ``check`` reports: the ``--json`` entry of an account (monitor/report.py) and the
-readable table (monitor/cli.py), whose figures read in the unit each rule declares."""
+"""What ``check`` reports: the ``--json`` entry of an account and the plugin's lines
+(monitor/report.py), whose figures read in the unit each rule declares."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ from datetime import timedelta
 
 import pytest
 
-from monitor.cli import render_check
-from monitor.report import EXIT_CODES, REPORTED_FIGURES, account_report, report, unknown
+from monitor.report import (
+    EXIT_CODES,
+    REPORTED_FIGURES,
+    account_report,
+    plugin_output,
+    report,
+    unknown,
+)
 from rules import RulesConfig, evaluate
 from rules.checks.cushion import CushionConfig
 from rules.model import EvaluationContext, Severity
@@ -48,20 +54,18 @@ def test_no_account_or_no_gateway_is_unknown_with_the_reason():
     assert EXIT_CODES[Severity.UNKNOWN] == 3
 
 
-def test_the_table_shows_each_value_in_its_rules_unit():
-    """Cushion 62.5% against 20% as percentages, leverage 1.5x against 1.6x as multiples,
-    SMA USD 20,000 against USD 0 as money; a rule without a value reads n/a."""
-    lines = render_check(sample_report()).splitlines()
-
-    def row(rule: str) -> list[str]:
-        return next(line for line in lines if line.split()[:1] == [rule]).split()
-
-    assert row("cushion")[2:4] == ["62.50%", "20.00%"]
-    assert row("leverage")[2:4] == ["1.50x", "1.60x"]
-    assert row("sma")[2:6] == ["USD", "20,000.00", "USD", "0.00"]
-    assert row("allocation_drift")[2:4] == ["n/a", "n/a"]
-    assert "  Net liquidation               USD 100,000.00" in lines
-    assert "  Cushion                               62.50%" in lines
+def test_the_plugin_lines_show_each_value_in_its_rules_unit():
+    """The loan of 50% of NLV against the 30% cap reads as percentages on the first line; the
+    details give NLV and EL as money, the cushion 62.5% as a percentage and both leverages
+    1.5x as multiples, then the warning with the action that clears it."""
+    lines = plugin_output(sample_report(), RulesConfig(), None).splitlines()
+    assert lines[0].startswith("MARGIN WARNING - DU111 margin_utilization 50% > 30% | ")
+    assert lines[1] == (
+        "DU111 (USD) WARNING: NLV USD 100,000.00, EL USD 62,500.00, cushion 62.50%, "
+        "net 1.50x, gross 1.50x"
+    )
+    assert lines[2].startswith("  WARNING margin_utilization: The margin loan USD 50,000.00")
+    assert lines[3].startswith("    -> Sell about USD 22,000.00 of long positions")
 
 
 def test_a_deficit_account_is_critical_and_shows_no_meaningless_ratio():
@@ -77,8 +81,11 @@ def test_a_deficit_account_is_critical_and_shows_no_meaningless_ratio():
     assert (entry["cushion"], entry["leverage"], entry["net_leverage"]) == (None, None, None)
     assert entry["null_reasons"]["cushion"].startswith("NetLiquidation is USD -10,000.00")
     assert report([entry])["status"] == "critical"
-    lines = render_check(report([entry])).splitlines()
-    assert any(line.split()[:2] == ["Cushion", "n/a"] and "not positive" in line for line in lines)
+    lines = plugin_output(report([entry]), RulesConfig(), None).splitlines()
+    assert lines[0].startswith("MARGIN CRITICAL - ")
+    assert "cushion n/a, net n/a, gross n/a" in lines[1]
+    assert lines[2].startswith("  n/a: NetLiquidation is USD -10,000.00")
+    assert "not positive" in lines[2]
 
 
 def test_net_leverage_is_reported_beside_gross():

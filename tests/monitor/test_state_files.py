@@ -113,7 +113,7 @@ def test_a_version_1_file_gains_the_lease_owner_column(tmp_path):
         db.execute("ALTER TABLE outbox DROP COLUMN lease_owner")
         db.execute("PRAGMA user_version = 1")
     with Store(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == SCHEMA_VERSION
         assert store.release_orphaned_leases() == 0
 
 

@@ -124,7 +124,7 @@ def test_the_daemon_speaks_the_notify_protocol(notify_socket, tmp_path):
     )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MARGIN_MONITOR_")}
     environ.update(NOTIFY_SOCKET=path, WATCHDOG_USEC="600000000", PYTHONUNBUFFERED="1")
-    command = [sys.executable, "-m", "monitor.cli", "run", "--config", str(config)]
+    command = [sys.executable, "-m", "monitor.cli", "run", "--no-notify", "--config", str(config)]
     process = subprocess.Popen(
         command, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

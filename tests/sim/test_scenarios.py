@@ -555,5 +555,5 @@ def test_speed_and_cadence_must_be_above_zero(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.endswith(f"argument {argv[1]}: must be a number above zero, got {argv[2]}")
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert f"argument {argv[1]}: must be a number above zero, got {argv[2]}" in error

@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "monitor.gateway",
         "monitor.estimate",
         "monitor.report",
+        "monitor.status",
         "monitor.trading_calendar",
     ),
     ("monitor.store", "monitor.settings", "monitor.logs", "monitor.systemd", "monitor.webchart"),

@@ -119,7 +119,7 @@ def test_check_exit_codes_follow_nagios(simulated_gateway, tmp_path, capsys):
     assert asyncio.run(serve_and_check("healthy", None)) == 0
     assert asyncio.run(serve_and_check("selloff", {"all": -0.32})) == 2
     out = capsys.readouterr().out
-    assert "status: CRITICAL" in out and "cushion" in out
+    assert out.startswith("MARGIN OK - ") and "\nMARGIN CRITICAL - " in out and "cushion" in out
 
     closed = tmp_path / "closed.toml"
     closed.write_text(f'[ib]\nport = 9\ntimeout = 2\n[monitor]\nstate_dir = "{tmp_path}"\n')

@@ -316,7 +316,7 @@ def test_a_port_in_use_stops_the_daemon_with_one_line(tmp_path, capsys):
         config.write_text(
             f'[ib]\nport = 9\n[monitor]\nstate_dir = "{tmp_path}"\n[web]\nport = {port}\n'
         )
-        assert main(["run", "--config", str(config)]) == 2
+        assert main(["run", "--no-notify", "--config", str(config)]) == 2
     error = capsys.readouterr().err.strip()
     assert error == (
         f"margin-monitor: the status page cannot listen on 127.0.0.1:{port} (Address already "
