@@ -766,6 +766,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         render_text,
         send_on_request,
     )
+    from monitor.webchart import hole_for
     from rules.clock import zone
 
     settings = prepare(args, level="WARNING")
@@ -797,6 +798,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
                     title=f"{first.account} {day.isoformat()}",
                     zone=summary_zone,
                     gaps=first.gaps,
+                    events=first.alerts,
+                    hole=hole_for(settings.monitor.evaluate_every_seconds),
                     **chart_levels(settings),
                 )
         if not args.send:
