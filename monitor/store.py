@@ -339,7 +339,8 @@ class Store:
     ) -> None:
         self.path = Path(path).expanduser()
         if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_file(self.path)
         self._lock = threading.RLock()
         self._depth = 0
         target = f"file:{quote(str(self.path))}?mode=ro" if readonly else str(self.path)
@@ -1002,11 +1003,13 @@ class Store:
 
 
 def prepare_state_dir(directory: Path) -> None:
-    """Create the state directory if needed and check a file can be created in it;
-    :class:`StateDirError` naming the directory and the problem otherwise."""
+    """Create the state directory if needed (mode 0700: the history, alerts and outbox are
+    the owner's business; under systemd ``StateDirectoryMode`` says the same) and check a file
+    can be created in it; :class:`StateDirError` naming the directory and the problem
+    otherwise."""
     advice = "fix it or set [monitor] state_dir"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise StateDirError(
             f"state directory {directory} is a file, not a directory ({advice})"
@@ -1168,6 +1171,21 @@ def lock_holder(directory: Path) -> int | None:
 
 
 _FULL = _REASONS["SQLITE_FULL"]
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it would use 0644 under the usual
+    umask; its ``-wal`` and ``-shm`` files take the database's mode), and take group and
+    other access away from an existing one of ours. A file this process may not change, or
+    cannot create, is left for SQLite to report."""
+    with contextlib.suppress(OSError):
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        elif path.is_file() and path.stat().st_mode & 0o077:
+            for suffix in ("", "-wal", "-shm"):
+                companion = path.with_name(path.name + suffix)
+                if companion.exists():
+                    companion.chmod(0o600)
 
 
 def _has_space(directory: Path) -> bool:
