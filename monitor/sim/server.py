@@ -346,6 +346,8 @@ class SimulatedGateway:
         self.orders_received: list[list[str]] = []
         self.timeline_done = asyncio.Event()
         self.steps_applied = 0
+        self.on_step: Callable[[Step], None] | None = None
+        """Called with each timeline step once applied (the demo prints its progress)."""
         self.timeline_passes = 0
         self.cadence_ticks = 0
         self.restarts = 0
@@ -825,6 +827,8 @@ class SimulatedGateway:
         await step.apply(self)
         self.steps_applied += 1
         self._notify()
+        if self.on_step is not None:
+            self.on_step(step)
 
     def restart_in_background(self, down_seconds: float) -> None:
         """Start :meth:`restart` without waiting for it (a timeline step goes on meanwhile)."""
