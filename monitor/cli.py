@@ -766,7 +766,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
         render_text,
         send_on_request,
     )
-    from monitor.webchart import hole_for
     from rules.clock import zone
 
     settings = prepare(args, level="WARNING")
@@ -799,7 +798,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
                     zone=summary_zone,
                     gaps=first.gaps,
                     events=first.alerts,
-                    hole=hole_for(settings.monitor.evaluate_every_seconds),
                     **chart_levels(settings),
                 )
         if not args.send:

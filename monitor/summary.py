@@ -27,7 +27,7 @@ import structlog
 from monitor.notifier import DeliveryReport, Notification, Notifier
 from monitor.settings import Settings
 from monitor.store import LOW_IS_WORSE, RANGE_FIGURES, Store
-from monitor.webchart import HOLE, hole_for, line_breaks, zone_name
+from monitor.webchart import line_breaks, zone_name
 from rules import RulesConfig, figures
 from rules.checks.distance_to_liquidation import exposure_from, liquidation_profile
 from rules.clock import zone as zone_named
@@ -423,7 +423,6 @@ def render_chart(
     zone: ZoneInfo | None = None,
     gaps: Sequence[dict[str, Any]] = (),
     events: Sequence[dict[str, Any]] = (),
-    hole: timedelta = HOLE,
 ) -> Path:
     """Draw the day's chart (:func:`chart_figure`) to a PNG of CHART_SIZE at ``path``."""
     figure = chart_figure(
@@ -435,7 +434,6 @@ def render_chart(
         zone=zone,
         gaps=gaps,
         events=events,
-        hole=hole,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
@@ -452,18 +450,17 @@ def chart_figure(
     zone: ZoneInfo | None = None,
     gaps: Sequence[dict[str, Any]] = (),
     events: Sequence[dict[str, Any]] = (),
-    hole: timedelta = HOLE,
 ) -> Any:
     """Cushion and leverage over the day, as a matplotlib ``Figure`` of CHART_SIZE.
 
     Each minute is drawn at its worst (lowest cushion, highest net and gross leverage); the
-    line breaks across a recorded disconnect and across a silence longer than ``hole``
-    (``gaps`` are also shaded grey); thresholds are dashed and
-    labelled "warning"/"critical"; each alert transition in ``events`` is a vertical line in
-    its severity's colour; the time axis names its time zone. A level set to ``None`` (rule
-    level disabled) is skipped. Uses matplotlib's object API on an Agg canvas (no pyplot
-    global state), so it is safe in a worker thread and never touches a display; matplotlib
-    is imported here, not at module load, so the daemon starts fast.
+    line breaks across a recorded disconnect and across a silence well beyond the points'
+    usual spacing (:func:`~monitor.webchart.line_breaks`; ``gaps`` are also shaded grey);
+    thresholds are dashed and labelled "warning"/"critical"; each alert transition in
+    ``events`` is a vertical line in its severity's colour; the time axis names its zone. A
+    level set to ``None`` (rule level disabled) is skipped. Uses matplotlib's object API on an
+    Agg canvas (no pyplot global state), so it is safe in a worker thread and never touches a
+    display; matplotlib is imported here, not at module load, so the daemon starts fast.
     """
     import matplotlib.dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -475,7 +472,7 @@ def chart_figure(
     top, bottom = figure.subplots(2, 1, sharex=True)
     ordered = sorted(samples, key=lambda sample: sample.at)
     spans = [(gap["start"], gap.get("end")) for gap in gaps]
-    breaks = line_breaks([s.at for s in ordered], spans, hole)
+    breaks = line_breaks([s.at for s in ordered], spans)
 
     def series(name: str, scale: float = 1.0) -> tuple[list[datetime], list[float]]:
         """The worst value of each minute, with a NaN point wherever the line breaks."""
@@ -672,7 +669,6 @@ def charts_for(
             zone=zone,
             gaps=summary.gaps,
             events=summary.alerts,
-            hole=hole_for(settings.monitor.evaluate_every_seconds),
             **chart_levels(settings),
         )
         paths.append(path)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from html import escape
+from itertools import pairwise
 
 from rules.text import Unit, format_value
 
@@ -24,8 +25,9 @@ LEFT, RIGHT, TOP, GAP, BOTTOM = 52, 96, 22, 34, 24
 #: Maps a moment to its x coordinate on the chart.
 XOf = Callable[[datetime], float]
 
-#: Two history points further apart than this (or three evaluations, if longer) are not
-#: joined by the line: the monitor recorded nothing between them (stopped, or no data).
+#: Two history points further apart than this, or than three times the usual spacing of the
+#: points if longer, are not joined by the line: nothing was recorded between them (the
+#: monitor stopped, or had no data).
 HOLE = timedelta(minutes=5)
 
 #: Tick steps of the time axis, in seconds, smallest first.
@@ -99,19 +101,19 @@ def gauge_svg(
     )
 
 
-def hole_for(evaluate_every_seconds: float) -> timedelta:
-    """The longest silence a chart line bridges: :data:`HOLE`, or three evaluations."""
-    return max(HOLE, timedelta(seconds=3 * evaluate_every_seconds))
-
-
 def line_breaks(
     times: Sequence[datetime],
     gaps: Sequence[tuple[datetime, datetime | None]] = (),
-    hole: timedelta = HOLE,
+    hole: timedelta | None = None,
 ) -> set[int]:
     """The indexes ``i`` (of time-ordered ``times``) where a line must not join point
     ``i - 1`` to point ``i``: a recorded disconnect (a gap, ``None`` end while open) lies
-    between them, or they are more than ``hole`` apart."""
+    between them, or they are more than ``hole`` apart (default :data:`HOLE`, or three times
+    the median spacing when the points are sparser, as on an accelerated demo clock)."""
+    if hole is None:
+        spacings = sorted(after - before for before, after in pairwise(times))
+        usual = spacings[len(spacings) // 2] if spacings else timedelta(0)
+        hole = max(HOLE, 3 * usual)
     breaks = set()
     for index in range(1, len(times)):
         before, after = times[index - 1], times[index]
@@ -131,14 +133,15 @@ def day_chart_svg(
     now: datetime | None = None,
     zone: tzinfo | None = None,
     title: str = "",
-    hole: timedelta = HOLE,
+    hole: timedelta | None = None,
 ) -> str:
     """The day's figures over time, one panel per figure, levels dashed and named
     ("warning"/"critical"), alerts as lines, disconnects shaded.
 
     The time axis runs from the first point to the last (or ``now``) and names its time zone;
     a line breaks where a figure is missing, across a gap and across a silence longer than
-    ``hole`` (:func:`line_breaks`). With no point at all the chart says so in words.
+    ``hole`` (:func:`line_breaks`, which chooses it when ``None``). With no point at all the
+    chart says so in words.
     """
     ordered = sorted(points, key=lambda point: point.at)
     label = escape(title or "the day's figures", quote=True)

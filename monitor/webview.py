@@ -35,7 +35,6 @@ from monitor.webchart import (
     Panel,
     day_chart_svg,
     gauge_svg,
-    hole_for,
 )
 from rules.catalog import spec, unit_of
 from rules.clock import zone as zone_named
@@ -641,7 +640,6 @@ def day_chart(
         now=source.clock(),
         zone=zone,
         title=f"{account}: cushion and gross leverage today",
-        hole=hole_for(source.settings.monitor.evaluate_every_seconds),
     )
 
 

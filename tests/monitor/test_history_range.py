@@ -253,3 +253,15 @@ def test_status_shows_the_worst_of_the_last_minute_beside_its_last_value(tmp_pat
     assert account["worst_in_minute"]["cushion"] == 0.087
     assert account["worst_in_minute"]["leverage"] == 2.40
     assert account["worst_in_minute"]["net_liquidation"] == 80_000.0
+
+
+def test_sparse_points_are_joined_unless_far_beyond_their_usual_spacing():
+    """On an accelerated demo clock rows come 50 minutes apart: the line joins them (three
+    times the median spacing, 150 minutes), and still breaks at a recorded gap."""
+    start = datetime(2026, 6, 15, 13, 30, tzinfo=UTC)
+    times = [start + timedelta(minutes=50 * i) for i in range(5)] + [
+        start + timedelta(minutes=200 + 151)
+    ]
+    assert line_breaks(times) == {5}
+    gap = [(times[1] + timedelta(minutes=1), times[1] + timedelta(minutes=2))]
+    assert line_breaks(times, gap) == {2, 5}
