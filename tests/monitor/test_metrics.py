@@ -258,6 +258,7 @@ async def malformed(service: MonitorService) -> None:
         assert status == 200 and "margin_monitor_connected" in text
 
         # A collector that fails (here: a corrupt view) answers 500; the endpoint lives on.
+        service.connector._accounts = ["DU666"]
         service.views["DU666"] = "not a view"  # type: ignore[assignment]
         assert (await asyncio.to_thread(get, f"http://127.0.0.1:{port}/metrics"))[0] == 500
         del service.views["DU666"]
