@@ -81,13 +81,15 @@ class Redactor:
         self._public.update(url for url in urls if url)
 
     def clean(self, text: str) -> str:
-        """Return ``text`` with every secret and every URL's credentials blanked."""
-        return _URL.sub(self._redact_url, self._mask(text))
-
-    def _redact_url(self, match: re.Match[str]) -> str:
-        if match.group(0).rstrip(".,;:)") in self._public:
-            return match.group(0)
-        return _redact_url(match)
+        """Return ``text`` with every secret and every URL's credentials blanked (the
+        published addresses of :meth:`allow` kept as they are)."""
+        kept = sorted((url for url in self._public if url in text), key=len, reverse=True)
+        for index, url in enumerate(kept):
+            text = text.replace(url, f"\x00{index}\x00")
+        text = _URL.sub(_redact_url, self._mask(text))
+        for index, url in enumerate(kept):
+            text = text.replace(f"\x00{index}\x00", url)
+        return text
 
     def _clean_value(self, value: Any) -> Any:
         if isinstance(value, str):
