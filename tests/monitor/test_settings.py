@@ -117,6 +117,7 @@ def test_world_readable_file_with_secrets_gets_a_warning(tmp_path):
     assert SECRET not in warning
 
 
+@pytest.mark.slow
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     """`check` with a bad file: exit 3 (unknown), one message on stderr, no traceback."""
     path = write(tmp_path, f'[ib]\nport = "x"\n[notify]\nurls = ["slack://{SECRET}/A/B"]\n')
