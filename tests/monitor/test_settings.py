@@ -153,6 +153,7 @@ def test_a_readable_file_without_secrets_is_not_flagged(tmp_path, monkeypatch, t
     assert insecure_permissions_warning(path) is None  # ...the file does not
 
 
+@pytest.mark.slow
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     """`check` with a bad file: exit 3 (unknown), one message on stderr, no traceback."""
     path = write(tmp_path, f'[ib]\nport = "x"\n[notify]\nurls = ["slack://{SECRET}/A/B"]\n')

@@ -35,6 +35,7 @@ def test_ping_addresses_and_how_the_url_is_shown():
     assert shown_url("http://127.0.0.1:8000/ping/x") == "http://127.0.0.1:8000/***"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("url", "said"),
     [
@@ -54,6 +55,7 @@ def test_a_heartbeat_url_that_is_not_http_is_a_configuration_error(tmp_path, url
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_notify_test_pings_the_heartbeat(tmp_path):
     """One plain ping reaches the receiver; the line shows the host, not the uuid."""
     with Receiver() as receiver, Receiver() as pings:

@@ -150,6 +150,7 @@ def test_drop_and_restart_mid_breach_fire_once_hold_and_recover_once(simulated_g
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.slow
 def test_a_long_outage_alerts_monitor_blind_once_then_recovers(simulated_gateway, tmp_path):
     """Disconnected longer than blind_minutes: one critical "monitor blind" alert (no repeat
     while it lasts), then a recovery message once data flows again."""
@@ -253,6 +254,7 @@ def test_a_disconnect_inside_the_restart_window_waits_until_it_outlasts_it(
     ]
 
 
+@pytest.mark.slow
 def test_a_blind_alert_raised_before_the_restart_window_is_not_resolved_by_it(
     simulated_gateway, tmp_path
 ):
@@ -306,6 +308,7 @@ def test_a_blind_alert_raised_before_the_restart_window_is_not_resolved_by_it(
 # -- 2. IB connectivity errors 1100 / 1101 / 1102 ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_1100_holds_the_alert_and_1102_carries_on_with_the_data_kept(simulated_gateway, tmp_path):
     """1100: data marked not live, findings say so and hold the alert even though prices
     recover meanwhile; after stale_minutes of that, a stale-data warning; 1102: no reconnect,
@@ -461,6 +464,7 @@ def test_a_second_monitor_with_the_same_client_id_gets_a_clear_message(simulated
 # -- 4. a notification endpoint that fails, then recovers ---------------------------------------
 
 
+@pytest.mark.slow
 def test_an_endpoint_answering_500_loses_nothing_and_delivers_each_id_once(
     simulated_gateway, tmp_path
 ):
@@ -511,6 +515,7 @@ def test_an_endpoint_answering_500_loses_nothing_and_delivers_each_id_once(
     assert rejected >= 4 and len(failures) >= 4
 
 
+@pytest.mark.slow
 def test_a_receiver_that_is_down_for_a_while_loses_nothing(simulated_gateway, tmp_path):
     """The endpoint is gone (connection refused) during the breach and comes back on the same
     port: every notification is delivered once, in order."""
@@ -705,6 +710,7 @@ def test_sigkill_between_outbox_write_and_send_then_restart_delivers_once(
 # -- 6. a clean restart of the daemon during a breach -------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_restart_during_a_breach_sends_nothing_new(simulated_gateway, tmp_path):
     """Stop and start the daemon (same state directory) while the cushion is critical: the
     new process resumes the stored alert states and sends nothing."""
@@ -741,6 +747,7 @@ def test_a_restart_during_a_breach_sends_nothing_new(simulated_gateway, tmp_path
 # -- 7. bad input ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_garbage_frames_do_not_crash_the_monitor(simulated_gateway, tmp_path):
     """Each kind of malformed frame (wrong field count, non-numeric number, truncated frame,
     unknown message id) mid-breach: no crash, no repeat, the monitor keeps working and
@@ -783,6 +790,7 @@ def test_garbage_frames_do_not_crash_the_monitor(simulated_gateway, tmp_path):
     ],
     ids=["empty", "sentinel", "nan", "zero-nlv", "negative-nlv", "empty-el", "nan-el"],
 )
+@pytest.mark.slow
 def test_missing_or_absurd_values_never_resolve_a_firing_alert(simulated_gateway, tmp_path, values):
     """While the cushion is critical, IB sends unusable values and prices recover: the
     finding says the data is missing and the alert holds; real values then resolve it once."""
@@ -817,6 +825,7 @@ def test_missing_or_absurd_values_never_resolve_a_firing_alert(simulated_gateway
     assert titles(messages, ACCOUNT, "cushion") == [CRITICAL, RESOLVED]
 
 
+@pytest.mark.slow
 def test_an_account_that_leaves_the_managed_list_holds_its_alerts(simulated_gateway, tmp_path):
     """DU1000001 disappears from managedAccounts (reconnect): its findings say the data is
     missing and its alert holds; when it comes back still breached nothing repeats, and the
@@ -873,6 +882,7 @@ def test_an_account_that_leaves_the_managed_list_holds_its_alerts(simulated_gate
 # -- 10. the dead man's switch -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_heartbeat_starts_pings_while_healthy_and_fails_while_blind(
     simulated_gateway, tmp_path
 ):
