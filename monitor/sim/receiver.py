@@ -403,16 +403,7 @@ def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             behaviour, interval = receiver._accept()
-            if behaviour == "close":
-                self._reset()
-                return
-            if behaviour == "hang":
-                receiver._count("_held")
-                try:
-                    receiver._hold(receiver._hang_limit)
-                finally:
-                    receiver._count("_held", -1)
-                self._reset()
+            if self._drop(behaviour):
                 return
             receiver._released.wait(receiver._hang_limit)
             if receiver._decide(failing=behaviour == "fail"):
@@ -446,22 +437,27 @@ def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
         def _ping(self) -> None:
             """A heartbeat ping: recorded and answered ``OK`` unless told to misbehave."""
             behaviour, _ = receiver._accept()
-            if behaviour == "close":
-                self._reset()
-                return
-            if behaviour == "hang":
-                receiver._count("_held")
-                try:
-                    receiver._hold(receiver._hang_limit)
-                finally:
-                    receiver._count("_held", -1)
-                self._reset()
+            if self._drop(behaviour):
                 return
             if receiver._decide(failing=behaviour == "fail"):
                 self._answer(500, b"failing on purpose")
                 return
             receiver._record_ping(Ping(datetime.now(UTC), self.command, self.path))
             self._answer(200, b"OK")
+
+        def _drop(self, behaviour: Behaviour) -> bool:
+            """Reset at once ("close") or after holding the request ("hang"): True when the
+            request was dropped so, False when it is to be answered."""
+            if behaviour == "hang":
+                receiver._count("_held")
+                try:
+                    receiver._hold(receiver._hang_limit)
+                finally:
+                    receiver._count("_held", -1)
+            elif behaviour != "close":
+                return False
+            self._reset()
+            return True
 
         def _answer(self, status: int, body: bytes) -> None:
             self.send_response(status)
