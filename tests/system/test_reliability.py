@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import sqlite3
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -883,86 +882,45 @@ def test_an_account_that_leaves_the_managed_list_holds_its_alerts(simulated_gate
 # -- 10. the dead man's switch -----------------------------------------------------------------
 
 
-class PingCounter:
-    """A healthchecks-style endpoint on 127.0.0.1 that counts GET/POST pings."""
-
-    def __init__(self) -> None:
-        self.pings: list[float] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> PingCounter:
-        """Listen on a free loopback port."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        """The ping address (with a token-like path, as healthchecks.io uses)."""
-        return f"http://127.0.0.1:{self.port}/ping/0f1e2d3c-uuid"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            self.pings.append(time.monotonic())
-            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
 @pytest.mark.slow
-def test_the_heartbeat_is_called_while_healthy_and_stops_while_the_gateway_is_down(
+def test_the_heartbeat_starts_pings_while_healthy_and_fails_while_blind(
     simulated_gateway, tmp_path
 ):
-    """``[notify] heartbeat_url``: pinged every ``heartbeat_seconds`` while the monitor is
-    healthy, not while the gateway is down, and again once it is back."""
+    """``[notify] heartbeat_url`` the healthchecks.io way, to a real local receiver: ``/start``
+    first, ``<url>`` every ``heartbeat_seconds`` while healthy, ``<url>/fail`` while the
+    gateway is down, plain pings again once it is back."""
 
-    async def scenario() -> tuple[int, int, int]:
-        pings = await PingCounter().start()
-        try:
+    async def scenario() -> list[str]:
+        with Receiver() as pings:
+            url = f"{pings.http_url}ping/0f1e2d3c-uuid"
             async with simulated_gateway("selloff") as gateway:
                 settings = make_settings(
                     tmp_path,
                     gateway.port,
                     [],
-                    notify={"heartbeat_url": pings.url, "heartbeat_seconds": 0.05},
+                    notify={"heartbeat_url": url, "heartbeat_seconds": 0.05},
                 )
-                async with daemon(settings) as (service, recorder):
+                async with daemon(settings):
                     await gateway.wait_for_clients(1, timeout=10)
-                    await until(lambda: len(pings.pings) >= 3, 10, "heartbeats while healthy")
+                    await pings.wait_for_pings_async(
+                        lambda got: [p.signal for p in got].count("ok") >= 3, 10
+                    )
                     await gateway.stop()
-                    await until(lambda: not service.connector.state.connected, 5, "link down")
-                    down_at = time.monotonic()
-                    mark = len(recorder.views)
-                    await until(  # ticks every 0.2 s: a second of outage, ~20 heartbeat periods
-                        lambda: len(recorder.since(mark, ACCOUNT, "cushion")) >= 5,
-                        10,
-                        "a second of outage",
+                    await pings.wait_for_pings_async(
+                        lambda got: [p.signal for p in got].count("fail") >= 3, 10
                     )
-                    up_at = time.monotonic()
-                    during = sum(1 for at in pings.pings if down_at < at < up_at)
-                    healthy_before = sum(1 for at in pings.pings if at <= down_at)
                     await gateway.start()
-                    await until(
-                        lambda: sum(1 for at in pings.pings if at > up_at) >= 3,
-                        10,
-                        "heartbeats once the gateway is back",
+                    await pings.wait_for_pings_async(
+                        lambda got: [p.signal for p in got][-3:] == ["ok"] * 3, 10
                     )
-                    return healthy_before, during, sum(1 for at in pings.pings if at > up_at)
-        finally:
-            await pings.stop()
+            assert all(p.path.startswith("/ping/0f1e2d3c-uuid") for p in pings.pings)
+            return [p.signal for p in pings.pings]
 
-    before, during, after = asyncio.run(scenario())
-    assert before >= 3
-    assert during <= 1, "at most one ping already on its way when the link dropped"
-    assert after >= 3
+    signals = asyncio.run(scenario())
+    assert signals[0] == "start" and signals.count("start") == 1
+    first_fail = signals.index("fail")
+    last_fail = len(signals) - 1 - signals[::-1].index("fail")
+    assert signals[1:first_fail].count("ok") >= 3, "pinged while healthy"
+    # While blind: /fail only (one ping at a time, so they arrive in the order judged).
+    assert signals[first_fail : last_fail + 1].count("ok") == 0
+    assert signals[last_fail + 1 :].count("ok") >= 3
