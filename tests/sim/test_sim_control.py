@@ -120,6 +120,7 @@ def test_every_request_it_does_not_serve_gets_an_error_through_ib_async(simulate
 # -- wedged link ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", WEDGE_KINDS)
 def test_a_wedged_link_stalls_one_client_and_leaves_the_others(simulated_gateway, kind):
     """After a frame that can never complete (half a frame, or a 2**31-1 length prefix) the
@@ -145,6 +146,7 @@ def test_a_wedged_link_stalls_one_client_and_leaves_the_others(simulated_gateway
     run(body())
 
 
+@pytest.mark.slow
 def test_a_garbage_step_wedges_every_client_from_the_timeline(simulated_gateway, caplog):
     """A timeline step ``garbage = "oversized_prefix"`` reaches every connected client."""
     caplog.set_level(logging.INFO)
