@@ -412,29 +412,10 @@ def render_markdown(summaries: Sequence[AccountDay], zone: ZoneInfo) -> str:
 SEVERITY_COLOURS = {"warning": "orange", "critical": "red", "ok": "green", "info": "grey"}
 
 
-def render_chart(
-    samples: Sequence[Sample],
-    path: Path,
-    *,
-    title: str,
-    cushion_levels: Sequence[float | None] = (0.20, 0.10),
-    leverage_levels: Sequence[float | None] = (1.6, 2.0),
-    gross_levels: Sequence[float | None] = (None, 2.0),
-    zone: ZoneInfo | None = None,
-    gaps: Sequence[dict[str, Any]] = (),
-    events: Sequence[dict[str, Any]] = (),
-) -> Path:
-    """Draw the day's chart (:func:`chart_figure`) to a PNG of CHART_SIZE at ``path``."""
-    figure = chart_figure(
-        samples,
-        title=title,
-        cushion_levels=cushion_levels,
-        leverage_levels=leverage_levels,
-        gross_levels=gross_levels,
-        zone=zone,
-        gaps=gaps,
-        events=events,
-    )
+def render_chart(samples: Sequence[Sample], path: Path, **options: Any) -> Path:
+    """Draw the day's chart to a PNG of CHART_SIZE at ``path``; ``options`` are
+    :func:`chart_figure`'s (``title`` at least)."""
+    figure = chart_figure(samples, **options)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=100)
     return path
