@@ -818,6 +818,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
                     title=f"{first.account} {day.isoformat()}",
                     zone=summary_zone,
                     gaps=first.gaps,
+                    events=first.alerts,
                     **chart_levels(settings),
                 )
         if not args.send:

@@ -6,6 +6,12 @@ page on (``[web] port``, else a free port; its address is printed) and, for a sc
 fast, a clock accelerated alike; the daemon itself is built by the same builders as ``run``
 (:mod:`monitor.app`). Run from a terminal, the demo keeps the page up after the scenario
 until Enter or Ctrl-C.
+
+The demo talks while it plays: what the scenario will show (its ``expect`` line: the alerts
+to look for, or why none come), one progress line per timeline step (what just happened and
+the time left) between the alerts, and at the end what was sent, or again why nothing was.
+A scenario's ``[demo_rules.<id>]`` (three_fund's allocation targets) apply where the
+configuration leaves that rule at its defaults.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from monitor.app import build_daemon, build_service
 from monitor.clock import Clock, utc_now
 from monitor.daemon import daily_summary
 from monitor.settings import Settings
-from monitor.sim.scenarios import load_scenario
+from monitor.sim.scenarios import Scenario, ScenarioError, Step, load_scenario
 from monitor.sim.server import SimulatedGateway
 from rules import RulesConfig
+from rules.catalog import CATALOG
 from rules.clock import zone
 
 # An illustrative benchmark for the simulated demo only; a real configuration must set its own.
@@ -67,6 +74,48 @@ def demo_rules(
             rules, stale_data=replace(rules.stale_data, stale_minutes=60.0, blind_minutes=30.0)
         )
     return rules
+
+
+def scenario_rules(rules: RulesConfig, scenario: Scenario) -> RulesConfig:
+    """``rules`` with the scenario's ``[demo_rules.<id>]`` for each rule the configuration
+    leaves at its defaults (a configured rule is the user's: kept); :class:`ScenarioError`
+    when a table is not valid settings of its rule."""
+    from pydantic import TypeAdapter, ValidationError
+
+    defaults = {entry.id: entry.config() for entry in CATALOG}
+    try:
+        wanted = TypeAdapter(RulesConfig).validate_python(scenario.demo_rules)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ScenarioError(
+            f"scenario {scenario.name!r}: demo_rules.{where}: {first['msg']}"
+        ) from None
+    chosen = {
+        rule: getattr(wanted, rule)
+        for rule in scenario.demo_rules
+        if getattr(rules, rule) == defaults[rule]
+    }
+    return replace(rules, **chosen) if chosen else rules
+
+
+def clock_text(seconds: float) -> str:
+    """Scenario time as ``0:40`` or ``6:30:00``."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_line(step: Step, scenario: Scenario, speed: float, session: Clock | None) -> str:
+    """One step as the demo prints it: when in the scenario (and in the session, when
+    accelerated), what happened, and the wall-clock time left."""
+    left = max(0.0, (scenario.duration - step.at) / speed)
+    happened = step.note or f"{step.action} {step.value}"
+    when = f"{clock_text(step.at)} of {clock_text(scenario.duration)}"
+    if session is not None:
+        when += f", {session().astimezone(zone('America/New_York')):%H:%M} New York"
+    return f"-- [{when}] {happened}; {left:.0f} s left"
 
 
 def demo_settings(
@@ -129,6 +178,7 @@ async def run_demo(
     printed at the end carry session times.
     """
     loaded = load_scenario(scenario)
+    settings = settings.model_copy(update={"rules": scenario_rules(settings.rules, loaded)})
     gateway = SimulatedGateway(loaded, host="127.0.0.1", port=0, speed=speed)
     port = await gateway.start()
     accelerated = gateway.speed >= ACCELERATED_SPEED
@@ -139,10 +189,19 @@ async def run_demo(
     )
     print(
         f"Simulated IB Gateway on 127.0.0.1:{port} playing {loaded.name!r} "
-        f"at {gateway.speed:g}x; alerts print below as they are sent. (Financing costs assume a "
+        f"at {gateway.speed:g}x for {loaded.duration / gateway.speed:.0f} s: "
+        f"{loaded.description or 'no description'}.\n"
+        "Alerts print below as they are sent, between progress lines (-- [scenario time] "
+        "what happened). Financing costs assume a "
         f"{configured.rules.financing_cost.benchmark_rate:.2%} benchmark unless your config "
-        "sets one.)",
+        "sets one.",
         flush=True,
+    )
+    if loaded.expect:
+        print(f"What to expect: {loaded.expect}", flush=True)
+    session = clock if accelerated else None
+    gateway.on_step = lambda step: print(
+        progress_line(step, loaded, gateway.speed, session), flush=True
     )
     stop = asyncio.Event()
     service = build_service(configured, clock=clock)
@@ -174,6 +233,9 @@ async def run_demo(
         f"\nDemo finished: {len(service.transitions)} notifications sent "
         f"({len(fired)} about the cushion). State kept in {state_dir}."
     )
+    if not service.transitions:
+        why = loaded.expect or "every rule stayed within its levels."
+        print(f"No alerts were sent. What this scenario shows: {why}")
     if accelerated:
         print(f"Daily summary saved as {markdown} (charts beside it).")
     print(f"Orders the monitor sent to the gateway: {len(gateway.orders_received)} (read-only).")

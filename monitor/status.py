@@ -14,7 +14,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from monitor.settings import Settings
-from monitor.store import StateUnavailable, Store, lock_holder
+from monitor.store import (
+    RANGE_FIGURES,
+    StateUnavailable,
+    Store,
+    lock_holder,
+    worst_in_minute,
+)
 from rules.clock import as_utc, parse_iso
 from rules.lifecycle import AlertState
 from rules.model import Severity
@@ -107,6 +113,8 @@ def _account(sample: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
     for name in ACCOUNT_FIGURES:
         entry[name] = extra.get(name) if name == "net_leverage" else sample.get(name)
+    # The history's last minute at its worst: a dip inside it that the last value hides.
+    entry["worst_in_minute"] = {name: worst_in_minute(sample, name) for name in RANGE_FIGURES}
     return entry
 
 
@@ -209,15 +217,24 @@ def _figures_text(entry: dict[str, Any]) -> str:
         f"NLV {format_value(entry['net_liquidation'], 'money', currency)}",
         f"EL {format_value(entry['excess_liquidity'], 'money', currency)}",
     ]
-    if entry["cushion"] is not None:
-        parts.append(f"cushion {pct(entry['cushion'])}")
-    if entry["net_leverage"] is not None:
-        parts.append(f"net {format_value(entry['net_leverage'], 'multiple')}")
-    if entry["leverage"] is not None:
-        parts.append(f"gross {format_value(entry['leverage'], 'multiple')}")
+    for name, label in (("cushion", "cushion"), ("net_leverage", "net"), ("leverage", "gross")):
+        if entry[name] is not None:
+            parts.append(f"{label} {_figure(entry, name)}")
     if entry["margin_loan"]:
         parts.append(f"loan {money(entry['margin_loan'], currency)}")
     return ", ".join(parts)
+
+
+def _figure(entry: dict[str, Any], name: str) -> str:
+    """``24.6%``, or ``24.6% (worst 8.7% within that minute)`` when the minute went worse
+    than its last value (a dip the last value hides)."""
+    def shown(value: float) -> str:
+        return pct(value) if name == "cushion" else format_value(value, "multiple")
+
+    last = shown(entry[name])
+    worst = (entry.get("worst_in_minute") or {}).get(name)
+    shown_worst = shown(worst) if worst is not None else last
+    return last if shown_worst == last else f"{last} (worst {shown_worst} within that minute)"
 
 
 def _when(text: str | None, now: datetime) -> str:

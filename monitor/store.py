@@ -9,9 +9,11 @@ What lives here, and why it must survive a restart of the daemon:
   retried with backoff until they succeed or ``expire``. The primary key makes ``enqueue``
   idempotent: a duplicate id is never queued (so never sent) twice.
 * ``delivery_log``: every attempt's outcome (the soak test and the summary count these).
-* ``samples``: key figures per account, at most one row per account per minute (the *last*
-  value in a minute wins: the row then describes the end of that minute, which is what the
-  summary's "close" and charts need), kept for ``prune``'s retention (default 400 days).
+* ``samples``: key figures per account, at most one row per account per minute, kept for
+  ``prune``'s retention (default 400 days). The figure columns hold the *last* value of the
+  minute (the summary's "close"); ``<figure>_min`` and ``<figure>_max`` hold the lowest and
+  highest of the minute for the :data:`RANGE_FIGURES`, so a cushion that dipped to 8.7% for
+  ten seconds is still in the history when the minute closed at 24.6%.
 * ``peaks``: the highest NLV per account (the drawdown rule), resettable after a withdrawal.
 * ``alert_events`` and ``gaps``: what fired and resolved when, and when the gateway was away.
 * ``daemon_state``: small JSON records the daemon keeps up to date for ``status`` (the gateway
@@ -58,7 +60,7 @@ from rules.clock import as_utc, iso_utc, parse_iso
 from rules.lifecycle import AlertState, Transition
 from rules.model import Severity
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LOCK_NAME = "monitor.lock"
 DEFAULT_RETENTION = timedelta(days=400)
 
@@ -76,6 +78,15 @@ SAMPLE_COLUMNS = (
     "margin_loan",
     "annual_financing_cost",
 )
+
+#: Figures where a lower value is worse (the summary, the charts and ``status`` read their
+#: minimum per minute) and where a higher one is (their maximum).
+LOW_IS_WORSE = ("net_liquidation", "excess_liquidity", "cushion")
+HIGH_IS_WORSE = ("leverage", "net_leverage")
+#: Figures whose minimum and maximum per minute are kept (``net_leverage`` has no column of
+#: its own: its last value stays in ``extra``).
+RANGE_FIGURES = LOW_IS_WORSE + HIGH_IS_WORSE
+RANGE_COLUMNS = tuple(f"{name}_{end}" for name in RANGE_FIGURES for end in ("min", "max"))
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS alert_state (
@@ -192,7 +203,27 @@ CREATE TABLE IF NOT EXISTS daemon_state (
 );
 """
 
-_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3}
+
+def _last_of(name: str) -> str:
+    """The SQL of a figure's last value in a row written before v4."""
+    if name == "net_leverage":
+        return "CASE WHEN json_valid(extra) THEN json_extract(extra, '$.net_leverage') END"
+    return name
+
+
+# v4: the lowest and highest value of each minute beside its last one (before, the last value
+# of a minute hid a dip inside it). Rows written before carry their one value as both.
+_SCHEMA_V4 = ";\n".join(
+    [
+        *(f"ALTER TABLE samples ADD COLUMN {column} REAL" for column in RANGE_COLUMNS),
+        "UPDATE samples SET "
+        + ", ".join(
+            f"{name}_{end} = {_last_of(name)}" for name in RANGE_FIGURES for end in ("min", "max")
+        ),
+    ]
+)
+
+_MIGRATIONS = {1: _SCHEMA_V1, 2: _SCHEMA_V2, 3: _SCHEMA_V3, 4: _SCHEMA_V4}
 
 # Anything shaped like a URL: an Apprise URL carries its tokens in it.
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://\S+")
@@ -308,7 +339,8 @@ class Store:
     ) -> None:
         self.path = Path(path).expanduser()
         if not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_file(self.path)
         self._lock = threading.RLock()
         self._depth = 0
         target = f"file:{quote(str(self.path))}?mode=ro" if readonly else str(self.path)
@@ -727,10 +759,13 @@ class Store:
     # -- history ---------------------------------------------------------------------------
 
     def record_sample(self, account: str, now: datetime, figures: Mapping[str, Any]) -> None:
-        """Store an evaluation's key figures; one row per account per minute, the last wins.
+        """Store an evaluation's key figures; one row per account per minute.
 
-        ``figures`` holds the :data:`SAMPLE_COLUMNS`, ``estimated`` and optionally ``extra``
-        (a JSON-able dict); any other key is kept inside ``extra``.
+        The figure columns take the minute's last value; the ``_min``/``_max`` columns of the
+        :data:`RANGE_FIGURES` keep its lowest and highest (``net_leverage`` is read from
+        ``figures`` or its ``extra``). ``figures`` holds the :data:`SAMPLE_COLUMNS`,
+        ``estimated`` and optionally ``extra`` (a JSON-able dict); any other key is kept
+        inside ``extra``.
         """
         moment = as_utc(now)
         minute = int(moment.timestamp() // 60)
@@ -739,12 +774,22 @@ class Store:
             if key not in SAMPLE_COLUMNS and key not in ("estimated", "extra"):
                 extra[key] = value
         values = [_finite(figures.get(column)) for column in SAMPLE_COLUMNS]
-        columns = ", ".join(SAMPLE_COLUMNS)
-        updates = ", ".join(f"{column} = excluded.{column}" for column in SAMPLE_COLUMNS)
+        ranges = [_finite(figures.get(name, extra.get(name))) for name in RANGE_FIGURES]
+        columns = ", ".join((*SAMPLE_COLUMNS, *RANGE_COLUMNS))
+        updates = ", ".join(
+            [
+                *(f"{column} = excluded.{column}" for column in SAMPLE_COLUMNS),
+                *(
+                    _widen(column, "MIN" if column.endswith("_min") else "MAX")
+                    for column in RANGE_COLUMNS
+                ),
+            ]
+        )
+        marks = ", ".join("?" for _ in (*SAMPLE_COLUMNS, *RANGE_COLUMNS))
         with self.transaction():
             self._db.execute(
                 f"INSERT INTO samples (account, minute, at, {columns}, estimated, extra)"
-                f" VALUES (?, ?, ?, {', '.join('?' for _ in SAMPLE_COLUMNS)}, ?, ?)"
+                f" VALUES (?, ?, ?, {marks}, ?, ?)"
                 f" ON CONFLICT (account, minute) DO UPDATE SET at = excluded.at, {updates},"
                 " estimated = excluded.estimated, extra = excluded.extra",
                 (
@@ -752,6 +797,7 @@ class Store:
                     minute,
                     iso_utc(moment),
                     *values,
+                    *(value for value in ranges for _ in ("min", "max")),
                     1 if figures.get("estimated") else 0,
                     json.dumps(extra, default=str) if extra else None,
                 ),
@@ -760,8 +806,9 @@ class Store:
     def samples(self, account: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """History rows of one account with ``start <= at < end``, oldest first.
 
-        Each row is a dict: ``account``, ``at`` (aware UTC), the figure columns, ``estimated``
-        (bool) and ``extra`` (dict).
+        Each row is a dict: ``account``, ``at`` (aware UTC), the figure columns, the minute's
+        ``<figure>_min``/``<figure>_max`` of the :data:`RANGE_FIGURES`, ``estimated`` (bool)
+        and ``extra`` (dict).
         """
         low, high = _minute_bounds(start, end)
         rows = self._query(
@@ -956,11 +1003,13 @@ class Store:
 
 
 def prepare_state_dir(directory: Path) -> None:
-    """Create the state directory if needed and check a file can be created in it;
-    :class:`StateDirError` naming the directory and the problem otherwise."""
+    """Create the state directory if needed (mode 0700: the history, alerts and outbox are
+    the owner's business; under systemd ``StateDirectoryMode`` says the same) and check a file
+    can be created in it; :class:`StateDirError` naming the directory and the problem
+    otherwise."""
     advice = "fix it or set [monitor] state_dir"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise StateDirError(
             f"state directory {directory} is a file, not a directory ({advice})"
@@ -1124,6 +1173,21 @@ def lock_holder(directory: Path) -> int | None:
 _FULL = _REASONS["SQLITE_FULL"]
 
 
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it would use 0644 under the usual
+    umask; its ``-wal`` and ``-shm`` files take the database's mode), and take group and
+    other access away from an existing one of ours. A file this process may not change, or
+    cannot create, is left for SQLite to report."""
+    with contextlib.suppress(OSError):
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        elif path.is_file() and path.stat().st_mode & 0o077:
+            for suffix in ("", "-wal", "-shm"):
+                companion = path.with_name(path.name + suffix)
+                if companion.exists():
+                    companion.chmod(0o600)
+
+
 def _has_space(directory: Path) -> bool:
     """False when the filesystem of ``directory`` has no block left (SQLite then often says
     only "disk I/O error")."""
@@ -1203,7 +1267,32 @@ def _sample(row: sqlite3.Row) -> dict[str, Any]:
         sample[column] = row[column]
     sample["estimated"] = bool(row["estimated"])
     sample["extra"] = json.loads(row["extra"]) if row["extra"] else {}
+    present = row.keys()
+    for name in RANGE_FIGURES:
+        last = sample["extra"].get(name) if name == "net_leverage" else sample[name]
+        for end in ("min", "max"):  # a v3 file read as it is (status) has one value a minute
+            column = f"{name}_{end}"
+            sample[column] = row[column] if column in present else _finite(last)
     return sample
+
+
+def worst_in_minute(sample: Mapping[str, Any], name: str) -> float | None:
+    """The worst value of ``name`` in a history row's minute: the lowest of a
+    :data:`LOW_IS_WORSE` figure, the highest of a :data:`HIGH_IS_WORSE` one."""
+    end = "min" if name in LOW_IS_WORSE else "max"
+    value = sample.get(f"{name}_{end}")
+    if value is None:
+        value = sample["extra"].get(name) if name == "net_leverage" else sample.get(name)
+    return _finite(value)
+
+
+def _widen(column: str, function: str) -> str:
+    """The upsert of a ``_min``/``_max`` column: the stored and the new value's MIN/MAX, a
+    missing one (NULL) not counting."""
+    return (
+        f"{column} = {function}(COALESCE(samples.{column}, excluded.{column}),"
+        f" COALESCE(excluded.{column}, samples.{column}))"
+    )
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,6 +1,10 @@
 """The daily summary: the day of each account from stored history, as text, JSON or Markdown,
 with a PNG chart of cushion and leverage (thresholds drawn).
 
+The history keeps each minute's lowest and highest value beside its last one: the day's
+"min" cushion and "max" leverage are the worst moments inside any minute (the value an alert
+saw), and the chart draws each minute at its worst (lowest cushion, highest leverage).
+
 The daemon sends it every weekday at 17:00 America/New_York (configurable) as an ``info``
 notification with the chart attached, logs it as one structured event and saves the Markdown in
 the state directory. ``margin-monitor summary`` builds the same thing on demand.
@@ -22,7 +26,8 @@ import structlog
 
 from monitor.notifier import DeliveryReport, Notification, Notifier
 from monitor.settings import Settings
-from monitor.store import Store
+from monitor.store import LOW_IS_WORSE, RANGE_FIGURES, Store
+from monitor.webchart import line_breaks, zone_name
 from rules import RulesConfig, figures
 from rules.checks.distance_to_liquidation import exposure_from, liquidation_profile
 from rules.clock import zone as zone_named
@@ -49,6 +54,29 @@ class Sample:
     annual_financing_cost: float | None = None
     estimated: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    lows: dict[str, float] = field(default_factory=dict)
+    """The lowest value of a figure within the row's minute (see ``store.RANGE_FIGURES``)."""
+    highs: dict[str, float] = field(default_factory=dict)
+    """The highest value of a figure within the row's minute."""
+
+    def last(self, name: str) -> float | None:
+        """The figure's last value in the minute (``net_leverage`` lives in ``extra``)."""
+        value = self.extra.get(name) if name == "net_leverage" else getattr(self, name)
+        return value if is_number(value) else None
+
+    def lowest(self, name: str) -> float | None:
+        """The figure's lowest value in the minute (its last one when no range was kept)."""
+        value = self.lows.get(name)
+        return value if is_number(value) else self.last(name)
+
+    def highest(self, name: str) -> float | None:
+        """The figure's highest value in the minute (its last one when no range was kept)."""
+        value = self.highs.get(name)
+        return value if is_number(value) else self.last(name)
+
+    def worst(self, name: str) -> float | None:
+        """The minute's worst value: the lowest cushion, EL or NLV, the highest leverage."""
+        return self.lowest(name) if name in LOW_IS_WORSE else self.highest(name)
 
 
 @dataclass
@@ -127,24 +155,22 @@ def summarize(
     config = rules_config or RulesConfig()
     result = AccountDay(account, day, base_currency=base_currency, samples=len(samples))
     ordered = sorted(samples, key=lambda sample: sample.at)
-    nlvs = [v for s in ordered if is_number(v := s.net_liquidation)]
+    nlvs = [v for s in ordered if (v := s.last("net_liquidation")) is not None]
     if nlvs:
         result.nlv_open, result.nlv_close = nlvs[0], nlvs[-1]
-        result.nlv_high, result.nlv_low = max(nlvs), min(nlvs)
+        result.nlv_high = max(v for s in ordered if (v := s.highest("net_liquidation")) is not None)
+        result.nlv_low = min(v for s in ordered if (v := s.lowest("net_liquidation")) is not None)
         result.peak = max(peak or nlvs[0], result.nlv_high)
         result.drawdown = figures.drawdown(result.nlv_close, result.peak)
-    cushions = [(v, s.at) for s in ordered if is_number(v := s.cushion)]
-    if cushions:
-        low = min(cushions, key=lambda item: item[0])
-        result.cushion_min, result.cushion_min_at = low
-        result.cushion_max = max(value for value, _ in cushions)
-        result.cushion_close = cushions[-1][0]
-    leverages = [v for s in ordered if is_number(v := s.leverage)]
-    if leverages:
-        result.leverage_min, result.leverage_max = min(leverages), max(leverages)
-    nets = [v for s in ordered if is_number(v := s.extra.get("net_leverage"))]
-    if nets:
-        result.net_leverage_min, result.net_leverage_max = min(nets), max(nets)
+    lows = [(v, s.at) for s in ordered if (v := s.lowest("cushion")) is not None]
+    if lows:
+        result.cushion_min, result.cushion_min_at = min(lows, key=lambda item: item[0])
+        result.cushion_max = max(v for s in ordered if (v := s.highest("cushion")) is not None)
+        result.cushion_close = next(
+            v for s in reversed(ordered) if (v := s.last("cushion")) is not None
+        )
+    result.leverage_min, result.leverage_max = _range(ordered, "leverage")
+    result.net_leverage_min, result.net_leverage_max = _range(ordered, "net_leverage")
     last = ordered[-1] if ordered else None
     if last is not None:
         _financing(result, last, config)
@@ -155,6 +181,13 @@ def summarize(
     result.alerts = [dict(event) for event in events]
     result.gaps = [dict(gap) for gap in gaps]
     return result
+
+
+def _range(ordered: Sequence[Sample], name: str) -> tuple[float | None, float | None]:
+    """The lowest and highest value of a figure over the rows' minutes (None when unknown)."""
+    lows = [v for s in ordered if (v := s.lowest(name)) is not None]
+    highs = [v for s in ordered if (v := s.highest(name)) is not None]
+    return (min(lows) if lows else None), (max(highs) if highs else None)
 
 
 def _financing(result: AccountDay, last: Sample, config: RulesConfig) -> None:
@@ -375,9 +408,21 @@ def render_markdown(summaries: Sequence[AccountDay], zone: ZoneInfo) -> str:
     return "# Daily margin summary\n\n" + "\n".join(parts)
 
 
-def render_chart(
+#: Colours of the chart's thresholds and alert marks, by severity.
+SEVERITY_COLOURS = {"warning": "orange", "critical": "red", "ok": "green", "info": "grey"}
+
+
+def render_chart(samples: Sequence[Sample], path: Path, **options: Any) -> Path:
+    """Draw the day's chart to a PNG of CHART_SIZE at ``path``; ``options`` are
+    :func:`chart_figure`'s (``title`` at least)."""
+    figure = chart_figure(samples, **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=100)
+    return path
+
+
+def chart_figure(
     samples: Sequence[Sample],
-    path: Path,
     *,
     title: str,
     cushion_levels: Sequence[float | None] = (0.20, 0.10),
@@ -385,14 +430,18 @@ def render_chart(
     gross_levels: Sequence[float | None] = (None, 2.0),
     zone: ZoneInfo | None = None,
     gaps: Sequence[dict[str, Any]] = (),
-) -> Path:
-    """Draw cushion and leverage over the day (thresholds dashed) to a PNG of CHART_SIZE:
-    net leverage with the envelope's levels, gross leverage with its cap.
+    events: Sequence[dict[str, Any]] = (),
+) -> Any:
+    """Cushion and leverage over the day, as a matplotlib ``Figure`` of CHART_SIZE.
 
-    Uses matplotlib's object API on an Agg canvas (no pyplot global state), so it is safe in
-    a worker thread and never touches a display; matplotlib is imported here, not at module
-    load, so the daemon starts fast. A level set to ``None`` (rule level disabled) is skipped.
-    ``gaps`` (``start``/``end`` dicts, as stored) are shaded grey within the plotted span.
+    Each minute is drawn at its worst (lowest cushion, highest net and gross leverage); the
+    line breaks across a recorded disconnect and across a silence well beyond the points'
+    usual spacing (:func:`~monitor.webchart.line_breaks`; ``gaps`` are also shaded grey);
+    thresholds are dashed and labelled "warning"/"critical"; each alert transition in
+    ``events`` is a vertical line in its severity's colour; the time axis names its zone. A
+    level set to ``None`` (rule level disabled) is skipped. Uses matplotlib's object API on an
+    Agg canvas (no pyplot global state), so it is safe in a worker thread and never touches a
+    display; matplotlib is imported here, not at module load, so the daemon starts fast.
     """
     import matplotlib.dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -403,48 +452,97 @@ def render_chart(
     FigureCanvasAgg(figure)
     top, bottom = figure.subplots(2, 1, sharex=True)
     ordered = sorted(samples, key=lambda sample: sample.at)
-    times = [s.at.astimezone(zone) if zone else s.at for s in ordered]
-    cushion = [100 * v if is_number(v := s.cushion) else math.nan for s in ordered]
-    leverage = [v if is_number(v := s.leverage) else math.nan for s in ordered]
-    net = [v if is_number(v := s.extra.get("net_leverage")) else math.nan for s in ordered]
+    spans = [(gap["start"], gap.get("end")) for gap in gaps]
+    breaks = line_breaks([s.at for s in ordered], spans)
+
+    def series(name: str, scale: float = 1.0) -> tuple[list[datetime], list[float]]:
+        """The worst value of each minute, with a NaN point wherever the line breaks."""
+        times: list[datetime] = []
+        values: list[float] = []
+        for index, sample in enumerate(ordered):
+            if index in breaks:
+                previous = ordered[index - 1].at
+                times.append(previous + (sample.at - previous) / 2)
+                values.append(math.nan)
+            value = sample.worst(name)
+            times.append(sample.at.astimezone(zone) if zone else sample.at)
+            values.append(value * scale if value is not None else math.nan)
+        return times, values
+
     marker = "o" if len(ordered) < 30 else None  # a sparse day still shows its points
-    top.plot(times, cushion, color="tab:blue", marker=marker, markersize=3, label="cushion %")
-    for level, colour in zip(cushion_levels, ("orange", "red"), strict=False):
-        if level is not None:
-            top.axhline(
-                level * 100, color=colour, linestyle="--", linewidth=1, label=f"{level:.0%}"
-            )
+    top.plot(*series("cushion", 100), color="tab:blue", marker=marker, markersize=3,
+             label="cushion % (lowest of each minute)")
+    _levels(top, cushion_levels, "{:.0%}", scale=100)
     top.set_ylabel("cushion (%)")
-    top.legend(loc="best", fontsize="small")
     top.set_title(title)
-    bottom.plot(times, net, color="tab:green", marker=marker, markersize=3, label="net leverage")
-    bottom.plot(
-        times, leverage, color="tab:purple", marker=marker, markersize=3, label="gross leverage"
-    )
-    for levels, what in ((leverage_levels, "net"), (gross_levels, "gross")):
-        for level, colour in zip(levels, ("orange", "red"), strict=False):
-            if level is not None:
-                bottom.axhline(
-                    level, color=colour, linestyle="--", linewidth=1, label=f"{what} {level:.1f}x"
-                )
+    bottom.plot(*series("net_leverage"), color="tab:green", marker=marker, markersize=3,
+                label="net leverage (highest of each minute)")
+    bottom.plot(*series("leverage"), color="tab:purple", marker=marker, markersize=3,
+                label="gross leverage (highest of each minute)")
+    _levels(bottom, leverage_levels, "{:.1f}x", prefix="net ")
+    _levels(bottom, gross_levels, "{:.1f}x", prefix="gross ")
     bottom.set_ylabel("leverage (x)")
-    bottom.legend(loc="best", fontsize="small")
     span = (ordered[-1].at - ordered[0].at) if ordered else timedelta(0)
     clock_format = "%H:%M" if span >= timedelta(minutes=30) else "%H:%M:%S"
     bottom.xaxis.set_major_formatter(mdates.DateFormatter(clock_format, tz=zone))
+    bottom.set_xlabel(f"time ({_zone_label(zone, ordered[0].at if ordered else None)})")
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
     if ordered:
         first, last = ordered[0].at, ordered[-1].at
-        for gap in gaps:
-            start = max(gap["start"], first)
-            end = min(gap.get("end") or last, last)
+        for start, end in spans:
+            start, end = max(start, first), min(end or last, last)
             if start < end:
                 for axis in (top, bottom):
                     axis.axvspan(start, end, color="grey", alpha=0.2, linewidth=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
-    return path
+        _alert_marks((top, bottom), events, first, last)
+    top.legend(loc="best", fontsize="small")
+    bottom.legend(loc="best", fontsize="small")
+    return figure
+
+
+def _levels(
+    axis: Any, levels: Sequence[float | None], text: str, prefix: str = "", scale: float = 1.0
+) -> None:
+    """Dashed lines at a rule's warning and critical levels, labelled with their names
+    (``net warning 1.6x``)."""
+    for name, level in zip(("warning", "critical"), levels, strict=False):
+        if level is not None:
+            axis.axhline(
+                level * scale,
+                color=SEVERITY_COLOURS[name],
+                linestyle="--",
+                linewidth=1,
+                label=f"{prefix}{name} {text.format(level)}",
+            )
+
+
+def _alert_marks(
+    axes: Sequence[Any], events: Sequence[dict[str, Any]], first: datetime, last: datetime
+) -> None:
+    """A dotted vertical line per alert transition within the plotted span, in the colour of
+    the severity it moved to, labelled once per severity in the top legend."""
+    labelled: set[str] = set()
+    for event in events:
+        at = event.get("at")
+        if not isinstance(at, datetime) or not first <= at <= last:
+            continue
+        severity = str(event.get("severity") or "info")
+        colour = SEVERITY_COLOURS.get(severity, "grey")
+        for index, axis in enumerate(axes):
+            label = None
+            if index == 0 and severity not in labelled:
+                label = "alert: resolved" if severity == "ok" else f"alert: {severity}"
+                labelled.add(severity)
+            axis.axvline(at, color=colour, linestyle=":", linewidth=1.2, label=label)
+
+
+def _zone_label(zone: ZoneInfo | None, moment: datetime | None) -> str:
+    """``America/New_York, EDT`` (the zone's name and its abbreviation that day); ``UTC``."""
+    if zone is None:
+        return "UTC"
+    abbreviation = zone_name(zone, moment) if moment is not None else ""
+    return f"{zone.key}, {abbreviation}" if abbreviation and abbreviation != zone.key else zone.key
 
 
 # -- building from the store -------------------------------------------------------------------
@@ -500,7 +598,16 @@ def to_sample(row: Any) -> Sample:
         annual_financing_cost=get("annual_financing_cost"),
         estimated=bool(get("estimated", False)),
         extra=extra,
+        lows=_ends(get, "min"),
+        highs=_ends(get, "max"),
     )
+
+
+def _ends(get: Any, end: str) -> dict[str, float]:
+    """A history row's ``<figure>_min`` (or ``_max``) columns that hold a number."""
+    return {
+        name: value for name in RANGE_FIGURES if is_number(value := get(f"{name}_{end}"))
+    }
 
 
 def _event(row: Any) -> dict[str, Any]:
@@ -542,6 +649,7 @@ def charts_for(
             title=f"{summary.account} {summary.day.isoformat()}",
             zone=zone,
             gaps=summary.gaps,
+            events=summary.alerts,
             **chart_levels(settings),
         )
         paths.append(path)

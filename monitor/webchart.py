@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from html import escape
+from itertools import pairwise
 
 from rules.text import Unit, format_value
 
@@ -23,6 +24,11 @@ LEFT, RIGHT, TOP, GAP, BOTTOM = 52, 96, 22, 34, 24
 
 #: Maps a moment to its x coordinate on the chart.
 XOf = Callable[[datetime], float]
+
+#: Two history points further apart than this, or than three times the usual spacing of the
+#: points if longer, are not joined by the line: nothing was recorded between them (the
+#: monitor stopped, or had no data).
+HOLE = timedelta(minutes=5)
 
 #: Tick steps of the time axis, in seconds, smallest first.
 TIME_STEPS = (
@@ -95,6 +101,29 @@ def gauge_svg(
     )
 
 
+def line_breaks(
+    times: Sequence[datetime],
+    gaps: Sequence[tuple[datetime, datetime | None]] = (),
+    hole: timedelta | None = None,
+) -> set[int]:
+    """The indexes ``i`` (of time-ordered ``times``) where a line must not join point
+    ``i - 1`` to point ``i``: a recorded disconnect (a gap, ``None`` end while open) lies
+    between them, or they are more than ``hole`` apart (default :data:`HOLE`, or three times
+    the median spacing when the points are sparser, as on an accelerated demo clock)."""
+    if hole is None:
+        spacings = sorted(after - before for before, after in pairwise(times))
+        usual = spacings[len(spacings) // 2] if spacings else timedelta(0)
+        hole = max(HOLE, 3 * usual)
+    breaks = set()
+    for index in range(1, len(times)):
+        before, after = times[index - 1], times[index]
+        if after - before > hole or any(
+            start < after and (end is None or end > before) for start, end in gaps
+        ):
+            breaks.add(index)
+    return breaks
+
+
 def day_chart_svg(
     points: Sequence[ChartPoint],
     panels: Sequence[Panel],
@@ -104,11 +133,15 @@ def day_chart_svg(
     now: datetime | None = None,
     zone: tzinfo | None = None,
     title: str = "",
+    hole: timedelta | None = None,
 ) -> str:
-    """The day's figures over time, one panel per figure, levels dashed, alerts as lines.
+    """The day's figures over time, one panel per figure, levels dashed and named
+    ("warning"/"critical"), alerts as lines, disconnects shaded.
 
-    The time axis runs from the first point to the last (or ``now``); a figure missing at a
-    point breaks its line there. With no point at all the chart says so in words.
+    The time axis runs from the first point to the last (or ``now``) and names its time zone;
+    a line breaks where a figure is missing, across a gap and across a silence longer than
+    ``hole`` (:func:`line_breaks`, which chooses it when ``None``). With no point at all the
+    chart says so in words.
     """
     ordered = sorted(points, key=lambda point: point.at)
     label = escape(title or "the day's figures", quote=True)
@@ -142,9 +175,10 @@ def day_chart_svg(
                 f'<rect class="gap" x="{left}" y="{TOP}" width="{round(right - left, 2)}" '
                 f'height="{bottom_edge - TOP}"><title>no data</title></rect>'
             )
+    breaks = line_breaks([point.at for point in ordered], gaps, hole)
     for index, panel in enumerate(panels):
         top = TOP + index * (PANEL_HEIGHT + GAP)
-        parts.append(_panel(ordered, panel, top, x_of))
+        parts.append(_panel(ordered, panel, top, x_of, breaks))
     for marker in markers:
         if start <= marker.at <= end:
             at = x_of(marker.at)
@@ -158,7 +192,9 @@ def day_chart_svg(
     return "".join(parts)
 
 
-def _panel(ordered: Sequence[ChartPoint], panel: Panel, top: float, x_of: XOf) -> str:
+def _panel(
+    ordered: Sequence[ChartPoint], panel: Panel, top: float, x_of: XOf, breaks: set[int]
+) -> str:
     """One panel: frame, value ticks, dashed levels, the line and (when sparse) its points."""
     values = [v for p in ordered if (v := getattr(p, panel.figure)) is not None]
     levels = [level for level in panel.levels if level is not None]
@@ -193,7 +229,7 @@ def _panel(ordered: Sequence[ChartPoint], panel: Panel, top: float, x_of: XOf) -
             f'y2="{y}"/><text class="level-label level-{name}" x="{WIDTH - RIGHT + 6}" '
             f'y="{y + 4}">{name} {escape(text)}</text>'
         )
-    for segment in _segments(ordered, panel.figure):
+    for segment in _segments(ordered, panel.figure, breaks):
         coordinates = " ".join(f"{x_of(at)},{y_of(value)}" for at, value, _ in segment)
         parts.append(f'<polyline class="line line-{panel.figure}" points="{coordinates}"/>')
     if len(ordered) <= 60:
@@ -211,11 +247,14 @@ def _panel(ordered: Sequence[ChartPoint], panel: Panel, top: float, x_of: XOf) -
 
 
 def _segments(
-    ordered: Sequence[ChartPoint], figure: str
+    ordered: Sequence[ChartPoint], figure: str, breaks: set[int]
 ) -> list[list[tuple[datetime, float, bool]]]:
-    """Runs of consecutive points where ``figure`` is known (a missing value breaks the line)."""
+    """Runs of consecutive points where ``figure`` is known (a missing value breaks the line,
+    and so does each index in ``breaks``)."""
     runs: list[list[tuple[datetime, float, bool]]] = [[]]
-    for point in ordered:
+    for index, point in enumerate(ordered):
+        if index in breaks and runs[-1]:
+            runs.append([])
         value = getattr(point, figure)
         if value is None:
             if runs[-1]:
@@ -245,8 +284,18 @@ def _time_axis(
             f'<text class="tick" x="{x}" y="{baseline + 16}" text-anchor="middle">{text}</text>'
         )
         tick += step
+    parts.append(
+        f'<text class="zone" x="{WIDTH - 4}" y="{baseline + 16}" text-anchor="end">'
+        f"{escape(zone_name(zone, end))}</text>"
+    )
     parts.append("</g>")
     return "".join(parts)
+
+
+def zone_name(zone: tzinfo | None, moment: datetime) -> str:
+    """The time axis's zone as a reader knows it at ``moment``: ``EDT``, ``CET``, ``UTC``."""
+    local = moment.astimezone(zone) if zone is not None else moment
+    return local.tzname() or str(zone or "UTC")
 
 
 def _nice_ticks(low: float, high: float, count: int) -> list[float]:

@@ -28,8 +28,14 @@ from monitor.estimate import Baseline, RateLookup, make_baseline
 from monitor.gateway import is_link_account
 from monitor.report import account_report
 from monitor.settings import Settings
-from monitor.store import Store
-from monitor.webchart import ChartMarker, ChartPoint, Panel, day_chart_svg, gauge_svg
+from monitor.store import Store, worst_in_minute
+from monitor.webchart import (
+    ChartMarker,
+    ChartPoint,
+    Panel,
+    day_chart_svg,
+    gauge_svg,
+)
 from rules.catalog import spec, unit_of
 from rules.clock import zone as zone_named
 from rules.lifecycle import AlertState
@@ -265,7 +271,8 @@ class Recent:
         self._with_values: dict[str, EvaluatedView] = {}
 
     def record(self, account: str, view: EvaluatedView) -> None:
-        """Remember an evaluation; within one ``spacing`` slot the last point wins."""
+        """Remember an evaluation; within one ``spacing`` slot the worst point is kept (the
+        lowest cushion, the highest leverage), as the history keeps each minute's."""
         snapshot, at = view.snapshot, view.evaluated_at
         if snapshot is None or at is None or not is_number(snapshot.net_liquidation):
             return
@@ -273,7 +280,7 @@ class Recent:
         points = self._points.setdefault(account, deque())
         point = ChartPoint(at, snapshot.measured_cushion, snapshot.leverage, snapshot.estimated)
         if points and self._slot(points[-1].at) == self._slot(at):
-            points[-1] = point
+            points[-1] = _worse(points[-1], point)
         else:
             points.append(point)
         while points and at - points[0].at > self.keep:
@@ -289,6 +296,18 @@ class Recent:
 
     def _slot(self, moment: datetime) -> int:
         return int(moment.timestamp() // self.spacing)
+
+
+def _worse(kept: ChartPoint, new: ChartPoint) -> ChartPoint:
+    """One point for a slot: the new point's time, the lower cushion, the higher leverage."""
+    cushions = [v for v in (kept.cushion, new.cushion) if v is not None]
+    leverages = [v for v in (kept.leverage, new.leverage) if v is not None]
+    return ChartPoint(
+        new.at,
+        min(cushions) if cushions else None,
+        max(leverages) if leverages else None,
+        kept.estimated or new.estimated,
+    )
 
 
 # -- building the values -----------------------------------------------------------------------
@@ -578,12 +597,18 @@ def day_chart(
     recent: Recent | None,
     zone: ZoneInfo,
 ) -> str:
-    """Today's cushion and leverage from the history store (plus the latest evaluations, finer
-    than its minutes), the rules' levels, the day's alert transitions and gaps."""
+    """Today's cushion and gross leverage from the history store, each minute at its worst
+    (lowest cushion, highest leverage), plus the latest evaluations (finer than its minutes);
+    the cushion and gross leverage rules' levels, the day's alert transitions and gaps."""
     tail = recent.since(account, start) if recent is not None else []
     cut = tail[0].at if tail else end
     points = [
-        ChartPoint(row["at"], row["cushion"], row["leverage"], row["estimated"])
+        ChartPoint(
+            row["at"],
+            worst_in_minute(row, "cushion"),
+            worst_in_minute(row, "leverage"),
+            row["estimated"],
+        )
         for row in source.store.samples(account, start, end)
         if row["at"] < cut
     ] + tail
@@ -594,7 +619,7 @@ def day_chart(
             "leverage",
             "Gross leverage",
             "multiple",
-            (rules.leverage.warning, rules.leverage.critical),
+            (rules.gross_leverage.warning, rules.gross_leverage.critical),
         ),
     )
     markers = [

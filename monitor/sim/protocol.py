@@ -86,6 +86,14 @@ class In:
     REQ_PNL_SINGLE = 94
     CANCEL_PNL_SINGLE = 95
     REQ_COMPLETED_ORDERS = 99
+    REQ_CALC_IMPLIED_VOLAT = 54
+    REQ_CALC_OPTION_PRICE = 55
+    REQ_SEC_DEF_OPT_PARAMS = 78
+    REQ_MATCHING_SYMBOLS = 81
+    REQ_SMART_COMPONENTS = 83
+    REQ_NEWS_ARTICLE = 84
+    REQ_HISTORICAL_NEWS = 86
+    REQ_TICK_BY_TICK_DATA = 97
 
 
 ORDER_MESSAGE_IDS: dict[int, str] = {
@@ -167,6 +175,7 @@ ERROR_TEXTS: dict[int, str] = {
     "automatically.",
     2157: "Sec-def data farm connection is broken:secdefnj",
     2158: "Sec-def data farm connection is OK:secdefnj",
+    10276: "News feed is not allowed.",
     10358: "Fundamentals data is not allowed.",
 }
 FARM_NOTICES = (2104, 2106, 2158)
@@ -188,13 +197,34 @@ ORDER_REQ_ID_FIELD: dict[int, int | None] = {
 UNSERVED: dict[int, tuple[int, int]] = {
     In.REQ_MKT_DEPTH: (2, 354),  # 10|5|reqId|...
     In.REQ_REAL_TIME_BARS: (2, 354),  # 50|3|reqId|...
+    In.REQ_CALC_IMPLIED_VOLAT: (2, 354),  # 54|3|reqId|...
+    In.REQ_CALC_OPTION_PRICE: (2, 354),  # 55|3|reqId|...
+    In.REQ_TICK_BY_TICK_DATA: (1, 354),  # 97|reqId|...
     In.REQ_HEAD_TIMESTAMP: (1, 162),  # 87|reqId|...
     In.REQ_HISTOGRAM_DATA: (1, 162),  # 88|reqId|...
     In.REQ_HISTORICAL_TICKS: (1, 162),  # 96|reqId|...
+    In.REQ_SCANNER_SUBSCRIPTION: (1, 162),  # 22|reqId|... (no version from server 143)
+    In.REQ_SEC_DEF_OPT_PARAMS: (1, 200),  # 78|reqId|...
+    In.REQ_MATCHING_SYMBOLS: (1, 200),  # 81|reqId|pattern
+    In.REQ_SMART_COMPONENTS: (1, 200),  # 83|reqId|bboExchange
+    In.REQ_NEWS_ARTICLE: (1, 10276),  # 84|reqId|...
+    In.REQ_HISTORICAL_NEWS: (1, 10276),  # 86|reqId|...
 }
 """Requests the simulator has no data for -> (reqId field, error code): the answer a real
 gateway gives when it has none either (354 without a market data subscription, 162 when the
-historical data farm returns nothing), so a client does not wait for its timeout."""
+historical data farm or the scanner returns nothing, 200 when no contract matches, 10276
+without a news subscription), so a client's request ends at once instead of at its timeout."""
+SILENT: frozenset[int] = frozenset({11, 13, 14, 23, 51, 56, 57, 89, 98, 101, 103})
+"""Cancels (and setServerLogLevel) of requests the simulator does not serve: a real gateway
+answers none of them either."""
+UNSUPPORTED_CODE = 321
+UNSUPPORTED_TEXT = (
+    "Error validating request: cause - message id {id} is not supported by the simulated "
+    "gateway (it serves what margin-monitor asks for: account data, positions, PnL, contract "
+    "details, market data snapshots, fundamentals and daily history)"
+)
+"""The 321 answer to any other request the simulator does not serve, with reqId -1 (its
+position in the message is not known): an error the client logs, never silence."""
 
 
 # -- field formatting ------------------------------------------------------------------------

@@ -915,6 +915,12 @@ class Scenario(_Table):
     """Shown in logs (default: the file name)."""
     description: str = ""
     """One line saying what the scenario plays."""
+    expect: str = ""
+    """What ``margin-monitor demo`` shows with it: the alerts to expect, or why none come."""
+    demo_rules: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """``[demo_rules.<id>]``: rule settings the demo uses when the configuration leaves that
+    rule at its defaults (three_fund's allocation targets live in the monitor's
+    configuration, not in the gateway)."""
     speed: Positive = 1.0
     """Scenario seconds per wall-clock second."""
     loop: bool = False

@@ -31,9 +31,13 @@ Behaviour worth knowing
   of instruments with a ``history`` (error 162 otherwise, or for other bar sizes); with
   keepUpToDate the current bar follows the price. Order messages (placeOrder, cancelOrder,
   exerciseOptions, reqGlobalCancel) are recorded and answered with IB's read-only error 321;
-  market depth and real-time bars get 354, head timestamps, histograms and historical ticks
-  162. Other unknown message ids are logged and ignored. A broken client is logged and
-  dropped; the server carries on.
+  requests it has no data for get the error a real gateway sends when it has none either
+  (:data:`~monitor.sim.protocol.UNSERVED`: 354 for market depth, real-time bars, option
+  computations and tick-by-tick, 162 for head timestamps, histograms, historical ticks and
+  scanners, 200 for option chains and symbol searches, 10276 for news). Any other request
+  gets error 321 naming its message id (cancels of unserved requests excepted, which real
+  gateways do not answer either): never silence. A broken client is logged and dropped; the
+  server carries on.
 - Options (secType OPT) carry their expiry, strike, right, multiplier and OCC local symbol in
   positions, portfolio rows and contract details; the symbol sent is the underlying's.
 - The price process (``price_updates_per_second``) moves one random contract per update in
@@ -344,6 +348,8 @@ class SimulatedGateway:
         self.fundamentals_requested: list[str] = []
         self.timeline_done = asyncio.Event()
         self.steps_applied = 0
+        self.on_step: Callable[[Step], None] | None = None
+        """Called with each timeline step once applied (the demo prints its progress)."""
         self.timeline_passes = 0
         self.cadence_ticks = 0
         self.restarts = 0
@@ -823,6 +829,8 @@ class SimulatedGateway:
         await step.apply(self)
         self.steps_applied += 1
         self._notify()
+        if self.on_step is not None:
+            self.on_step(step)
 
     def restart_in_background(self, down_seconds: float) -> None:
         """Start :meth:`restart` without waiting for it (a timeline step goes on meanwhile)."""
@@ -1291,13 +1299,17 @@ class SimulatedGateway:
             log.info("%s: message id %d not simulated; answered %d", client.label, message_id, code)
             self._error(client, req_id, code)
             return
+        if handler is None and message_id in P.SILENT:
+            log.info("%s: message id %d not simulated; a cancel, ignored", client.label, message_id)
+            return
         if handler is None:
             log.info(
-                "%s: message id %d not simulated; ignored (%s)",
+                "%s: message id %d not simulated; answered 321 (%s)",
                 client.label,
                 message_id,
                 _short(fields),
             )
+            self._error(client, -1, P.UNSUPPORTED_CODE, P.UNSUPPORTED_TEXT.format(id=message_id))
             return
         log.debug("%s -> %s", client.label, _short(fields))
         handler(client, fields)

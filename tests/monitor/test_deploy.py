@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -220,9 +222,119 @@ def test_compose_gateway_is_read_only_and_paper_by_default():
     assert environment["TWS_PASSWORD_FILE"].startswith("/run/secrets/")
     monitor = services["monitor"]["environment"]
     assert monitor["MARGIN_MONITOR_IB__HOST"] == "ib-gateway"
-    port = str(monitor["MARGIN_MONITOR_IB__PORT"])
-    assert re.fullmatch(r"\$\{MONITOR_IB_PORT:-4004\}|4004", port)
+    assert monitor["TRADING_MODE"] == "${TRADING_MODE:-paper}"  # the port follows it
     # No Apprise URL (a secret) in the environment: the config file is a secret.
     assert not any("NOTIFY" in key for key in monitor)
     assert services["monitor"]["read_only"] is True
     assert services["monitor"]["cap_drop"] == ["ALL"]
+
+
+# -- compose: the pinned gateway, one switch from paper to live, no restart loop -----------------
+
+
+def test_compose_pins_the_gateway_image_and_logs_in_again_after_a_2fa_timeout():
+    """A versioned tag (not ``stable``/``latest``, which move under a running monitor), and
+    IBC's relogin after a 2FA timeout with the restart action it needs."""
+    compose = load_compose()
+    assert compose is not None, "PyYAML comes with Apprise"
+    gateway = compose["services"]["ib-gateway"]
+    image, _, tag = gateway["image"].rpartition(":")
+    assert image == "ghcr.io/gnzsnz/ib-gateway"
+    assert re.fullmatch(r"\d+\.\d+\.\d+[a-z]", tag), tag
+    assert gateway["environment"]["RELOGIN_AFTER_TWOFA_TIMEOUT"] == "yes"
+    assert gateway["environment"]["TWOFA_TIMEOUT_ACTION"] == "restart"
+    assert gateway["restart"] == "always"
+    assert compose["services"]["monitor"]["restart"] == "on-failure"
+
+
+def monitor_entrypoint() -> list[str]:
+    """The monitor's entrypoint + command as Compose runs them: ``$$`` is a literal ``$``;
+    a single ``$`` would be Compose's own interpolation (the test fails on one)."""
+    compose = load_compose()
+    assert compose is not None
+    service = compose["services"]["monitor"]
+    argv = [*service["entrypoint"], *service["command"]]
+    for argument in argv:
+        assert not re.search(r"(?<!\$)\$(?!\$)", argument.replace("$$", "")), argument
+    return [argument.replace("$$", "$") for argument in argv]
+
+
+def test_one_variable_switches_gateway_and_monitor_from_paper_to_live():
+    compose = load_compose()
+    assert compose is not None
+    gateway = compose["services"]["ib-gateway"]["environment"]
+    monitor = compose["services"]["monitor"]["environment"]
+    assert gateway["TRADING_MODE"] == monitor["TRADING_MODE"] == "${TRADING_MODE:-paper}"
+    assert "MARGIN_MONITOR_IB__PORT" not in monitor  # the entrypoint derives it
+
+
+def fake_monitor(directory: Path, body: str) -> dict[str, str]:
+    """An environment whose PATH finds a ``margin-monitor`` shell script running ``body``."""
+    directory.mkdir(exist_ok=True)
+    script = directory / "margin-monitor"
+    script.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    script.chmod(0o755)
+    return {"PATH": f"{directory}:/usr/bin:/bin", "RECORD": str(directory / "record")}
+
+
+RECORDING = 'echo "$MARGIN_MONITOR_IB__PORT $*" > "$RECORD"; exit "${FAKE_EXIT:-0}"'
+
+
+@pytest.mark.parametrize(
+    ("mode", "monitor_exit", "expected_exit", "port", "said"),
+    [
+        ("paper", "0", 0, "4004", ""),
+        ("live", "0", 0, "4003", ""),
+        ("paper", "1", 1, "4004", ""),  # a crash: Docker restarts it (on-failure)
+        ("live", "2", 0, "4003", "configuration error (exit status 2); not restarted"),
+        ("Live", "0", 0, None, "TRADING_MODE must be paper or live, not 'Live'"),
+    ],
+)
+def test_the_monitor_entrypoint_follows_the_mode_and_stops_on_a_configuration_error(
+    tmp_path, mode, monitor_exit, expected_exit, port, said
+):
+    """Run through a real /bin/sh: the port follows TRADING_MODE, the command's arguments
+    reach the monitor, exit 2 becomes 0 (on-failure then leaves it stopped), others pass."""
+    environ = fake_monitor(tmp_path / "bin", RECORDING)
+    done = subprocess.run(
+        monitor_entrypoint(),
+        env={**environ, "TRADING_MODE": mode, "FAKE_EXIT": monitor_exit},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == expected_exit, done.stderr
+    assert said in done.stderr
+    record = Path(environ["RECORD"])
+    if port is None:
+        assert not record.exists()
+    else:
+        assert record.read_text() == f"{port} run --config /run/secrets/margin-monitor.toml\n"
+
+
+def test_the_monitor_entrypoint_forwards_sigterm_for_a_clean_stop(tmp_path):
+    """``docker stop`` signals PID 1 (the shell): the monitor gets SIGTERM and its exit
+    status (0 after flushing) is the container's."""
+    body = (
+        'trap \'echo stopped >> "$RECORD"; exit 0\' TERM\n'
+        'echo ready > "$RECORD"\n'
+        "while :; do sleep 0.05; done"
+    )
+    environ = fake_monitor(tmp_path / "bin", body)
+    record = Path(environ["RECORD"])
+    shell = subprocess.Popen(
+        monitor_entrypoint(), env={**environ, "TRADING_MODE": "paper"}, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (record.exists() and record.read_text().startswith("ready")):
+            assert time.monotonic() < deadline, "the monitor never started"
+            assert shell.poll() is None
+            time.sleep(0.02)
+        shell.send_signal(signal.SIGTERM)
+        assert shell.wait(timeout=20) == 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+    assert record.read_text() == "ready\nstopped\n"

@@ -18,6 +18,7 @@ import pytest
 
 from monitor.notifier import Notification
 from monitor.store import (
+    _MIGRATIONS,
     LOCK_NAME,
     SCHEMA_VERSION,
     StateDirError,
@@ -25,6 +26,7 @@ from monitor.store import (
     StateLocked,
     StateUnavailable,
     Store,
+    _split_sql,
     open_state,
 )
 
@@ -105,12 +107,11 @@ def test_a_sound_file_is_opened_as_it_is(tmp_path):
 
 
 def test_a_version_1_file_gains_the_lease_owner_column(tmp_path):
-    """A file written by the previous version (schema 1) is migrated in place."""
+    """A file written by the first version (schema 1) is migrated in place."""
     path = tmp_path / "monitor.sqlite3"
-    with Store(path):
-        pass
     with sqlite3.connect(path) as db:
-        db.execute("ALTER TABLE outbox DROP COLUMN lease_owner")
+        for statement in _split_sql(_MIGRATIONS[1]):
+            db.execute(statement)
         db.execute("PRAGMA user_version = 1")
     with Store(path) as store:
         assert store.schema_version == SCHEMA_VERSION

@@ -44,7 +44,7 @@ def path(tmp_path):
 def test_the_file_and_its_directory_are_created_with_a_versioned_schema(path):
     """First use creates the directory, the file, WAL mode and the current schema version."""
     with Store(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
     assert path.exists()
     mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"

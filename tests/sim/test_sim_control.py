@@ -9,7 +9,7 @@ import logging
 
 import pytest
 from gateway_support import connect, run, value
-from ib_async import LimitOrder, Stock
+from ib_async import LimitOrder, ScannerSubscription, Stock
 from ib_async.wrapper import RequestError
 from support import until
 
@@ -70,6 +70,48 @@ def test_requests_without_simulated_data_get_ibs_answer_not_silence(simulated_ga
             ib.errorEvent += lambda req_id, code, *rest: codes.append(code)
             ib.reqMktDepth(voo)
             await until(lambda: 354 in codes, 5, "error 354 for market depth")
+            ib.disconnect()
+
+    run(body())
+
+
+def test_every_request_it_does_not_serve_gets_an_error_through_ib_async(simulated_gateway):
+    """Through the real ib_async with RaiseRequestErrors: a scanner fails at once with 162,
+    an option chain with 200, historical news with 10276, an implied volatility with 354;
+    a request without a reqId it does not serve (reqNewsProviders) gets 321 naming its
+    message id; a cancel of an unserved request stays unanswered, as at IB."""
+
+    async def body() -> None:
+        async with simulated_gateway("three_fund") as gateway:
+            ib = await connect(gateway.port)
+            ib.RaiseRequestErrors = True
+            [voo] = await ib.qualifyContractsAsync(Stock("VOO", "SMART", "USD"))
+            scanner = ScannerSubscription(
+                instrument="STK", locationCode="STK.US.MAJOR", scanCode="TOP_PERC_GAIN"
+            )
+            calls = {
+                162: ib.reqScannerDataAsync(scanner),
+                200: ib.reqSecDefOptParamsAsync("VOO", "", "STK", voo.conId),
+                10276: ib.reqHistoricalNewsAsync(voo.conId, "BRFG", "", "", 10),
+                354: ib.calculateImpliedVolatilityAsync(voo, 5.0, 515.0),
+            }
+            for code, call in calls.items():
+                with pytest.raises(RequestError) as raised:
+                    await asyncio.wait_for(call, 5)
+                assert raised.value.code == code
+            errors: list[tuple[int, int, str]] = []
+            ib.errorEvent += lambda req_id, code, text, contract: errors.append(
+                (req_id, code, text)
+            )
+            ib.client.send(85)  # reqNewsProviders
+            await until(lambda: errors, 5, "an error for reqNewsProviders")
+            [(req_id, code, text)] = errors
+            assert (req_id, code) == (-1, 321)
+            assert "message id 85 is not supported by the simulated gateway" in text
+            ib.client.send(23, 1, 4711)  # cancelScannerSubscription: no answer, as at IB
+            assert (await ib.reqCurrentTimeAsync()).year > 2000  # the link is served after it
+            assert len(errors) == 1
+            assert gateway.orders_received == []
             ib.disconnect()
 
     run(body())
