@@ -42,7 +42,7 @@ from monitor.notifier import (
 )
 from monitor.service import AccountView, MonitorService
 from monitor.settings import Settings
-from monitor.store import StateLock, Store, StoreError, open_state
+from monitor.store import IN_MEMORY, StateLock, Store, StoreError, open_state
 from rules.clock import parse_window, zone
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def build_store(settings: Settings, *, in_memory: bool = False) -> Store:
     be used is a :class:`~monitor.store.StateDirError` (a damaged file is left as it is: only
     the daemon moves it aside)."""
     if in_memory:
-        return Store(":memory:")
+        return Store(IN_MEMORY)
     store, _ = open_state(settings.monitor.database_path, utc_now())
     return store
 

@@ -329,6 +329,10 @@ def scrub_error(text: str | None) -> str | None:
     return cleaned[:_MAX_ERROR]
 
 
+#: SQLite's name for a database that lives in memory only (no file, no directory).
+IN_MEMORY = ":memory:"
+
+
 class Store:
     """The daemon's SQLite state file; created (with its directory) on first use, unless
     ``readonly``: then an existing file is only read, whatever its schema version up to this
@@ -338,7 +342,7 @@ class Store:
         self, path: str | Path, *, busy_timeout: float = 5.0, readonly: bool = False
     ) -> None:
         self.path = Path(path).expanduser()
-        if not readonly:
+        if not readonly and str(path) != IN_MEMORY:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             _private_file(self.path)
         self._lock = threading.RLock()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.store import StateLock, Store, open_state
+from monitor.store import IN_MEMORY, StateLock, Store, open_state
 
 NOW = datetime(2026, 6, 15, 14, 30, tzinfo=UTC)
 
@@ -67,3 +67,12 @@ def test_status_reading_the_file_changes_no_mode(tmp_path):
     with Store(path, readonly=True):
         pass
     assert mode(path) == 0o640
+
+
+def test_an_in_memory_store_leaves_no_file_behind(tmp_path, monkeypatch):
+    """``check`` keeps its state in memory: SQLite's ``:memory:`` must not become a file named
+    ":memory:" in the directory the operator ran the command from."""
+    monkeypatch.chdir(tmp_path)
+    with Store(IN_MEMORY) as store:
+        assert store.outbox() == []
+    assert list(tmp_path.iterdir()) == []
