@@ -64,6 +64,9 @@ PER_CONTRACT = "per_contract"
 PER_HOLDING = "per_holding"
 PRICE_STREAMS = (PER_CONTRACT, PER_HOLDING)
 
+#: Accounts whose values are subscribed one by one at connect (ib_async stops at 50 by default).
+MAX_ACCOUNTS = 10_000
+
 #: The pseudo-account that stands for the link itself until an account has been seen.
 LINK_ACCOUNT = "gateway@"
 
@@ -464,6 +467,9 @@ class GatewayConnector:
     def _new_ib(self) -> IB:
         ib = IB()
         ib.RaiseRequestErrors = True
+        # ib_async subscribes each account's values (reqAccountUpdatesMulti) at connect only up
+        # to 50 accounts; an advisor login with more would get no account values at all.
+        ib.MaxSyncedSubAccounts = MAX_ACCOUNTS
         ib.accountValueEvent += self._on_account_value
         ib.positionEvent += self._on_position
         ib.updatePortfolioEvent += self._on_portfolio
@@ -848,7 +854,15 @@ class GatewayConnector:
         self._accounts.append(account)
         self._last_values.setdefault(account, self.clock())
         self._values_seen.setdefault(account, self.monotonic())
+        self._spawn(self._subscribe_values(account))
         log.info("account joined the login", account=account)
+
+    async def _subscribe_values(self, account: str) -> None:
+        """Subscribe a joined account's values (connect subscribed the others')."""
+        try:
+            await asyncio.wait_for(self.ib.reqAccountUpdatesMultiAsync(account), self.timeout)
+        except Exception as error:  # its values stay missing: the health rule says so
+            log.warning("account values not subscribed", account=account, error=str(error))
 
     def _place(self, account: str, contract: Contract, quantity: float) -> None:
         """Record who holds ``contract`` and keep its price streaming (or stop it)."""
