@@ -287,17 +287,26 @@ def apply_moves(baseline: Baseline, current: AccountSnapshot, moves: Moves) -> A
 
 
 class _Holding:
-    """One position of a :class:`LiveBook`: how a new value of it moves the figures."""
+    """One position of a :class:`LiveBook`: how a new value of it moves the book's figures.
 
-    __slots__ = ("evaluated", "fx", "index", "option", "quantity", "rate", "signed", "value")
+    ``scale`` turns the contract's value per unit held into this holding's base-currency
+    value (quantity x exchange rate); ``sign`` is the sign of that value for a non-negative
+    price, so the change of its absolute value is ``sign`` times the change of its value.
+    """
+
+    __slots__ = (
+        "book", "by_rate", "evaluated", "index", "moves", "option", "rate", "scale", "sign",
+        "signed", "value",
+    )
 
     def __init__(
-        self, index: int, value: float, fx: float, quantity: float, rate: float, signed: bool,
+        self, book: LiveBook, index: int, value: float, scale: float, rate: float, signed: bool,
         option: bool,
     ) -> None:
-        self.index, self.value, self.fx, self.quantity = index, value, fx, quantity
+        self.book, self.moves, self.by_rate = book, book.moves, book.moves.by_rate
+        self.index, self.value, self.evaluated, self.scale = index, value, value, scale
+        self.sign = 1.0 if scale > 0 else -1.0
         self.rate, self.signed, self.option = rate, signed, option
-        self.evaluated = value
 
 
 class LiveBook:
@@ -305,10 +314,11 @@ class LiveBook:
 
     Built from a baseline and a snapshot of the current positions (``measure_moves`` once,
     O(holdings)); then a new streamed value of one holding moves the figures by that holding's
-    delta (:meth:`move`, O(1)), so a price update costs O(holders), not O(book).
-    :meth:`snapshot` equals ``estimate(baseline, current)`` on the same values (up to float
-    rounding; IB's next push re-bases it). A holding it cannot move alone (its value at the
-    baseline unknown, or no value yet) is refused: the caller rebuilds from a full snapshot.
+    delta (O(1): :meth:`set_value`, or :class:`LiveBooks` for a contract's every holder), so a
+    price update costs O(holders), not O(book). :meth:`snapshot` equals
+    ``estimate(baseline, current)`` on the same values (up to float rounding; IB's next push
+    re-bases it). A holding it cannot move alone (its value at the baseline unknown, or no
+    value yet) is left out: the caller rebuilds from a full snapshot.
 
     :meth:`material` says whether the account's inputs moved by more than ``min_move`` of its
     NLV since :meth:`mark_evaluated`: a figure (NLV, ELV, GPV, maintenance) or one holding.
@@ -322,10 +332,10 @@ class LiveBook:
         self.moves = measure_moves(baseline, current)
         self.positions = list(current.positions)
         self.holdings: dict[int, _Holding] = {}
-        self._changed: set[int] = set()
         nlv = baseline.snapshot.net_liquidation
-        self._limit = min_move * abs(nlv) if is_number(nlv) else 0.0
-        self._holding_moved = False
+        self.limit = min_move * abs(nlv) if is_number(nlv) else 0.0
+        self.holding_moved = False
+        self._stale = False  # positions lag the holdings' values
         rates = current.exchange_rates
         values = baseline.values
         for index, position in enumerate(self.positions):
@@ -341,10 +351,10 @@ class LiveBook:
                 rate, signed = opened_rate(baseline, position), False
             else:
                 rate, signed = baseline.maintenance_rates[con_id], True
-            self.holdings[con_id] = _Holding(
-                index, value, fx, position.quantity, rate, signed, is_option(position)
-            )
             self.moves.by_rate.setdefault(rate, 0.0)
+            self.holdings[con_id] = _Holding(
+                self, index, value, position.quantity * fx, rate, signed, is_option(position)
+            )
         self._evaluated_figures = self._figures()
 
     def move(self, con_id: int, unit_value: float) -> bool:
@@ -353,16 +363,16 @@ class LiveBook:
         holding = self.holdings.get(con_id)
         if holding is None:
             return False
-        return self._set(holding, con_id, unit_value * holding.quantity * holding.fx)
+        return self._set(holding, unit_value * holding.scale)
 
     def set_value(self, con_id: int, value: float) -> bool:
         """A holding's new market value (own currency); False when it cannot be moved alone."""
         holding = self.holdings.get(con_id)
         if holding is None:
             return False
-        return self._set(holding, con_id, value * holding.fx)
+        return self._set(holding, value * holding.scale / self.positions[holding.index].quantity)
 
-    def _set(self, holding: _Holding, con_id: int, value: float) -> bool:
+    def _set(self, holding: _Holding, value: float) -> bool:
         if not isfinite(value):
             return False
         change = value - holding.value
@@ -375,9 +385,9 @@ class LiveBook:
         moves.gross += change_abs
         moves.by_rate[holding.rate] += change_abs
         holding.value = value
-        self._changed.add(con_id)
-        if abs(value - holding.evaluated) > self._limit:
-            self._holding_moved = True
+        self._stale = True
+        if abs(value - holding.evaluated) > self.limit:
+            self.holding_moved = True
         return True
 
     def _figures(self) -> tuple[float, float, float, float]:
@@ -388,28 +398,29 @@ class LiveBook:
     def material(self) -> bool:
         """True when a figure or a holding moved by more than ``min_move`` of NLV since the
         last evaluation (any move at all when ``min_move`` is 0)."""
-        if self._holding_moved:
+        if self.holding_moved:
             return True
         now = self._figures()
-        return any(
-            abs(a - b) > self._limit for a, b in zip(now, self._evaluated_figures, strict=True)
-        )
+        limit = self.limit
+        return any(abs(a - b) > limit for a, b in zip(now, self._evaluated_figures, strict=True))
 
     def snapshot(self, as_of: datetime) -> AccountSnapshot:
         """The estimate now (positions carrying their latest values), stamped ``as_of``."""
         positions = self.positions
-        for con_id in self._changed:
-            holding = self.holdings[con_id]
-            position = positions[holding.index]
-            own = holding.value / holding.fx
-            quantity = position.quantity * position.multiplier
-            positions[holding.index] = replace(
-                position,
-                market_value=own,
-                market_value_base=holding.value,
-                market_price=own / quantity if quantity else position.market_price,
-            )
-        self._changed.clear()
+        if self._stale:
+            for holding in self.holdings.values():
+                p = positions[holding.index]
+                if p.market_value_base == holding.value:
+                    continue
+                fx = holding.scale / p.quantity
+                own = holding.value / fx
+                units = p.quantity * p.multiplier
+                positions[holding.index] = Position(
+                    p.symbol, p.con_id, p.sec_type, p.quantity, p.currency,
+                    own / units if units else p.market_price, own, holding.value,
+                    p.average_cost, p.stock_type, p.multiplier, p.exchange,
+                )  # positional: dataclasses.replace costs ten times more, 200 times a look
+            self._stale = False
         current = replace(self.current, positions=tuple(positions), as_of=as_of)
         return apply_moves(self.baseline, current, self.moves)
 
@@ -417,8 +428,79 @@ class LiveBook:
         """The rules have seen the book as it is now."""
         for holding in self.holdings.values():
             holding.evaluated = holding.value
-        self._holding_moved = False
+        self.holding_moved = False
         self._evaluated_figures = self._figures()
+
+
+class LiveBooks:
+    """Every account's live book, indexed by contract, so that a contract's new price moves
+    each holder's book in one pass (:meth:`move_contract`: O(holders), no per-holding calls)."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, LiveBook] = {}
+        self._by_contract: dict[int, dict[str, _Holding]] = {}
+
+    def get(self, account: str) -> LiveBook | None:
+        """The account's live book, if it has one."""
+        return self.books.get(account)
+
+    def put(self, account: str, book: LiveBook) -> None:
+        """Make ``book`` the account's live book (replacing its former one)."""
+        self.drop(account)
+        self.books[account] = book
+        for con_id, holding in book.holdings.items():
+            self._by_contract.setdefault(con_id, {})[account] = holding
+
+    def drop(self, account: str) -> None:
+        """Forget the account's live book."""
+        book = self.books.pop(account, None)
+        if book is None:
+            return
+        for con_id in book.holdings:
+            holders = self._by_contract.get(con_id)
+            if holders is not None:
+                holders.pop(account, None)
+                if not holders:
+                    del self._by_contract[con_id]
+
+    def holder_count(self, con_id: int) -> int:
+        """How many live books hold ``con_id`` (movable by its price)."""
+        return len(self._by_contract.get(con_id, ()))
+
+    def holders(self, con_id: int) -> set[str]:
+        """The accounts whose live books hold ``con_id``."""
+        return set(self._by_contract.get(con_id, ()))
+
+    def move_contract(self, con_id: int, unit_value: float, touched: set[str]) -> None:
+        """Move every holder's book by its holding's delta at ``unit_value`` (the contract's
+        value per unit held, own currency); add the accounts that moved to ``touched``."""
+        holdings = self._by_contract.get(con_id)
+        if not holdings:
+            return
+        if not (unit_value >= 0 and isfinite(unit_value)):
+            for account, holding in holdings.items():
+                if holding.book.move(con_id, unit_value):
+                    touched.add(account)
+            return
+        for account, holding in holdings.items():  # the hot loop: inlined LiveBook._set
+            value = unit_value * holding.scale
+            change = value - holding.value
+            if not change:
+                continue
+            moves = holding.moves
+            if holding.signed:
+                moves.signed += change
+                if holding.option:
+                    moves.options += change
+            change_abs = change * holding.sign
+            moves.gross += change_abs
+            holding.by_rate[holding.rate] += change_abs
+            holding.value = value
+            book = holding.book
+            book._stale = True
+            if abs(value - holding.evaluated) > book.limit:
+                book.holding_moved = True
+            touched.add(account)
 
 
 def options_caveat(snapshot: AccountSnapshot) -> str | None:

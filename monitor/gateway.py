@@ -453,6 +453,7 @@ class GatewayConnector:
         self._holders: dict[int, set[str]] = {}  # conId -> watched accounts holding it
         self._unpriced: set[Any] = set()  # streams (conId, or (account, conId)) not heard yet
         self._connected_at: float | None = None
+        self._rows: dict[str, list[tuple[str, str, str]]] = {}  # per account, until a value
         self._client_id_in_use = False
         self._client_id_refused = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -728,6 +729,7 @@ class GatewayConnector:
             self.on_update(account)
 
     def _on_account_value(self, value: Any) -> None:
+        self._rows.pop(value.account, None)
         if self._connected_at is not None and value.account not in self._accounts:
             self._join(value.account)
         self._last_values[value.account] = self.clock()
@@ -828,6 +830,7 @@ class GatewayConnector:
 
     def _clear_streams(self) -> None:
         """A new connection has no subscriptions (nor values to trust) yet."""
+        self._rows.clear()
         self._pnl_subscribed.clear()
         self._holding_values.clear()
         self._streams.clear()
@@ -924,6 +927,10 @@ class GatewayConnector:
         """The watched accounts holding ``con_id`` now."""
         return frozenset(self._holders.get(con_id, ()))
 
+    def holder_count(self, con_id: int) -> int:
+        """How many watched accounts hold ``con_id`` now."""
+        return len(self._holders.get(con_id, ()))
+
     def unit_value(self, con_id: int) -> float | None:
         """The streamed value of one unit held of ``con_id``, in its currency (per contract)."""
         return self._unit_values.get(con_id)
@@ -941,7 +948,7 @@ class GatewayConnector:
             await self._look_up_details(contract)
         finally:
             self._details_pending.discard(contract.conId)
-            self._touch_all()
+            self._touch_holders(contract.conId)
 
     async def _look_up_details(self, contract: Contract) -> None:
         lookup = Contract(conId=contract.conId, exchange=contract.exchange or "SMART")
@@ -971,6 +978,12 @@ class GatewayConnector:
             shares = parse_shares_outstanding(xml or "")
             if shares:
                 self._shares_outstanding[contract.symbol] = shares
+
+    def _touch_holders(self, con_id: int) -> None:
+        """Ask for a fresh evaluation of the accounts holding ``con_id`` (its facts arrived)."""
+        self._changed.set()
+        for account in self._holders.get(con_id, ()):
+            self.on_update(account)
 
     def _touch_all(self) -> None:
         """Ask for a fresh evaluation of every account (new contract facts arrived)."""
@@ -1120,11 +1133,14 @@ class GatewayConnector:
 
     def snapshot(self, account: str) -> AccountSnapshot | None:
         """The account as IB last described it, or ``None`` when IB sent nothing for it."""
-        rows = [
-            (value.tag, value.value, value.currency)
-            for value in self.ib.accountValues(account)
-            if not value.modelCode
-        ]
+        rows = self._rows.get(account)
+        if rows is None:  # ib_async filters every account's values on each call: keep them
+            rows = [
+                (value.tag, value.value, value.currency)
+                for value in self.ib.accountValues(account)
+                if not value.modelCode
+            ]
+            self._rows[account] = rows
         if not rows:
             return None
         return build_snapshot(

@@ -39,7 +39,7 @@ from monitor.clock import Clock, utc_now
 from monitor.estimate import (
     Baseline,
     LiveBook,
-    estimate,
+    LiveBooks,
     estimate_error,
     make_baseline,
     moved_since,
@@ -135,7 +135,7 @@ class MonitorService:
         self._moved: set[int] = set()  # contracts whose shared price moved
         self._moved_holdings: set[tuple[str, int]] = set()  # holdings whose own value moved
         self._repriced: set[str] = set()  # accounts whose live book moved materially
-        self.books: dict[str, LiveBook] = {}
+        self.live = LiveBooks()
         self.min_move = settings.monitor.evaluate_min_move
         self.live_evaluations = 0
         self._wake = asyncio.Event()
@@ -183,28 +183,29 @@ class MonitorService:
         holdings, self._moved_holdings = self._moved_holdings, set()
         if not (moved or holdings):
             return
-        connector, books, dirty = self.connector, self.books, self._dirty
+        connector, live, dirty = self.connector, self.live, self._dirty
         touched: set[str] = set()
         for con_id in moved:
             unit = connector.unit_value(con_id)
-            for account in connector.holders(con_id):
-                book = books.get(account)
-                if book is None or unit is None or not book.move(con_id, unit):
-                    dirty.add(account)
-                else:
-                    touched.add(account)
+            if unit is None:
+                dirty.update(connector.holders(con_id))
+                continue
+            live.move_contract(con_id, unit, touched)
+            if live.holder_count(con_id) != connector.holder_count(con_id):
+                dirty.update(connector.holders(con_id) - live.holders(con_id))
         for account, con_id in holdings:
-            book = books.get(account)
+            book = live.get(account)
             holding = book.holdings.get(con_id) if book is not None else None
-            value = (
-                connector.holding_value(account, con_id, holding.quantity) if holding else None
-            )
+            value = None
+            if book is not None and holding is not None:
+                quantity = book.positions[holding.index].quantity
+                value = connector.holding_value(account, con_id, quantity)
             if book is None or value is None or not book.set_value(con_id, value):
                 dirty.add(account)
             else:
                 touched.add(account)
         for account in touched - dirty:
-            if books[account].material():
+            if live.books[account].material():
                 self._repriced.add(account)
 
     def _on_link(self, state: LinkState) -> None:
@@ -456,14 +457,14 @@ class MonitorService:
         """
         link = self.connector.state
         config = self.settings.rules
-        book = self.books.get(account)
+        book = self.live.get(account)
         if not rebuild and book is not None and self._missing_reason(account, book.current) is None:
             live = book.snapshot(self.clock())
             book.mark_evaluated()
             self.last_estimates[account] = live
             self.live_evaluations += 1
             return live, with_caveat(live, evaluate(live, self.context(account, live), config))
-        self.books.pop(account, None)
+        self.live.drop(account)
         if is_link_account(account):  # the link itself: only the health rule applies
             context = self.context(account, None)
             placeholder = AccountSnapshot(account, "", context.now)
@@ -501,14 +502,15 @@ class MonitorService:
             if baseline is not None and (estimated_before or moved_since(baseline, snapshot)):
                 self._record_estimate_error(account, baseline, snapshot)
             baseline = self.baselines[account] = make_baseline(snapshot, self.known_rate)
-            self.books[account] = LiveBook(baseline, snapshot, self.min_move)
+            self.live.put(account, LiveBook(baseline, snapshot, self.min_move))
             return snapshot
         baseline = self.baselines[account] = baseline.filled(snapshot)
-        self.books[account] = LiveBook(baseline, snapshot, self.min_move)
+        book = LiveBook(baseline, snapshot, self.min_move)
+        self.live.put(account, book)
         if not moved_since(baseline, snapshot):
             self.last_estimates.pop(account, None)
             return snapshot
-        estimated = estimate(baseline, replace(snapshot, as_of=self.clock()))
+        estimated = book.snapshot(self.clock())  # = estimate(baseline, snapshot) now
         self.last_estimates[account] = estimated
         return estimated
 

@@ -201,7 +201,9 @@ def test_only_the_accounts_whose_values_moved_are_evaluated_and_the_tick_does_al
             stop = asyncio.Event()
             daemon = asyncio.create_task(run_daemon(settings, stop, service))
             try:
-                await until(lambda: service.connector.ready() and len(service.books) == 3, 10, "up")
+                await until(
+                    lambda: service.connector.ready() and len(service.live.books) == 3, 10, "up"
+                )
                 assert await service.settle(5)
                 seen.clear()
                 gateway.set_prices({"ONLYC": 10.5})  # C: +35 on NLV ~1,945 (1.8%)
