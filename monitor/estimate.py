@@ -295,8 +295,8 @@ class _Holding:
     """
 
     __slots__ = (
-        "book", "by_rate", "evaluated", "index", "moves", "option", "rate", "scale", "sign",
-        "signed", "value",
+        "book", "by_rate", "evaluated", "index", "limit", "moves", "option", "rate", "scale",
+        "sign", "signed", "value",
     )
 
     def __init__(
@@ -306,6 +306,7 @@ class _Holding:
         self.book, self.moves, self.by_rate = book, book.moves, book.moves.by_rate
         self.index, self.value, self.evaluated, self.scale = index, value, value, scale
         self.sign = 1.0 if scale > 0 else -1.0
+        self.limit = book.limit
         self.rate, self.signed, self.option = rate, signed, option
 
 
@@ -335,7 +336,6 @@ class LiveBook:
         nlv = baseline.snapshot.net_liquidation
         self.limit = min_move * abs(nlv) if is_number(nlv) else 0.0
         self.holding_moved = False
-        self._stale = False  # positions lag the holdings' values
         rates = current.exchange_rates
         values = baseline.values
         for index, position in enumerate(self.positions):
@@ -385,7 +385,6 @@ class LiveBook:
         moves.gross += change_abs
         moves.by_rate[holding.rate] += change_abs
         holding.value = value
-        self._stale = True
         if abs(value - holding.evaluated) > self.limit:
             self.holding_moved = True
         return True
@@ -407,20 +406,18 @@ class LiveBook:
     def snapshot(self, as_of: datetime) -> AccountSnapshot:
         """The estimate now (positions carrying their latest values), stamped ``as_of``."""
         positions = self.positions
-        if self._stale:
-            for holding in self.holdings.values():
-                p = positions[holding.index]
-                if p.market_value_base == holding.value:
-                    continue
-                fx = holding.scale / p.quantity
-                own = holding.value / fx
-                units = p.quantity * p.multiplier
-                positions[holding.index] = Position(
-                    p.symbol, p.con_id, p.sec_type, p.quantity, p.currency,
-                    own / units if units else p.market_price, own, holding.value,
-                    p.average_cost, p.stock_type, p.multiplier, p.exchange,
-                )  # positional: dataclasses.replace costs ten times more, 200 times a look
-            self._stale = False
+        for holding in self.holdings.values():
+            p = positions[holding.index]
+            if p.market_value_base == holding.value:
+                continue
+            fx = holding.scale / p.quantity
+            own = holding.value / fx
+            units = p.quantity * p.multiplier
+            positions[holding.index] = Position(
+                p.symbol, p.con_id, p.sec_type, p.quantity, p.currency,
+                own / units if units else p.market_price, own, holding.value,
+                p.average_cost, p.stock_type, p.multiplier, p.exchange,
+            )  # positional: dataclasses.replace costs ten times more, 200 times a look
         current = replace(self.current, positions=tuple(positions), as_of=as_of)
         return apply_moves(self.baseline, current, self.moves)
 
@@ -482,25 +479,22 @@ class LiveBooks:
                 if holding.book.move(con_id, unit_value):
                     touched.add(account)
             return
-        for account, holding in holdings.items():  # the hot loop: inlined LiveBook._set
+        for holding in holdings.values():  # the hot loop: LiveBook._set, inlined
             value = unit_value * holding.scale
             change = value - holding.value
-            if not change:
-                continue
-            moves = holding.moves
+            holding.value = value
             if holding.signed:
+                moves = holding.moves
                 moves.signed += change
+                moves.gross += change * holding.sign
                 if holding.option:
                     moves.options += change
-            change_abs = change * holding.sign
-            moves.gross += change_abs
-            holding.by_rate[holding.rate] += change_abs
-            holding.value = value
-            book = holding.book
-            book._stale = True
-            if abs(value - holding.evaluated) > book.limit:
-                book.holding_moved = True
-            touched.add(account)
+            else:
+                holding.moves.gross += change * holding.sign
+            holding.by_rate[holding.rate] += change * holding.sign
+            if abs(value - holding.evaluated) > holding.limit:
+                holding.book.holding_moved = True
+        touched.update(holdings)
 
 
 def options_caveat(snapshot: AccountSnapshot) -> str | None:

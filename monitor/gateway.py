@@ -64,6 +64,9 @@ PER_CONTRACT = "per_contract"
 PER_HOLDING = "per_holding"
 PRICE_STREAMS = (PER_CONTRACT, PER_HOLDING)
 
+#: While not every holding is priced, how often the connector logs how far it has got (s).
+PRICING_REPORT_EVERY = 10.0
+
 #: Accounts whose values are subscribed one by one at connect (ib_async stops at 50 by default).
 MAX_ACCOUNTS = 10_000
 
@@ -453,6 +456,7 @@ class GatewayConnector:
         self._holders: dict[int, set[str]] = {}  # conId -> watched accounts holding it
         self._unpriced: set[Any] = set()  # streams (conId, or (account, conId)) not heard yet
         self._connected_at: float | None = None
+        self._next_pricing_report = 0.0
         self._rows: dict[str, list[tuple[str, str, str]]] = {}  # per account, until a value
         self._client_id_in_use = False
         self._client_id_refused = asyncio.Event()
@@ -553,6 +557,7 @@ class GatewayConnector:
         self._last_read = moment
         self._clear_streams()
         self._connected_at = moment
+        self._next_pricing_report = PRICING_REPORT_EVERY
         log.info("connected", endpoint=self.endpoint, accounts=self._accounts)
         self._subscribe_position_values()
         self._subscribe_benchmark()
@@ -661,6 +666,7 @@ class GatewayConnector:
                     return
                 if self.quiet_for() >= self.probe_after:
                     await self._probe()
+                self._report_pricing()
         finally:
             stop_wait.cancel()
 
@@ -770,6 +776,23 @@ class GatewayConnector:
         self._heard(con_id)
         self._changed.set()
         self.on_price(con_id, None)
+
+    def _report_pricing(self) -> None:
+        """Every 10 s while streams have not all spoken: how far pricing has got."""
+        if not self._unpriced or self._connected_at is None:
+            return
+        elapsed = self.monotonic() - self._connected_at
+        if elapsed < self._next_pricing_report:
+            return
+        self._next_pricing_report = elapsed + PRICING_REPORT_EVERY
+        streams = self.stream_count()
+        log.info(
+            "pricing holdings",
+            streams_heard=streams - len(self._unpriced),
+            streams=streams,
+            price_streams=self.price_streams,
+            seconds=round(elapsed, 1),
+        )
 
     def _heard(self, key: Any) -> None:
         """A stream's first value: once every stream has spoken, say how long it took."""

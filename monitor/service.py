@@ -338,7 +338,11 @@ class MonitorService:
             await self._recover()
         self._record_link(self.clock())
         for account in self.accounts():
-            self.request_evaluation(account)
+            if self.live.get(account) is not None and account in self.last_estimates:
+                self._repriced.add(account)  # on an estimate: the rules look at it again
+            else:  # rebuilt from IB's values (a history sample when they are IB's own)
+                self._dirty.add(account)
+        self._wake.set()
 
     async def prune_history(self) -> None:
         """Scheduled: drop history older than the retention."""
