@@ -253,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(handler=cmd_simulate)
 
     test = commands.add_parser(
-        "notify-test", parents=[common], help="send a test notification through the routing"
+        "notify-test",
+        parents=[common],
+        help="send a test notification through the routing and ping the heartbeat URL",
     )
     test.add_argument(
         "--severity", choices=["info", "warning", "critical", "summary"], default="info"
@@ -409,7 +411,7 @@ def prepare(args: argparse.Namespace, *, level: str | None = None) -> Settings:
         raise ConfigError(
             f"[monitor] log_file {log_file} cannot be written: {error.strerror or error}"
         ) from None
-    warning = insecure_permissions_warning(args.config, settings)
+    warning = insecure_permissions_warning(args.config)
     if warning:
         structlog.get_logger("monitor.cli").warning("insecure configuration file", advice=warning)
     return settings
@@ -700,29 +702,48 @@ def ensure_free(host: str, port: int) -> None:
 
 
 def cmd_notify_test(args: argparse.Namespace) -> int:
-    """Send one test message per matching target and report what each did."""
+    """Send one test message per matching target, and one ping to the heartbeat URL, and
+    report what each did; 1 when one failed, 2 with nothing to test."""
     from monitor.app import build_notifier, build_store
 
     settings = prepare(args, level="WARNING")
+    heartbeat = settings.notify.heartbeat_url
     # A test is sent directly, never through the outbox: no state file is needed for it.
     with build_store(settings, in_memory=True) as store:
         notifier = build_notifier(settings, store)
-        if not notifier.targets:
+        if not notifier.targets and heartbeat is None:
             print(
                 "no notification targets configured "
-                "([notify] urls, [[notify.targets]] or [notify] config)"
+                "([notify] urls, [[notify.targets]] or [notify] config, or heartbeat_url)"
             )
             return 2
-        results = asyncio.run(notifier.send_test(args.severity))
+        results = asyncio.run(notifier.send_test(args.severity)) if notifier.targets else []
     failures = 0
     for result in results:
         status = "ok" if result.ok else f"FAILED: {result.error}"
         failures += 0 if result.ok else 1
         print(f"{result.name:<20} {status}")
-    if not results:
+    if heartbeat is not None:
+        failures += 0 if ping_heartbeat(heartbeat.get_secret_value()) else 1
+    if notifier.targets and not results:
         print(f"no target receives severity {args.severity!r}")
         return 1
     return 1 if failures else 0
+
+
+def ping_heartbeat(url: str) -> bool:
+    """``notify-test``'s ping of the heartbeat URL (the plain one, as while healthy), printed
+    as one line with the URL shown without its path; True when it answered."""
+    from monitor.heartbeat import Heartbeat
+
+    heartbeat = Heartbeat(url)
+
+    async def ping() -> tuple[bool, str]:
+        return await heartbeat.ping("ok")
+
+    ok, error = asyncio.run(ping())
+    print(f"{'heartbeat':<20} {'ok' if ok else f'FAILED: {error}'} ({heartbeat.shown})")
+    return ok
 
 
 def cmd_reset_peak(args: argparse.Namespace) -> int:

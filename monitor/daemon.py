@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import urllib.request
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -27,9 +26,9 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from monitor.heartbeat import Heartbeat
 from monitor.logs import redactor
 from monitor.metrics import MetricsServer
-from monitor.notifier import Attempt, secret_fragments
 from monitor.service import MonitorService
 from monitor.settings import ConfigError, Settings, is_loopback
 from monitor.summary import send_daily_summary
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
     from monitor.web import WebServer
 
 log = structlog.get_logger("monitor.daemon")
-
-HEARTBEAT_TIMEOUT = 10.0
 
 
 def warn_if_exposed(host: str, listener: str) -> None:
@@ -167,6 +164,7 @@ class Daemon:
         if self.metrics_server is not None:
             server = self.metrics_server
             await bind(server, "metrics")
+            redactor.allow(server.url)  # an address the monitor publishes, nothing secret
             log.info("metrics endpoint", url=server.url)
             warn_if_exposed(server.host, "metrics endpoint")
             tasks.append(asyncio.create_task(self.metrics_server.serve(stop), name="metrics"))
@@ -180,40 +178,18 @@ class Daemon:
         return tasks
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        """Call the dead man's switch URL while the monitor is healthy."""
+        """``/start``, then the dead man's switch every ``heartbeat_seconds``: ``<url>`` while
+        healthy, ``<url>/fail`` while blind (:mod:`monitor.heartbeat`)."""
         secret = self.settings.notify.heartbeat_url
         if secret is None:
             return
-        url = secret.get_secret_value()
-        redactor.register(secret_fragments(url))
-        every = self.settings.notify.heartbeat_seconds
-        pending: Attempt | None = None
-        while not stop.is_set():
-            if self.service.healthy() and not (pending is not None and pending.busy):
-                pending = Attempt(lambda: _ping(url, HEARTBEAT_TIMEOUT), "heartbeat").start()
-                try:
-                    ok, error = await asyncio.wait_for(
-                        asyncio.shield(pending.result), HEARTBEAT_TIMEOUT
-                    )
-                except TimeoutError:
-                    pending.cut()
-                    ok, error = False, f"no answer within {HEARTBEAT_TIMEOUT:g} s"
-                if not ok:
-                    log.warning("heartbeat failed", error=error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+        heartbeat = Heartbeat(secret.get_secret_value())
+        await heartbeat.run(self.service.healthy, self.settings.notify.heartbeat_seconds, stop)
 
 
-def _ping(url: str, timeout: float) -> tuple[bool, str]:
-    """One GET of the heartbeat URL (in an :class:`~monitor.notifier.Attempt`'s thread)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            response.read(1024)
-    except Exception as error:
-        return False, type(error).__name__
-    return True, ""
 def announce_web_server(server: WebServer) -> None:
     """Log where the status page is; beyond loopback, a warning that says the token guards it."""
+    redactor.allow(server.url)  # never carries the token
     if is_loopback(server.host):
         log.info("status page", url=server.url, token_required=server.protected)
     else:
@@ -222,5 +198,3 @@ def announce_web_server(server: WebServer) -> None:
             "serve it behind TLS so the token does not cross the network in clear",
             url=server.url,
         )
-
-

@@ -45,6 +45,13 @@ CLIENT_ID_IN_USE = 326
 CLIENT_ID_ADVICE = "set [ib] client_id to a number no other API client uses"
 SERVER_CONNECTIVITY_BROKEN = 2110
 FUNDAMENTALS_NOT_ALLOWED = 10358
+#: Errors that only answer a request the connector awaits, whose caller says what they mean
+#: (200 no such contract, 162 no daily bars, 430 no fundamentals for this security): logged
+#: at debug here, so each is one line.
+ANSWERED_TO_CALLER = frozenset({162, 200, 430})
+#: IB ``stockType`` values of funds and notes: they have no shares outstanding worth asking
+#: for (IB answers 430 to the fundamentals request of every ETF).
+FUND_TYPES = frozenset({"ETF", "ETN", "ETC", "ETP", "ETMF", "FUND", "CEF", "CLOSED-END FUND"})
 #: The longest frame accepted: IB's own API client refuses anything longer (ibapi's
 #: ``MAX_MSG_LEN``, 16 MB less a byte); a longer length prefix can only be a broken stream.
 MAX_FRAME = 0xFFFFFF
@@ -839,6 +846,8 @@ class GatewayConnector:
             self.on_link(self.state)
         elif 2100 <= code < 2200 or code in (FUNDAMENTALS_NOT_ALLOWED, 10167):
             log.debug("gateway notice", code=code, message=message)
+        elif code in ANSWERED_TO_CALLER and req_id > 0:
+            log.debug("gateway answer to a request", code=code, message=message, req_id=req_id)
         else:
             log.warning("gateway error", code=code, message=message, req_id=req_id)
 
@@ -984,6 +993,8 @@ class GatewayConnector:
             self._stock_types[contract.conId] = details[0].stockType or ""
         if not (self.fundamentals and contract.secType == "STK"):
             return
+        if self._stock_types.get(contract.conId, "").upper() in FUND_TYPES:
+            return  # a fund has no shares outstanding to ask for (IB answers 430)
         async with self._fundamentals_lock:  # one at a time: the first 10358 stops the rest
             if not self.fundamentals:
                 return

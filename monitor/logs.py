@@ -5,6 +5,13 @@ Every line passes :class:`Redactor`, which blanks registered secrets (Apprise UR
 URLs and each of their credential parts) and the credential part of any ``scheme://`` URL, so a
 token never reaches a log, at any level.
 
+Addresses the monitor publishes itself (the metrics endpoint, the status page, the heartbeat
+shown without its path) are registered with :meth:`Redactor.allow` and stay readable.
+
+One line per event: ib_async reports every IB error, a refused connection and a closed socket
+in its own lines, and Apprise every failed delivery, while the connector and the notifier say
+the same in plain words; :class:`AlreadySaid` drops those doubles at the handlers.
+
 A secret is blanked whatever its length: one of :data:`SHORT_SECRET` characters or more
 wherever it appears, a shorter one (a 3-letter password, a chat id) where it stands as a word
 of its own, so it cannot eat into ordinary words of the log line.
@@ -59,6 +66,7 @@ class Redactor:
     def __init__(self) -> None:
         self._secrets: set[str] = set()
         self._mask = masker(())
+        self._public: set[str] = set()
 
     def register(self, secrets: Iterable[str]) -> None:
         """Add secret strings that must never appear in output."""
@@ -67,9 +75,21 @@ class Redactor:
         if len(self._secrets) != before:
             self._mask = masker(self._secrets)
 
+    def allow(self, *urls: str) -> None:
+        """Keep these exact addresses readable (ones the monitor publishes, holding nothing
+        secret: the metrics endpoint, the status page)."""
+        self._public.update(url for url in urls if url)
+
     def clean(self, text: str) -> str:
-        """Return ``text`` with every secret and every URL's credentials blanked."""
-        return _URL.sub(_redact_url, self._mask(text))
+        """Return ``text`` with every secret and every URL's credentials blanked (the
+        published addresses of :meth:`allow` kept as they are)."""
+        kept = sorted((url for url in self._public if url in text), key=len, reverse=True)
+        for index, url in enumerate(kept):
+            text = text.replace(url, f"\x00{index}\x00")
+        text = _URL.sub(_redact_url, self._mask(text))
+        for index, url in enumerate(kept):
+            text = text.replace(f"\x00{index}\x00", url)
+        return text
 
     def _clean_value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -148,6 +168,7 @@ def configure_logging(
         )
     )
     handlers: list[logging.Handler] = [console]
+    console.addFilter(ALREADY_SAID)
     if log_file is not None:
         log_file = log_file.expanduser()
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +188,7 @@ def configure_logging(
                 ],
             )
         )
+        file_handler.addFilter(ALREADY_SAID)
         handlers.append(file_handler)
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -189,16 +211,38 @@ def configure_logging(
         "urllib3",
     ):
         logging.getLogger(name).setLevel(noisy_level)
-    wrapper = logging.getLogger("ib_async.wrapper")
-    if not any(isinstance(f, HandledIBErrors) for f in wrapper.filters):
-        wrapper.addFilter(HandledIBErrors())
 
 
-class HandledIBErrors(logging.Filter):
-    """Drop ib_async's own lines for IB codes the connector handles and logs in plain words."""
+class AlreadySaid(logging.Filter):
+    """Drop a library's line for an event the monitor logs itself, in plain words.
 
-    _HANDLED = re.compile(r"^Error (326|1100|1101|1102|2110|10358|21\d\d|10167)\b")
+    - ib_async's ``Error <code>, reqId ...`` / ``Warning ...``: the connector handles every IB
+      error code (``errorEvent``) and logs each it does not expect as "gateway error", and a
+      request's own caller reports what its error means (no contract, no daily bars);
+    - ib_async's "API connection failed", "Make sure API port ..." and "Peer closed
+      connection": the connector logs "gateway unavailable" (with the fix) and "disconnected
+      from gateway";
+    - Apprise's lines while the notifier sends (its threads are named ``notify <target>``):
+      the notifier logs the outcome once, with Apprise's reason in it.
+    """
+
+    _IB_ERROR = re.compile(r"^(Error|Warning) -?\d+, reqId ")
+    _IB_CLIENT = re.compile(
+        r"^(API connection failed|Make sure API port|Peer closed connection|Disconnected\.$)"
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """False (drop) for a handled code."""
-        return not self._HANDLED.match(record.getMessage())
+        """False (drop) for a line that doubles one of the monitor's own."""
+        name = record.name
+        if name == "ib_async.wrapper":
+            return not self._IB_ERROR.match(record.getMessage())
+        if name == "ib_async.client":
+            return not self._IB_CLIENT.match(record.getMessage())
+        if name == "apprise" or name.startswith("apprise."):
+            return not (record.threadName or "").startswith(NOTIFY_THREAD)
+        return True
+
+
+#: The prefix of the notifier's sending threads (``monitor.notifier.Attempt`` names).
+NOTIFY_THREAD = "notify "
+ALREADY_SAID = AlreadySaid()

@@ -1,8 +1,13 @@
 """Prometheus metrics and a health endpoint, served from the event loop on 127.0.0.1.
 
-``/metrics`` exposes the last evaluated figures per account, the age of IB's last update, the
-connection state, notifications by severity and result, evaluation duration and the estimate's
-error; ``/healthz`` answers 200 only while the monitor is reading the gateway and the data is
+``/metrics`` exposes the last evaluated figures per account, when IB last updated them (a
+timestamp in seconds, and its age), the connection state, reconnections, notifications by
+severity and result, the outbox's pending rows, evaluation duration, the estimate's error and
+a ``build_info``, by Prometheus conventions: counters end in ``_total``, no ``_created``
+series, units in the name; the series of an account that left the managed list go with it
+(its alert levels stay while an alert on it is open). A scrape asking for OpenMetrics (``Accept:
+application/openmetrics-text``) gets that exposition, any other the classic text format.
+``/healthz`` answers 200 only while the monitor is reading the gateway and the data is
 fresh (503 otherwise: disconnected, a wedged link, values older than the stale limit), so a
 container orchestrator or an uptime checker can tell a blind or deaf monitor from a healthy one.
 The ``healthy`` gauge says the same.
@@ -15,13 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import platform
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from typing import Protocol
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from rules.lifecycle import AlertState
@@ -49,6 +68,10 @@ class _Connector(Protocol):
     @property
     def state(self) -> _Link: ...
     def values_age(self, account: str) -> float | None: ...
+    def last_values_at(self, account: str) -> datetime | None: ...
+    def accounts(self) -> list[str]: ...
+    @property
+    def link_account(self) -> str: ...
 
 
 class MetricsSource(Protocol):
@@ -64,12 +87,31 @@ class MetricsSource(Protocol):
     def connector(self) -> _Connector: ...
     def clock(self) -> datetime: ...
     def healthy(self) -> bool: ...
+    def outbox_pending(self) -> int | None: ...
+
+
+def build_labels() -> dict[str, str]:
+    """``build_info``'s labels: the monitor's version, Python's and ib_async's (read from the
+    installed distributions' metadata, without importing anything)."""
+
+    def of(distribution: str) -> str:
+        try:
+            return installed_version(distribution)
+        except PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "version": of("ibkr-margin-monitor"),
+        "python": platform.python_version(),
+        "ib_async": of("ib_async"),
+    }
 
 
 class Metrics:
     """The service's metrics on a private registry (one per service, so tests stay apart)."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # before any metric exists: no ``*_created`` series
         self.registry = CollectorRegistry(auto_describe=True)
         self.notifications = Counter(
             f"{PREFIX}_notifications",
@@ -92,17 +134,21 @@ class Metrics:
         """Register the collector that reads ``source`` at scrape time."""
         self.registry.register(_SourceCollector(source))
 
-    def render(self) -> bytes:
-        """The exposition text."""
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition the ``Accept`` header asks for (OpenMetrics or the classic text
+        format) and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
 
 class _SourceCollector(Collector):
     def __init__(self, source: MetricsSource) -> None:
         self.source = source
+        self.build = build_labels()
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         service = self.source
+        connector = service.connector
         families = {
             "net_liquidation": GaugeMetricFamily(
                 f"{PREFIX}_net_liquidation",
@@ -130,6 +176,11 @@ class _SourceCollector(Collector):
             "1 when the figures are an estimate between IB updates",
             labels=["account"],
         )
+        stamp = GaugeMetricFamily(
+            f"{PREFIX}_last_update_timestamp_seconds",
+            "When IB last pushed account values (Unix time)",
+            labels=["account"],
+        )
         age = GaugeMetricFamily(
             f"{PREFIX}_last_update_age_seconds",
             "Seconds since IB last pushed account values",
@@ -145,7 +196,10 @@ class _SourceCollector(Collector):
             "Current alert level per rule (0 ok, 1 warning, 2 critical)",
             labels=["account", "rule"],
         )
+        managed = set(connector.accounts())
         for account, view in list(service.views.items()):
+            if account not in managed:
+                continue  # an account that left: its figures go with it
             snapshot = view.snapshot
             if snapshot is not None:
                 values = {
@@ -158,27 +212,46 @@ class _SourceCollector(Collector):
                     if value is not None:
                         families[name].add_metric([account, snapshot.base_currency], value)
                 estimated.add_metric([account], 1.0 if snapshot.estimated else 0.0)
-            seconds = service.connector.values_age(account)
+            seconds = connector.values_age(account)
             if seconds is not None:
                 age.add_metric([account], seconds)
+            at = connector.last_values_at(account)
+            if at is not None:
+                stamp.add_metric([account], at.timestamp())
         for account, value in list(service.estimate_errors.items()):
-            error.add_metric([account], value)
+            if account in managed:
+                error.add_metric([account], value)
         levels = {"ok": 0.0, "unknown": 0.0, "warning": 1.0, "critical": 2.0}
         for (account, rule), state in list(service.states.items()):
-            severity.add_metric([account, rule], levels.get(str(state.severity), 0.0))
-        link = service.connector.state
+            level = levels.get(str(state.severity), 0.0)
+            if account in managed or account == connector.link_account or level:
+                severity.add_metric([account, rule], level)
+        link = connector.state
         connected = GaugeMetricFamily(f"{PREFIX}_connected", "1 while connected to the gateway")
         connected.add_metric([], 1.0 if link.connected else 0.0)
         live = GaugeMetricFamily(f"{PREFIX}_data_live", "0 after IB error 1100 until restored")
         live.add_metric([], 1.0 if link.connected and link.live else 0.0)
-        reconnects = GaugeMetricFamily(f"{PREFIX}_reconnects", "Reconnection attempts since start")
+        reconnects = CounterMetricFamily(
+            f"{PREFIX}_reconnects", "Reconnection attempts to the gateway since start"
+        )
         reconnects.add_metric([], float(link.reconnects))
         healthy = GaugeMetricFamily(
             f"{PREFIX}_healthy", "1 while the gateway is being read and the data is fresh"
         )
         healthy.add_metric([], 1.0 if service.healthy() else 0.0)
         yield from families.values()
-        yield from (estimated, age, error, severity, connected, live, reconnects, healthy)
+        yield from (estimated, stamp, age, error, severity, connected, live, reconnects, healthy)
+        pending = service.outbox_pending()
+        if pending is not None:  # None: the state file cannot be read now
+            outbox = GaugeMetricFamily(
+                f"{PREFIX}_outbox_pending",
+                "Notifications (one per target) waiting in the outbox for delivery",
+            )
+            outbox.add_metric([], float(pending))
+            yield outbox
+        yield InfoMetricFamily(
+            f"{PREFIX}_build", "The monitor's version, Python's and ib_async's", value=self.build
+        )
 
 
 REQUEST_TIMEOUT = 5.0
@@ -239,9 +312,9 @@ class MetricsServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            path = await asyncio.wait_for(_read_request(reader), REQUEST_TIMEOUT)
+            path, accept = await asyncio.wait_for(_read_request(reader), REQUEST_TIMEOUT)
             try:
-                status, body, kind = self._route(path)
+                status, body, kind = self._route(path, accept)
             except Exception:  # a scrape must never take the endpoint (or the loop) down
                 log.exception("metrics request failed", path=path)
                 status, body, kind = "500 Internal Server Error", b"error\n", "text/plain"
@@ -265,9 +338,10 @@ class MetricsServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    def _route(self, path: str) -> tuple[str, bytes, str]:
+    def _route(self, path: str, accept: str = "") -> tuple[str, bytes, str]:
         if path == "/metrics":
-            return "200 OK", self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
+            body, kind = self.metrics.render(accept)
+            return "200 OK", body, kind
         if path == "/healthz":
             if self.healthy():
                 return "200 OK", b"ok\n", "text/plain"
@@ -275,13 +349,19 @@ class MetricsServer:
         return "404 Not Found", b"not found\n", "text/plain"
 
 
-async def _read_request(reader: asyncio.StreamReader) -> str:
-    """The path of one HTTP request (headers read and ignored, bounded in count and size)."""
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
+    """The path of one HTTP request and its ``Accept`` header (the other headers read and
+    ignored, bounded in count and size)."""
     request = await reader.readline()
+    accept = ""
     for _ in range(MAX_HEADERS):
-        if (await reader.readline()) in (b"\r\n", b"\n", b""):
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
             break
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "accept":
+            accept = value.strip()
     else:
         raise ValueError("too many header lines")
     parts = request.decode("latin-1").split()
-    return parts[1].split("?", 1)[0] if len(parts) >= 2 else "/"
+    return (parts[1].split("?", 1)[0] if len(parts) >= 2 else "/"), accept

@@ -69,7 +69,7 @@ import structlog
 from apprise import NotifyFormat, NotifyType
 
 from monitor.clock import Clock, utc_now
-from monitor.logs import masker, redactor
+from monitor.logs import NOTIFY_THREAD, masker, redactor
 from monitor.settings import Settings, mask_url
 from monitor.store import OutboxItem, Store, StoreError, scrub_error
 from rules.catalog import unit_of
@@ -957,7 +957,7 @@ class Notifier:
             return True, ""
 
         await lane.room()
-        attempt = Attempt(call, f"notify {target.name}").start()
+        attempt = Attempt(call, f"{NOTIFY_THREAD}{target.name}").start()
         lane.attempts.add(attempt)
         try:
             return await asyncio.wait_for(asyncio.shield(attempt.result), self.send_timeout)

@@ -382,6 +382,14 @@ class MonitorService:
                 return False
         return True
 
+    def outbox_pending(self) -> int | None:
+        """Notifications (one row per target) waiting in the outbox, for the metrics; ``None``
+        when the state file cannot be read now."""
+        try:
+            return self.store.pending_count()
+        except Exception:  # a scrape never fails on the state file (degraded: said elsewhere)
+            return None
+
     # -- evaluation ------------------------------------------------------------------------
 
     def _ago(self, now: datetime, seconds: float | None) -> datetime | None:

@@ -36,6 +36,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -161,6 +162,15 @@ class NotifySettings(_Section):
     def _check_quiet(cls, value: str | None) -> str | None:
         if value is not None:
             parse_window(value)
+        return value
+
+    @field_validator("heartbeat_url")
+    @classmethod
+    def _check_heartbeat(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = heartbeat_url_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(problem)
         return value
 
     _check_quiet_zone = field_validator("quiet_hours_timezone")(_time_zone)
@@ -510,20 +520,95 @@ def _with_apprise_config_found(settings: Settings, file_path: Path | None) -> Se
     return settings.model_copy(update={"notify": notify})
 
 
-def insecure_permissions_warning(
-    path: str | os.PathLike[str] | None, settings: Settings
-) -> str | None:
-    """A warning when a config file holding secrets is readable by other users, else ``None``."""
-    file_path = config_path(path)
-    if file_path is None or not settings.secrets() or not file_path.exists():
-        return None
-    mode = file_path.stat().st_mode
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        return (
-            f"{file_path} holds notification secrets and is readable by other users; "
-            f"run: chmod 600 {file_path}"
-        )
+def heartbeat_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a heartbeat (ping) address, in words without any part of it;
+    ``None`` when it is an http(s) URL with a host."""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        _ = parts.port
+    except ValueError:
+        return "not a URL (expected http(s)://host/path, e.g. https://hc-ping.com/<uuid>)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must be an http:// or https:// URL (e.g. https://hc-ping.com/<uuid>)"
+    if not host:
+        return "has no host (expected http(s)://host/path, e.g. https://hc-ping.com/<uuid>)"
     return None
+
+
+#: Apprise schemes that post to a web address: their host is an address, not a key.
+_WEB_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms", "http", "https"})
+#: Query keys whose values are credentials.
+_CREDENTIAL_KEYS = re.compile(r"token|key|secret|pass|auth|sig|cred|session|pwd", re.I)
+
+
+def url_holds_secret(url: str, *, path_is_secret: bool = True) -> bool:
+    """Whether ``url`` carries a credential: a user or password, a credential-like query
+    value, a key where a host would be (``tgram://<bot token>/...``) or, unless
+    ``path_is_secret`` is False, a path (``json://host/hooks/<token>``). A bare web address
+    (``json://127.0.0.1:8080/``) and ``console://`` carry none."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return True
+    scheme = parts.scheme.lower()
+    if scheme == "console":
+        return False
+    if parts.username or parts.password:
+        return True
+    if any(_CREDENTIAL_KEYS.search(key) for key, _ in parse_qsl(parts.query)):
+        return True
+    if scheme not in _WEB_SCHEMES:
+        return bool(parts.netloc or parts.path.strip("/"))
+    return path_is_secret and bool(parts.path.strip("/"))
+
+
+def file_secrets(data: Mapping[str, Any]) -> list[str]:
+    """The secrets written in a configuration file's own text (its parsed TOML): notification
+    URLs that carry a credential, a heartbeat URL with credentials in it, the web token. A
+    value set only in the environment is not the file's."""
+    notify: Mapping[str, Any] = _table(data, "notify")
+    web: Mapping[str, Any] = _table(data, "web")
+    urls = [url for url in notify.get("urls") or [] if isinstance(url, str)]
+    urls += [
+        target["url"]
+        for target in notify.get("targets") or []
+        if isinstance(target, dict) and isinstance(target.get("url"), str)
+    ]
+    found = [url for url in urls if url_holds_secret(url)]
+    heartbeat = notify.get("heartbeat_url")
+    if isinstance(heartbeat, str) and url_holds_secret(heartbeat, path_is_secret=False):
+        found.append(heartbeat)
+    if isinstance(web.get("token"), str) and web["token"]:
+        found.append(web["token"])
+    return found
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """``data[key]`` when it is a table, else an empty one."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def insecure_permissions_warning(path: str | os.PathLike[str] | None) -> str | None:
+    """A warning when the configuration file itself holds a secret (see
+    :func:`file_secrets`) and is readable by other users, else ``None``: a file readable by
+    all but holding no secret (the secrets in the environment, or none) is fine."""
+    file_path = config_path(path)
+    if file_path is None or not file_path.is_file():
+        return None
+    if not file_path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    try:
+        data = _read_toml(file_path)
+    except ConfigError:
+        return None
+    if not file_secrets(data):
+        return None
+    return (
+        f"{file_path} holds secrets (a notification URL with a token, the web token...) and "
+        f"is readable by other users; run: chmod 600 {file_path}"
+    )
 
 
 #: A configuration file is a few kilobytes; anything much larger is not one.

@@ -349,3 +349,11 @@ def write_state(state_dir: Path, now: datetime) -> Path:
             now - timedelta(hours=2),
         )
     return path
+
+
+def examples(thorough: int) -> int:
+    """How many examples a property test draws: all of them in `make test`, a tenth in the
+    edit loop (`make test-fast` sets MARGIN_MONITOR_QUICK_PROPERTIES) so it stays quick."""
+    if os.environ.get("MARGIN_MONITOR_QUICK_PROPERTIES"):
+        return max(10, thorough // 10)
+    return thorough

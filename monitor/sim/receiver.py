@@ -19,6 +19,10 @@ keeps a test from finishing. Counters: :attr:`~Receiver.accepted` (requests read
 now), :attr:`~Receiver.dropped` (closed without a full answer). :attr:`~Receiver.messages`
 holds what was answered 200 in full (a dribbled message once its last byte is out).
 
+A GET or HEAD is a heartbeat ping (healthchecks.io style: ``/<uuid>``, ``/<uuid>/start``,
+``/<uuid>/fail``): answered ``OK`` and kept in :attr:`~Receiver.pings` (its path and arrival),
+or held, refused or reset like a POST under the behaviours above.
+
     with Receiver() as receiver:
         notifier = Notifier([Target("json#1", receiver.url)], store)
         ...
@@ -82,6 +86,21 @@ class ReceivedMessage:
         return found[-1] if found else None
 
 
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """One heartbeat ping answered 200 (a GET or HEAD)."""
+
+    received_at: datetime
+    method: str
+    path: str
+
+    @property
+    def signal(self) -> str:
+        """``start``, ``fail`` or ``ok`` (the plain ping), read from the path's end."""
+        last = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        return last if last in ("start", "fail") else "ok"
+
+
 class Receiver:
     """An HTTP endpoint on 127.0.0.1 that records Apprise ``json://`` notifications."""
 
@@ -99,6 +118,7 @@ class Receiver:
         self._hang_limit = hang_limit
         self._condition = threading.Condition()
         self._messages: list[ReceivedMessage] = []
+        self._pings: list[Ping] = []
         self._rejected = 0
         self._fail_next = 0
         self._failing = False
@@ -242,6 +262,30 @@ class Receiver:
             return list(self._messages)
 
     @property
+    def pings(self) -> list[Ping]:
+        """Every heartbeat ping answered, in arrival order (a copy)."""
+        with self._condition:
+            return list(self._pings)
+
+    def wait_for_pings(self, predicate: Callable[[list[Ping]], bool], timeout: float) -> list[Ping]:
+        """Block until ``predicate(pings)`` holds; TimeoutError listing the signals if not."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while not predicate(list(self._pings)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    signals = [ping.signal for ping in self._pings]
+                    raise TimeoutError(f"condition not met; pings received: {signals}")
+                self._condition.wait(remaining)
+            return list(self._pings)
+
+    async def wait_for_pings_async(
+        self, predicate: Callable[[list[Ping]], bool], timeout: float
+    ) -> list[Ping]:
+        """:meth:`wait_for_pings` for async code."""
+        return await asyncio.to_thread(self.wait_for_pings, predicate, timeout)
+
+    @property
     def rejected(self) -> int:
         """How many requests were answered with HTTP 500."""
         with self._condition:
@@ -255,6 +299,7 @@ class Receiver:
         """Forget what was received."""
         with self._condition:
             self._messages.clear()
+            self._pings.clear()
             self._rejected = 0
 
     def wait_for(self, count: int, timeout: float) -> list[ReceivedMessage]:
@@ -327,6 +372,11 @@ class Receiver:
             self._messages.append(message)
             self._condition.notify_all()
 
+    def _record_ping(self, ping: Ping) -> None:
+        with self._condition:
+            self._pings.append(ping)
+            self._condition.notify_all()
+
     def _count(self, counter: str, step: int = 1) -> None:
         """Change a counter and wake the waiters (tests wait on counters too)."""
         with self._condition:
@@ -353,16 +403,7 @@ def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             behaviour, interval = receiver._accept()
-            if behaviour == "close":
-                self._reset()
-                return
-            if behaviour == "hang":
-                receiver._count("_held")
-                try:
-                    receiver._hold(receiver._hang_limit)
-                finally:
-                    receiver._count("_held", -1)
-                self._reset()
+            if self._drop(behaviour):
                 return
             receiver._released.wait(receiver._hang_limit)
             if receiver._decide(failing=behaviour == "fail"):
@@ -387,12 +428,44 @@ def _handler_for(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             receiver._record(message)
             self._answer(200, b'{"ok": true}')
 
+        def do_GET(self) -> None:
+            self._ping()
+
+        def do_HEAD(self) -> None:
+            self._ping()
+
+        def _ping(self) -> None:
+            """A heartbeat ping: recorded and answered ``OK`` unless told to misbehave."""
+            behaviour, _ = receiver._accept()
+            if self._drop(behaviour):
+                return
+            if receiver._decide(failing=behaviour == "fail"):
+                self._answer(500, b"failing on purpose")
+                return
+            receiver._record_ping(Ping(datetime.now(UTC), self.command, self.path))
+            self._answer(200, b"OK")
+
+        def _drop(self, behaviour: Behaviour) -> bool:
+            """Reset at once ("close") or after holding the request ("hang"): True when the
+            request was dropped so, False when it is to be answered."""
+            if behaviour == "hang":
+                receiver._count("_held")
+                try:
+                    receiver._hold(receiver._hang_limit)
+                finally:
+                    receiver._count("_held", -1)
+            elif behaviour != "close":
+                return False
+            self._reset()
+            return True
+
         def _answer(self, status: int, body: bytes) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
             receiver._count("_completed")
 
         def _dribble(self, status: int, body: bytes, interval: float) -> bool:

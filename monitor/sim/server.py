@@ -58,7 +58,8 @@ with ``await start() -> port``, ``await stop()``, ``await run_timeline(loop=Fals
 ``await send_garbage(kind, client_id=None)`` (GARBAGE_KINDS, or WEDGE_KINDS to wedge the link),
 ``apply_price_updates(count)``, ``await push_account_values()``, ``figures(account)``,
 ``account_values(account)``, ``price(symbol)``, ``await wait_until(predicate)``; counters
-``orders_received``, ``price_updates_applied``, ``price_messages_sent``; it is also an async
+``orders_received``, ``fundamentals_requested`` (symbols, in order), ``price_updates_applied``,
+``price_messages_sent``; it is also an async
 context manager. ``set_managed_accounts(ids, announce=False)`` changes the managed accounts
 (an account joining or leaving an advisor login). :func:`serve` runs one until cancelled,
 starting the timeline when the first client connects. Call everything from the event loop the
@@ -340,6 +341,7 @@ class SimulatedGateway:
         )
         self.max_server_version = server_version or self.scenario.gateway.server_version
         self.orders_received: list[list[str]] = []
+        self.fundamentals_requested: list[str] = []
         self.timeline_done = asyncio.Event()
         self.steps_applied = 0
         self.timeline_passes = 0
@@ -1677,10 +1679,11 @@ class SimulatedGateway:
             currency=fields[8].strip() if len(fields) > 8 else "",
         )
         report = fields[10].strip() if len(fields) > 10 else ""
+        instrument = self._find(query)
+        self.fundamentals_requested.append(instrument.symbol if instrument else query.symbol)
         if not self.scenario.gateway.fundamentals_entitled:
             self._error(client, req_id, 10358)
             return
-        instrument = self._find(query)
         if instrument is None:
             self._error(client, req_id, 200)
             return

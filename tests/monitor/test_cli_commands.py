@@ -40,6 +40,7 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_version_help_and_completion():
     """``--version`` and ``check -V`` print the installed version; the help of ``demo`` and
     ``simulate-gateway`` names every built-in scenario; ``completion bash`` prints a script
@@ -55,6 +56,7 @@ def test_version_help_and_completion():
     assert "complete" in script and "simulate-gateway" in script and "--client-id" in script
 
 
+@pytest.mark.slow
 def test_offline_commands_import_no_heavy_library(tmp_path):
     """``--version``, ``--help``, ``status`` (text and JSON), ``config show``, ``config
     example`` and ``config validate`` of a file without notification URLs load neither

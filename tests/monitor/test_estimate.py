@@ -533,6 +533,7 @@ def cushion_titles(messages: list[ReceivedMessage], account: str) -> list[str]:
     return [m.title for m in messages if m.title.split()[1:3] == [account, "cushion"]]
 
 
+@pytest.mark.slow
 def test_an_estimated_breach_fires_once_and_is_not_repeated_when_ib_confirms(
     simulated_gateway, tmp_path
 ):
@@ -569,6 +570,7 @@ def test_an_estimated_breach_fires_once_and_is_not_repeated_when_ib_confirms(
     assert transitions == len(messages), "every transition was one notification"
 
 
+@pytest.mark.slow
 def test_an_estimate_ib_contradicts_is_corrected_and_its_error_recorded(
     simulated_gateway, tmp_path
 ):

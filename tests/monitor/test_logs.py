@@ -47,3 +47,50 @@ def test_structlog_and_stdlib_lines_are_redacted_in_console_and_json_file(tmp_pa
     lines = [json.loads(line) for line in written.splitlines()]
     assert {line["event"] for line in lines} >= {"delivery failed", "boom"}
     assert any(line.get("logger") == "apprise" for line in lines)
+
+
+def test_library_lines_that_double_the_monitors_own_are_dropped_once(tmp_path):
+    """ib_async's error lines, refused connections and closed sockets, and Apprise's lines
+    from a sending thread are dropped at the handlers, console and file alike, however often
+    logging is set up; their other lines pass."""
+    import threading
+
+    from monitor.logs import NOTIFY_THREAD
+
+    stream = io.StringIO()
+    log_file = tmp_path / "monitor.jsonl"
+    configure_logging("INFO", None, "console")
+    configure_logging("INFO", log_file, "console", stream=stream)  # set up twice: no doubles
+    wrapper = logging.getLogger("ib_async.wrapper")
+    client = logging.getLogger("ib_async.client")
+    wrapper.error("Error 430, reqId 20: We are sorry, but fundamentals data ... not available.")
+    client.error("API connection failed: ConnectionRefusedError(111, 'refused')")
+    client.error("Make sure API port on TWS/IBG is open")
+    client.error("Peer closed connection.")
+    logging.getLogger("ib_async.ib").error("completed orders request timed out")
+
+    def send() -> None:
+        logging.getLogger("apprise").warning("Failed to send JSON POST notification: 500")
+
+    sender = threading.Thread(target=send, name=f"{NOTIFY_THREAD}json#1")
+    sender.start()
+    sender.join()
+    logging.getLogger("apprise").warning("Unsupported format specified in apprise.yml")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for text in (stream.getvalue(), log_file.read_text()):
+        assert "430" not in text and "API connection failed" not in text
+        assert "Make sure API port" not in text and "Peer closed" not in text
+        assert "Failed to send" not in text
+        assert text.count("completed orders request timed out") == 1
+        assert text.count("Unsupported format") == 1
+
+
+def test_published_addresses_stay_readable():
+    """The metrics URL is an address the monitor publishes: shown as it is; any other URL's
+    path is still masked."""
+    clean = Redactor()
+    clean.register(["json://127.0.0.1:9464/"])  # a target on the same address, say
+    clean.allow("http://127.0.0.1:9464/metrics")
+    assert clean.clean("url=http://127.0.0.1:9464/metrics") == "url=http://127.0.0.1:9464/metrics"
+    assert clean.clean("url=http://127.0.0.1:9464/hooks/abc") == "url=http://***"

@@ -13,6 +13,7 @@ import os
 import socket
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -258,6 +259,7 @@ async def malformed(service: MonitorService) -> None:
         assert status == 200 and "margin_monitor_connected" in text
 
         # A collector that fails (here: a corrupt view) answers 500; the endpoint lives on.
+        service.connector._accounts = ["DU666"]
         service.views["DU666"] = "not a view"  # type: ignore[assignment]
         assert (await asyncio.to_thread(get, f"http://127.0.0.1:{port}/metrics"))[0] == 500
         del service.views["DU666"]
@@ -301,3 +303,79 @@ def test_the_daemon_serves_the_endpoint_while_it_runs(tmp_path):
     assert health == 503
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_prometheus_conventions_and_openmetrics(tmp_path):
+    """Counters end in ``_total`` (reconnections too), no ``_created`` series, the outbox's
+    pending rows, ``build_info``, IB's last update as a timestamp in seconds; an account that
+    left the managed list takes its series along (an open alert on it stays); a scrape that
+    asks for OpenMetrics gets it."""
+    clock = Clock(T0)
+    with Receiver() as receiver:
+        service = make_service(tmp_path, receiver, clock)
+        try:
+            asyncio.run(conventions(service, receiver, clock))
+        finally:
+            service.store.close()
+
+
+def get_as(url: str, accept: str) -> tuple[str, str]:
+    """HTTP GET with an ``Accept`` header: the content type and body."""
+    request = urllib.request.Request(url, headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.headers["Content-Type"], response.read().decode()
+
+
+async def conventions(service: MonitorService, receiver: Receiver, clock: Clock) -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+
+    from rules.lifecycle import AlertState
+    from rules.model import Severity
+
+    service.views[ACCOUNT] = AccountView(snapshot(), [], T0)
+    service.views["DU999"] = AccountView(replace(snapshot(), account="DU999"), [], T0)
+    link_up(service, clock, last_values=T0 - timedelta(minutes=2))
+    service.connector.state.reconnects = 3
+    for account, severity in ((ACCOUNT, Severity.OK), ("DU999", Severity.OK)):
+        service.states[(account, "cushion")] = AlertState(account, "cushion", severity)
+    service.states[("DU998", "cushion")] = AlertState("DU998", "cushion", Severity.CRITICAL)
+    receiver.set_failing(True)  # a row stays pending in the outbox
+    service.notifier.enqueue(
+        Notification("n1", ACCOUNT, "cushion", "warning", "fired", "t", "b", T0)
+    )
+
+    server, stop, task = await serving(service, "127.0.0.1")
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        kind, text = await asyncio.to_thread(get_as, url, "text/plain")
+        assert kind.startswith("text/plain")
+        scrape = samples(text)
+        names = {name for name, _ in scrape}
+        assert not [name for name in names if name.endswith("_created")]
+        assert "margin_monitor_reconnects" not in names
+        assert value(scrape, "margin_monitor_reconnects_total") == 3
+        assert value(scrape, "margin_monitor_outbox_pending") == 1
+        assert (
+            value(scrape, "margin_monitor_last_update_timestamp_seconds", account=ACCOUNT)
+            == (T0 - timedelta(minutes=2)).timestamp()
+        )
+        build = [labels for name, labels in scrape if name == "margin_monitor_build_info"]
+        assert len(build) == 1
+        assert {key for key, _ in build[0]} == {"version", "python", "ib_async"}
+        # DU999 is not managed (only DU123 is): its figures and its "ok" alert level are gone;
+        # DU998 left with a critical alert open, which stays visible.
+        assert not [labels for _, labels in scrape if ("account", "DU999") in labels]
+        assert value(scrape, "margin_monitor_alert_severity", account="DU998", rule="cushion") == 2
+        assert value(scrape, "margin_monitor_net_liquidation", account=ACCOUNT, currency="USD")
+
+        kind, text = await asyncio.to_thread(get_as, url, "application/openmetrics-text")
+        assert kind.startswith("application/openmetrics-text")
+        assert text.rstrip().endswith("# EOF")
+        families = {family.name: family for family in om_parse(text)}
+        assert families["margin_monitor_reconnects"].type == "counter"
+        assert families["margin_monitor_build"].type == "info"
+        assert families["margin_monitor_notifications"].type == "counter"
+        assert "_created" not in text
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

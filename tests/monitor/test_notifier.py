@@ -176,6 +176,7 @@ def test_a_failing_target_is_retried_head_first_not_hammered(pager, channel, sto
     assert pager.ids() == ["c0", "c1", "c2"]
 
 
+@pytest.mark.slow
 def test_a_hanging_target_times_out_without_holding_up_the_other(pager, channel, store):
     """A target that never answers is cut off by the send timeout; the other is served."""
     notifier = Notifier(targets(pager, channel), store, clock=Clock(), send_timeout=0.5)

@@ -109,14 +109,51 @@ def test_broken_toml_and_missing_file(tmp_path):
 def test_world_readable_file_with_secrets_gets_a_warning(tmp_path):
     """A config holding tokens that other users can read is flagged with the fix."""
     path = write(tmp_path, f'[notify]\nurls = ["slack://{SECRET}/A/B"]\n')
-    settings = load_settings(path)
-    assert insecure_permissions_warning(path, settings) is None
+    assert insecure_permissions_warning(path) is None
     path.chmod(0o644)
-    warning = insecure_permissions_warning(path, settings)
+    warning = insecure_permissions_warning(path)
     assert warning is not None and "chmod 600" in warning
     assert SECRET not in warning
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'[web]\ntoken = "{SECRET}"\n',
+        f'[notify]\nurls = ["json://127.0.0.1:8080/hooks/{SECRET}"]\n',
+        f'[[notify.targets]]\nurl = "tgram://{SECRET}/12345"\n',
+        f'[notify]\nheartbeat_url = "https://me:{SECRET}@hc.example/ping/abc"\n',
+        f'[notify]\nurls = ["json://127.0.0.1:8080/?token={SECRET}"]\n',
+    ],
+)
+def test_a_readable_file_holding_a_secret_is_flagged(tmp_path, text):
+    """A token, a URL with a credential in its path, host, user or query, the web token."""
+    path = write(tmp_path, text)
+    path.chmod(0o644)
+    warning = insecure_permissions_warning(path)
+    assert warning is not None and "chmod 600" in warning and SECRET not in warning
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[ib]\nport = 4002\n",
+        '[notify]\nurls = ["json://127.0.0.1:8080/", "console://"]\n',
+        '[notify]\nheartbeat_url = "https://hc-ping.com/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"\n',
+    ],
+)
+def test_a_readable_file_without_secrets_is_not_flagged(tmp_path, monkeypatch, text):
+    """Readable by all but holding no secret of its own: no warning, even when the secrets
+    are set in the environment (a heartbeat URL's uuid is an address, not a credential)."""
+    monkeypatch.setenv("MARGIN_MONITOR_NOTIFY__URLS", f"slack://{SECRET}/A/B")
+    monkeypatch.setenv("MARGIN_MONITOR_WEB__TOKEN", SECRET)
+    path = write(tmp_path, text)
+    path.chmod(0o644)
+    assert load_settings(path).secrets()  # the environment holds secrets...
+    assert insecure_permissions_warning(path) is None  # ...the file does not
+
+
+@pytest.mark.slow
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     """`check` with a bad file: exit 3 (unknown), one message on stderr, no traceback."""
     path = write(tmp_path, f'[ib]\nport = "x"\n[notify]\nurls = ["slack://{SECRET}/A/B"]\n')

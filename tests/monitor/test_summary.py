@@ -481,6 +481,7 @@ def test_text_markdown_and_json_carry_the_figures(configured):
     assert data[0]["gaps"][0]["end"] == "2026-06-15T16:07:00+00:00"
 
 
+@pytest.mark.slow
 def test_the_chart_is_a_png_of_the_expected_size(configured, tmp_path):
     """One chart per account with history, a real PNG of CHART_SIZE pixels."""
     settings, _, state_file = configured
@@ -574,6 +575,7 @@ def test_summary_command_without_history_exits_1(tmp_path, capsys):
     assert not (tmp_path / "state" / "monitor.sqlite3").exists()
 
 
+@pytest.mark.slow
 def test_summary_send_delivers_the_text_and_chart_to_a_receiver(configured, capsys):
     """``--send``: one ``info`` POST with the summary and a PNG attachment per account."""
     _, config, _ = configured
@@ -606,6 +608,7 @@ def test_summary_send_without_targets_fails_clearly(configured, capsys):
     assert "no notification targets configured" in captured.err
 
 
+@pytest.mark.slow
 def test_send_daily_summary_saves_markdown_and_sends_once_per_day(configured):
     """The scheduled job: Markdown in the state dir, one ``info`` notification with charts, and
     a second run for the same day (restart, misfire) is not sent again."""
@@ -699,6 +702,7 @@ def test_a_configured_time_zone_and_days_are_honoured(tmp_path):
     assert all(m.astimezone(ZoneInfo("Europe/London")).weekday() == 5 for m in moments)
 
 
+@pytest.mark.slow
 def test_the_daemon_starts_without_importing_matplotlib():
     """matplotlib is imported only when a chart is drawn: the daemon and CLI start fast."""
     code = (

@@ -109,6 +109,7 @@ def test_feed_watchdog_returns_at_once_without_a_watchdog():
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_the_daemon_speaks_the_notify_protocol(notify_socket, tmp_path):
     """``margin-monitor run`` as systemd starts it (Type=notify, WatchdogSec): READY=1 and a
     first WATCHDOG=1 arrive although no gateway answers; SIGTERM ends it with STOPPING=1 and

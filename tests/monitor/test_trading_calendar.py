@@ -6,6 +6,8 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, time
 
+import pytest
+
 from monitor.trading_calendar import trading_day, trading_day_at
 
 
@@ -39,6 +41,7 @@ def test_a_day_beyond_the_calendar_is_unknown():
     assert trading_day(date(2099, 1, 2)) is None
 
 
+@pytest.mark.slow
 def test_the_command_line_starts_without_the_calendar_library():
     """Importing the CLI loads neither exchange_calendars nor pandas (0.5 s): the calendar is
     imported on the first evaluation only."""

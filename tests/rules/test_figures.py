@@ -7,6 +7,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import examples
 
 from rules import figures
 from rules.checks.financing_cost import FinancingCostConfig, InterestTier
@@ -305,7 +306,7 @@ def tier_tables(draw):
     return tuple(tiers)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(tiers=tier_tables(), balance=st.floats(0, 2e8), step=st.floats(0, 1e6))
 def test_tiered_cost_is_continuous_and_non_decreasing(tiers, balance, step):
     """More balance never costs less, and a small step costs at most step x the top rate."""
@@ -316,7 +317,7 @@ def test_tiered_cost_is_continuous_and_non_decreasing(tiers, balance, step):
     assert high - low <= step * top + 1e-6 * max(1.0, high)
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     nlv=st.floats(1_000, 1e8),
     cushion=st.floats(-0.5, 0.95),
@@ -391,7 +392,7 @@ def test_trade_for_distance(excess, slope, rate, change, expected):
     assert figures.trade_for_distance(excess, slope, 0.17, rate, change) == pytest.approx(expected)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(
     long=st.floats(0, 1e6),
     short=st.floats(0, 1e6),

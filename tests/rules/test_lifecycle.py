@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import examples
 
 from monitor.store import Store
 from rules.lifecycle import AlertState, LifecyclePolicy, Transition, notification_id, step
@@ -218,7 +219,7 @@ def to_findings(raw: list[tuple[tuple[str, float | None], int]]) -> list[tuple[F
     return result
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(steps, policies)
 def test_fired_and_resolved_alternate(raw, policy):
     """Per key: fired, (escalated | de-escalated | reminder)*, resolved, fired, ... in order;
@@ -243,7 +244,7 @@ def test_fired_and_resolved_alternate(raw, policy):
     assert firing == (state is not None and state.severity != Severity.OK)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.sampled_from([(0.15, WARNING, WARNING + MARGIN), (0.05, CRITICAL, CRITICAL + MARGIN)]),
     st.lists(st.floats(min_value=0, max_value=1, exclude_max=True), min_size=1, max_size=30),
@@ -265,7 +266,7 @@ def test_a_value_held_between_trigger_and_clear_level_never_changes_state(band, 
         assert new_state == state
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(steps, policies)
 def test_missing_data_never_resolves_or_changes_the_level(raw, policy):
     """A data-missing or unknown finding keeps the level; at most it reminds."""
@@ -278,7 +279,7 @@ def test_missing_data_never_resolves_or_changes_the_level(raw, policy):
             assert transition is None or transition.kind == "reminder"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(steps, policies)
 def test_escalation_is_immediate_and_easing_needs_the_clear_level(raw, policy):
     """A worse severity is alerted at once; the level held is max(sev, min(cur, held))."""
@@ -297,7 +298,7 @@ def test_escalation_is_immediate_and_easing_needs_the_clear_level(raw, policy):
             assert transition.new_severity == finding.severity
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(steps, policies, st.lists(st.booleans(), min_size=60, max_size=60))
 def test_ids_are_stable_across_a_reload_of_the_state(raw, policy, reloads):
     """A run that saves its state to the SQLite store and reloads it (a restart) yields exactly

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import examples
 
 from rules import RulesConfig, evaluate, figures, run_rule
 from rules.actions import apply_action, apply_remedy, up_to_cent
@@ -109,7 +110,7 @@ def configured(pm: bool, reserve: bool) -> RulesConfig:
     )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     book=books(),
     reserve=st.booleans(),

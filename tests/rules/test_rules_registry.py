@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import examples
 
 from rules import RULES, RulesConfig, evaluate, overall_status, run_rule
 from rules.catalog import CATALOG as CATALOG_SPECS
@@ -200,7 +201,7 @@ RICH = RulesConfig(
 )
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow])
 @given(snapshot=snapshots(), peak=st.one_of(st.none(), st.floats(1, 1e7)))
 def test_findings_keep_their_promises(snapshot, peak):
     """Any input: one finding per rule, no crash, warnings carry actions, unknowns are missing
@@ -221,7 +222,7 @@ def test_findings_keep_their_promises(snapshot, peak):
     json.dumps([f.to_dict() for f in findings], allow_nan=False)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], database=None)
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(
     snapshot=snapshots(any_float=True),
     peak=st.one_of(st.none(), st.floats()),

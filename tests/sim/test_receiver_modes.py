@@ -26,6 +26,7 @@ def send(conn: http.client.HTTPConnection) -> None:
     conn.request("POST", "/", body=BODY, headers={"Content-Type": "application/json"})
 
 
+@pytest.mark.slow
 def test_a_dribbling_receiver_answers_one_byte_at_a_time_and_counts_it():
     """Each byte of the answer comes ``dribble_interval`` apart: a client whose read timeout
     exceeds the interval never times out, yet waits the whole dribble (about 80 bytes here);

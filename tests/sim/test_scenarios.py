@@ -523,6 +523,7 @@ def test_simulate_gateway_reports_a_bad_scenario_in_one_line(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_demo_reports_an_unknown_scenario_in_one_line():
     """demo --scenario with an unknown name: one line on stderr listing the built-in ones."""
     result = subprocess.run(

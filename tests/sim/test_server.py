@@ -277,6 +277,7 @@ def test_an_account_can_leave_the_managed_list(simulated_gateway, caplog):
 # -- pushes -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cadence_streams_pnl_but_holds_account_values_until_the_tick(simulated_gateway):
     """With account_push_interval > 0, PnL moves at once; account values wait for the tick."""
 

@@ -78,6 +78,7 @@ def test_requests_without_simulated_data_get_ibs_answer_not_silence(simulated_ga
 # -- wedged link ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", WEDGE_KINDS)
 def test_a_wedged_link_stalls_one_client_and_leaves_the_others(simulated_gateway, kind):
     """After a frame that can never complete (half a frame, or a 2**31-1 length prefix) the
@@ -103,6 +104,7 @@ def test_a_wedged_link_stalls_one_client_and_leaves_the_others(simulated_gateway
     run(body())
 
 
+@pytest.mark.slow
 def test_a_garbage_step_wedges_every_client_from_the_timeline(simulated_gateway, caplog):
     """A timeline step ``garbage = "oversized_prefix"`` reaches every connected client."""
     caplog.set_level(logging.INFO)

@@ -126,6 +126,7 @@ def test_a_price_update_reaches_every_subscription_on_its_contract_and_no_other(
     run(body())
 
 
+@pytest.mark.slow
 def test_the_price_process_runs_at_its_rate_until_stopped(simulated_gateway):
     """With price_updates_per_second set, updates stream without anyone calling: a subscriber
     sees several values, and the account values follow within a second (push interval 0)."""
@@ -149,6 +150,7 @@ def test_the_price_process_runs_at_its_rate_until_stopped(simulated_gateway):
     run(body())
 
 
+@pytest.mark.slow
 def test_simulate_gateway_serves_a_generated_book_at_a_price_rate_in_its_own_process():
     """`margin-monitor simulate-gateway --scenario generated:2x2x3 --price-rate 200` runs in
     its own process: ib_async connects, sees both accounts and streaming values; a

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("monitor.app",),
     ("monitor.daemon",),
     ("monitor.service", "monitor.web"),
-    ("monitor.summary", "monitor.metrics", "monitor.webview"),
+    ("monitor.summary", "monitor.metrics", "monitor.webview", "monitor.heartbeat"),
     (
         "monitor.notifier",
         "monitor.gateway",

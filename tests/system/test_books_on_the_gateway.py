@@ -95,6 +95,7 @@ def check_json(simulated_gateway, scenario, tmp_path, capsys) -> tuple[int, dict
     return code, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_check_json_on_accounts_in_deficit(simulated_gateway, scenario_file, tmp_path, capsys):
     """A deficit is critical whatever NLV is, and no meaningless ratio is shown.
 

@@ -88,6 +88,7 @@ def get(url: str) -> int:
 # -- blind from the first second ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_gateway_unreachable_from_the_first_start_is_blind_by_its_endpoint(
     simulated_gateway, tmp_path
 ):
@@ -137,6 +138,7 @@ def test_a_gateway_unreachable_from_the_first_start_is_blind_by_its_endpoint(
 # -- a clock stepped either way ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_clock_step_either_way_neither_stalls_delivery_nor_invents_or_hides_an_alert(
     simulated_gateway, tmp_path
 ):

@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import sqlite3
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -151,6 +150,7 @@ def test_drop_and_restart_mid_breach_fire_once_hold_and_recover_once(simulated_g
     assert len(ids) == len(set(ids))
 
 
+@pytest.mark.slow
 def test_a_long_outage_alerts_monitor_blind_once_then_recovers(simulated_gateway, tmp_path):
     """Disconnected longer than blind_minutes: one critical "monitor blind" alert (no repeat
     while it lasts), then a recovery message once data flows again."""
@@ -254,6 +254,7 @@ def test_a_disconnect_inside_the_restart_window_waits_until_it_outlasts_it(
     ]
 
 
+@pytest.mark.slow
 def test_a_blind_alert_raised_before_the_restart_window_is_not_resolved_by_it(
     simulated_gateway, tmp_path
 ):
@@ -307,6 +308,7 @@ def test_a_blind_alert_raised_before_the_restart_window_is_not_resolved_by_it(
 # -- 2. IB connectivity errors 1100 / 1101 / 1102 ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_1100_holds_the_alert_and_1102_carries_on_with_the_data_kept(simulated_gateway, tmp_path):
     """1100: data marked not live, findings say so and hold the alert even though prices
     recover meanwhile; after stale_minutes of that, a stale-data warning; 1102: no reconnect,
@@ -462,6 +464,7 @@ def test_a_second_monitor_with_the_same_client_id_gets_a_clear_message(simulated
 # -- 4. a notification endpoint that fails, then recovers ---------------------------------------
 
 
+@pytest.mark.slow
 def test_an_endpoint_answering_500_loses_nothing_and_delivers_each_id_once(
     simulated_gateway, tmp_path
 ):
@@ -512,6 +515,7 @@ def test_an_endpoint_answering_500_loses_nothing_and_delivers_each_id_once(
     assert rejected >= 4 and len(failures) >= 4
 
 
+@pytest.mark.slow
 def test_a_receiver_that_is_down_for_a_while_loses_nothing(simulated_gateway, tmp_path):
     """The endpoint is gone (connection refused) during the breach and comes back on the same
     port: every notification is delivered once, in order."""
@@ -706,6 +710,7 @@ def test_sigkill_between_outbox_write_and_send_then_restart_delivers_once(
 # -- 6. a clean restart of the daemon during a breach -------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_restart_during_a_breach_sends_nothing_new(simulated_gateway, tmp_path):
     """Stop and start the daemon (same state directory) while the cushion is critical: the
     new process resumes the stored alert states and sends nothing."""
@@ -742,6 +747,7 @@ def test_a_restart_during_a_breach_sends_nothing_new(simulated_gateway, tmp_path
 # -- 7. bad input ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_garbage_frames_do_not_crash_the_monitor(simulated_gateway, tmp_path):
     """Each kind of malformed frame (wrong field count, non-numeric number, truncated frame,
     unknown message id) mid-breach: no crash, no repeat, the monitor keeps working and
@@ -784,6 +790,7 @@ def test_garbage_frames_do_not_crash_the_monitor(simulated_gateway, tmp_path):
     ],
     ids=["empty", "sentinel", "nan", "zero-nlv", "negative-nlv", "empty-el", "nan-el"],
 )
+@pytest.mark.slow
 def test_missing_or_absurd_values_never_resolve_a_firing_alert(simulated_gateway, tmp_path, values):
     """While the cushion is critical, IB sends unusable values and prices recover: the
     finding says the data is missing and the alert holds; real values then resolve it once."""
@@ -818,6 +825,7 @@ def test_missing_or_absurd_values_never_resolve_a_firing_alert(simulated_gateway
     assert titles(messages, ACCOUNT, "cushion") == [CRITICAL, RESOLVED]
 
 
+@pytest.mark.slow
 def test_an_account_that_leaves_the_managed_list_holds_its_alerts(simulated_gateway, tmp_path):
     """DU1000001 disappears from managedAccounts (reconnect): its findings say the data is
     missing and its alert holds; when it comes back still breached nothing repeats, and the
@@ -874,85 +882,45 @@ def test_an_account_that_leaves_the_managed_list_holds_its_alerts(simulated_gate
 # -- 10. the dead man's switch -----------------------------------------------------------------
 
 
-class PingCounter:
-    """A healthchecks-style endpoint on 127.0.0.1 that counts GET/POST pings."""
-
-    def __init__(self) -> None:
-        self.pings: list[float] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> PingCounter:
-        """Listen on a free loopback port."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        """The ping address (with a token-like path, as healthchecks.io uses)."""
-        return f"http://127.0.0.1:{self.port}/ping/0f1e2d3c-uuid"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            self.pings.append(time.monotonic())
-            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK")
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-def test_the_heartbeat_is_called_while_healthy_and_stops_while_the_gateway_is_down(
+@pytest.mark.slow
+def test_the_heartbeat_starts_pings_while_healthy_and_fails_while_blind(
     simulated_gateway, tmp_path
 ):
-    """``[notify] heartbeat_url``: pinged every ``heartbeat_seconds`` while the monitor is
-    healthy, not while the gateway is down, and again once it is back."""
+    """``[notify] heartbeat_url`` the healthchecks.io way, to a real local receiver: ``/start``
+    first, ``<url>`` every ``heartbeat_seconds`` while healthy, ``<url>/fail`` while the
+    gateway is down, plain pings again once it is back."""
 
-    async def scenario() -> tuple[int, int, int]:
-        pings = await PingCounter().start()
-        try:
+    async def scenario() -> list[str]:
+        with Receiver() as pings:
+            url = f"{pings.http_url}ping/0f1e2d3c-uuid"
             async with simulated_gateway("selloff") as gateway:
                 settings = make_settings(
                     tmp_path,
                     gateway.port,
                     [],
-                    notify={"heartbeat_url": pings.url, "heartbeat_seconds": 0.05},
+                    notify={"heartbeat_url": url, "heartbeat_seconds": 0.05},
                 )
-                async with daemon(settings) as (service, recorder):
+                async with daemon(settings):
                     await gateway.wait_for_clients(1, timeout=10)
-                    await until(lambda: len(pings.pings) >= 3, 10, "heartbeats while healthy")
+                    await pings.wait_for_pings_async(
+                        lambda got: [p.signal for p in got].count("ok") >= 3, 10
+                    )
                     await gateway.stop()
-                    await until(lambda: not service.connector.state.connected, 5, "link down")
-                    down_at = time.monotonic()
-                    mark = len(recorder.views)
-                    await until(  # ticks every 0.2 s: a second of outage, ~20 heartbeat periods
-                        lambda: len(recorder.since(mark, ACCOUNT, "cushion")) >= 5,
-                        10,
-                        "a second of outage",
+                    await pings.wait_for_pings_async(
+                        lambda got: [p.signal for p in got].count("fail") >= 3, 10
                     )
-                    up_at = time.monotonic()
-                    during = sum(1 for at in pings.pings if down_at < at < up_at)
-                    healthy_before = sum(1 for at in pings.pings if at <= down_at)
                     await gateway.start()
-                    await until(
-                        lambda: sum(1 for at in pings.pings if at > up_at) >= 3,
-                        10,
-                        "heartbeats once the gateway is back",
+                    await pings.wait_for_pings_async(
+                        lambda got: [p.signal for p in got][-3:] == ["ok"] * 3, 10
                     )
-                    return healthy_before, during, sum(1 for at in pings.pings if at > up_at)
-        finally:
-            await pings.stop()
+            assert all(p.path.startswith("/ping/0f1e2d3c-uuid") for p in pings.pings)
+            return [p.signal for p in pings.pings]
 
-    before, during, after = asyncio.run(scenario())
-    assert before >= 3
-    assert during <= 1, "at most one ping already on its way when the link dropped"
-    assert after >= 3
+    signals = asyncio.run(scenario())
+    assert signals[0] == "start" and signals.count("start") == 1
+    first_fail = signals.index("fail")
+    last_fail = len(signals) - 1 - signals[::-1].index("fail")
+    assert signals[1:first_fail].count("ok") >= 3, "pinged while healthy"
+    # While blind: /fail only (one ping at a time, so they arrive in the order judged).
+    assert signals[first_fail : last_fail + 1].count("ok") == 0
+    assert signals[last_fail + 1 :].count("ok") >= 3

@@ -100,6 +100,7 @@ def _product_trees() -> list[tuple[Path, ast.Module]]:
     return [(path, ast.parse(path.read_text(), filename=str(path))) for path in PRODUCT]
 
 
+@pytest.mark.slow
 def test_no_product_module_refers_to_an_order_method():
     """No attribute access or name in monitor/ or rules/ is an order method (strings such as
     the simulator's table of message names are fine: they are not calls)."""
@@ -118,6 +119,7 @@ def test_no_product_module_refers_to_an_order_method():
     assert not offences, offences
 
 
+@pytest.mark.slow
 def test_every_connect_call_is_read_only():
     """Each ``connectAsync``/``connect`` on an IB object in the product passes readonly=True."""
     calls = []
@@ -148,6 +150,7 @@ HEARTBEAT_TOKEN = "hb-1c2d3e4f-5a6b-7c8d"
 SECRETS = (PASSWORD, TOKEN, HEARTBEAT_TOKEN)
 
 
+@pytest.mark.slow
 def test_secrets_never_reach_logs_errors_or_the_state_file(simulated_gateway, tmp_path, capfd):
     """Notify URL ``json://alice:<password>@127.0.0.1:PORT/hooks/<token>`` and a heartbeat URL
     with a token, DEBUG logging to the console and a JSON file, deliveries that fail before

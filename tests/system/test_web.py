@@ -51,6 +51,7 @@ def shown_cushion(html: str, account: str) -> str:
     return figure.group(1)
 
 
+@pytest.mark.slow
 def test_the_pages_show_the_figures_check_json_prints(simulated_gateway, tmp_path):
     """Each card's cushion is ``check --json``'s to the two decimals shown (before the
     sell-off moves: EL 30,824 / NLV 102,840 = 29.97% for the leveraged account); the account
@@ -221,6 +222,7 @@ def test_the_stream_pushes_each_change_and_the_lost_gateway(simulated_gateway, t
     assert 'data-level="critical"' in blind["html"]
 
 
+@pytest.mark.slow
 def test_the_summaries_archive_lists_and_renders_each_day_with_its_charts(
     simulated_gateway, tmp_path
 ):
