@@ -144,6 +144,7 @@ class Run:
     priced: float | None = None
     progress: str | None = None  # how far pricing got, when it did not finish
     progress_seconds: float = 0.0
+    connects: int = 0
     streams: int | None = None
     holdings: int | None = None
     latencies: list[float] = field(default_factory=list)
@@ -308,6 +309,7 @@ async def measure(args: argparse.Namespace, mode: str, directory: Path) -> Run:
         run.rss.append(rss_mb(daemon.pid))
         lines, offset = log_lines(log_file, 0)
         for line in lines:
+            run.connects += line.get("event") == "connected"
             if line.get("event") == "pricing holdings" and run.priced is None:
                 run.progress = (
                     f"{line['streams_heard']:,} of {line['streams']:,} streams heard "
@@ -365,6 +367,11 @@ def report(run: Run, args: argparse.Namespace) -> None:
         )
     elif run.progress:
         print(f"not every holding priced within the run: {run.progress}")
+    if run.connects > 1:
+        print(
+            f"the daemon connected {run.connects} times: the gateway drops a client that falls "
+            "32 MB behind, and it starts again (pricing restarts)"
+        )
     for note in run.notes:
         print(f"note: {note}")
     lat = run.latencies
