@@ -38,7 +38,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import machine, median, percentile, rss_mb, verdict
+from _common import cpu_seconds, free_port, machine, median, percentile, rss_mb, verdict
 
 from monitor.sim.receiver import Receiver
 
@@ -57,20 +56,6 @@ PROBE_TIMEOUT = 20.0
 TARGETS = {"priced": 15.0, "p50": 0.150, "p99": 0.300, "cpu": 35.0, "rss": 200.0}
 RSS_FLAT_MB = 10.0
 ERROR_TARGET = 0.0005
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the simulated gateway's process ---------------------------------------------------------

@@ -32,6 +32,16 @@ FIGURES = (
     "cushion",
 )
 RATES = {"EUR": 1.1, "USD": 1.0}
+#: 100 shares of a stock at 50 (a hand-made holding of the unit tests).
+STOCK = {
+    "con_id": 8,
+    "symbol": "X",
+    "sec_type": "STK",
+    "quantity": 100.0,
+    "multiplier": 1.0,
+    "currency": "USD",
+    "price": 50.0,
+}
 
 
 @st.composite
@@ -171,16 +181,7 @@ def test_options_move_nlv_not_elv_in_the_live_book() -> None:
         "currency": "USD",
         "price": 4.0,
     }
-    stock = {
-        "con_id": 8,
-        "symbol": "X",
-        "sec_type": "STK",
-        "quantity": 100.0,
-        "multiplier": 1.0,
-        "currency": "USD",
-        "price": 50.0,
-    }
-    start = (position(call, 4.0), position(stock, 50.0))
+    start = (position(call, 4.0), position(STOCK, 50.0))
     baseline = make_baseline(authoritative(start, 10_000.0), rate_lookup({}, {}))
     live = LiveBook(baseline, baseline.snapshot)
     assert live.move(7, 2.0 * 100)  # value per contract held: price x multiplier
@@ -196,17 +197,8 @@ def test_a_material_move_is_one_past_the_fraction_of_nlv() -> None:
     """With 0.01% of NLV (~$11 here) a $5 move is not material, a further $10 is; the
     evaluation resets the reference; 0 makes any move material; a holding the book cannot
     move alone (unknown at the baseline) is refused."""
-    stock = {
-        "con_id": 8,
-        "symbol": "X",
-        "sec_type": "STK",
-        "quantity": 100.0,
-        "multiplier": 1.0,
-        "currency": "USD",
-        "price": 50.0,
-    }
     baseline = make_baseline(
-        authoritative((position(stock, 50.0),), 105_000.0), rate_lookup({}, {})
+        authoritative((position(STOCK, 50.0),), 105_000.0), rate_lookup({}, {})
     )
     live = LiveBook(baseline, baseline.snapshot, 0.0001)
     anything = LiveBook(baseline, baseline.snapshot)
