@@ -16,33 +16,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import socket
 import struct
 import subprocess
 import sys
 import time
 
-from _common import machine, rss_mb, verdict
+from _common import cpu_seconds, free_port, machine, rss_mb, verdict
 
 from monitor.sim.protocol import frame
 
 REPORT = re.compile(r"price process: (\d+) updates/s applied, (\d+) messages/s sent")
 CPU_TARGET = 50.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Client:

@@ -134,6 +134,7 @@ def build_connector(
         monotonic=monotonic,
         benchmark=benchmark_spec(settings),
         client_id_advice=client_id_advice or CLIENT_ID_ADVICE,
+        price_streams=ib.price_streams,
     )
 
 

@@ -40,7 +40,8 @@ Standard library only.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from math import isfinite
 from typing import Any
 
@@ -172,16 +173,23 @@ def make_baseline(snapshot: AccountSnapshot, known_rate: RateLookup) -> Baseline
     )
 
 
-def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
-    """The baseline's figures moved by the position values of ``current``, marked estimated.
+@dataclass(slots=True)
+class Moves:
+    """What moved since the baseline, in base currency: the signed values (NLV), the options'
+    share of that (not in ELV), the absolute values (GPV), and the absolute values by
+    maintenance rate (the requirements)."""
 
-    ``current`` carries the latest position values; its account figures are ignored (IB has
-    not pushed new ones yet: they are the baseline's).
-    """
-    base = baseline.snapshot
+    signed: float = 0.0
+    options: float = 0.0
+    gross: float = 0.0
+    by_rate: dict[float, float] = field(default_factory=dict)
+
+
+def measure_moves(baseline: Baseline, current: AccountSnapshot) -> Moves:
+    """The moves of ``current``'s positions since ``baseline`` (the whole book: O(holdings))."""
     values, quantities, rates = baseline.values, baseline.quantities, baseline.maintenance_rates
-    d_signed = d_gross = d_options = 0.0  # d_options: the options' share of d_signed
-    by_rate: dict[float, float] = {}  # maintenance rate -> change of absolute value
+    moves = Moves()
+    by_rate = moves.by_rate
     seen: set[int] = set()
     for position in current.positions:
         con_id = position.con_id
@@ -193,9 +201,8 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
         if before is None and con_id in baseline.unvalued:
             continue  # its value at the baseline is unknown, so is its move (see `filled`)
         if before is None:  # opened since the baseline: a cash-neutral trade at today's price
-            known = baseline.known_rate(position)
-            rate = baseline.rest_rate if known is None else known
-            d_gross += abs(value)
+            rate = opened_rate(baseline, position)
+            moves.gross += abs(value)
             by_rate[rate] = by_rate.get(rate, 0.0) + abs(value)
             continue
         quantity_before = quantities[con_id]
@@ -204,19 +211,41 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
             change = value - before * (position.quantity / quantity_before)
         else:
             change = value - before
-        d_signed += change
+        moves.signed += change
         if is_option(position):
-            d_options += change
+            moves.options += change
         change_abs = abs(value) - abs(before)
-        d_gross += change_abs
+        moves.gross += change_abs
         rate = rates[con_id]
         by_rate[rate] = by_rate.get(rate, 0.0) + change_abs
     if not seen.issuperset(values):
         for con_id, before in values.items():
             if con_id not in seen:  # closed since the baseline: its exposure is gone
-                d_gross -= abs(before)
+                moves.gross -= abs(before)
                 rate = rates[con_id]
                 by_rate[rate] = by_rate.get(rate, 0.0) - abs(before)
+    return moves
+
+
+def opened_rate(baseline: Baseline, position: Position) -> float:
+    """The maintenance rate of a position opened since the baseline."""
+    known = baseline.known_rate(position)
+    return baseline.rest_rate if known is None else known
+
+
+def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
+    """The baseline's figures moved by the position values of ``current``, marked estimated.
+
+    ``current`` carries the latest position values; its account figures are ignored (IB has
+    not pushed new ones yet: they are the baseline's).
+    """
+    return apply_moves(baseline, current, measure_moves(baseline, current))
+
+
+def apply_moves(baseline: Baseline, current: AccountSnapshot, moves: Moves) -> AccountSnapshot:
+    """``current`` with the baseline's figures moved by ``moves``, marked estimated."""
+    base = baseline.snapshot
+    by_rate = moves.by_rate
     d_req = [sum(rate * change for rate, change in by_rate.items())]
     for name in REQUIREMENTS[1:]:
         ratio = baseline.ratios.get(name, 1.0)
@@ -227,11 +256,11 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
 
     # AccountSnapshot field -> its moved value (float | None); Any because replace() checks
     # each keyword against its own field type, which a dict of figures cannot express.
-    d_equity = d_signed - d_options  # what moves ELV: everything but the options
+    d_equity = moves.signed - moves.options  # what moves ELV: everything but the options
     changes: dict[str, Any] = {
-        "net_liquidation": moved(base.net_liquidation, d_signed),
+        "net_liquidation": moved(base.net_liquidation, moves.signed),
         "equity_with_loan": moved(base.equity_with_loan, d_equity),
-        "gross_position_value": moved(base.gross_position_value, d_gross),
+        "gross_position_value": moved(base.gross_position_value, moves.gross),
     }
     for name, delta in zip(REQUIREMENTS, d_req, strict=True):
         changes[name] = moved(getattr(base, name), delta)
@@ -255,6 +284,217 @@ def estimate(baseline: Baseline, current: AccountSnapshot) -> AccountSnapshot:
         estimated=True,
         authoritative_as_of=base.as_of,
     )
+
+
+class _Holding:
+    """One position of a :class:`LiveBook`: how a new value of it moves the book's figures.
+
+    ``scale`` turns the contract's value per unit held into this holding's base-currency
+    value (quantity x exchange rate); ``sign`` is the sign of that value for a non-negative
+    price, so the change of its absolute value is ``sign`` times the change of its value.
+    """
+
+    __slots__ = (
+        "book", "by_rate", "evaluated", "index", "limit", "moves", "option", "rate", "scale",
+        "sign", "signed", "value",
+    )
+
+    def __init__(
+        self, book: LiveBook, index: int, value: float, scale: float, rate: float, signed: bool,
+        option: bool,
+    ) -> None:
+        self.book, self.moves, self.by_rate = book, book.moves, book.moves.by_rate
+        self.index, self.value, self.evaluated, self.scale = index, value, value, scale
+        self.sign = 1.0 if scale > 0 else -1.0
+        self.limit = book.limit
+        self.rate, self.signed, self.option = rate, signed, option
+
+
+class LiveBook:
+    """An account's estimate kept up to date one holding at a time.
+
+    Built from a baseline and a snapshot of the current positions (``measure_moves`` once,
+    O(holdings)); then a new streamed value of one holding moves the figures by that holding's
+    delta (O(1): :meth:`set_value`, or :class:`LiveBooks` for a contract's every holder), so a
+    price update costs O(holders), not O(book). :meth:`snapshot` equals
+    ``estimate(baseline, current)`` on the same values (up to float rounding; IB's next push
+    re-bases it). A holding it cannot move alone (its value at the baseline unknown, or no
+    value yet) is left out: the caller rebuilds from a full snapshot.
+
+    :meth:`material` says whether the account's inputs moved by more than ``min_move`` of its
+    NLV since :meth:`mark_evaluated`: a figure (NLV, ELV, GPV, maintenance) or one holding.
+    """
+
+    def __init__(
+        self, baseline: Baseline, current: AccountSnapshot, min_move: float = 0.0
+    ) -> None:
+        self.baseline = baseline
+        self.current = current
+        self.moves = measure_moves(baseline, current)
+        self.positions = list(current.positions)
+        self.holdings: dict[int, _Holding] = {}
+        nlv = baseline.snapshot.net_liquidation
+        self.limit = min_move * abs(nlv) if is_number(nlv) else 0.0
+        self.holding_moved = False
+        rates = current.exchange_rates
+        values = baseline.values
+        for index, position in enumerate(self.positions):
+            con_id = position.con_id
+            value, own = position.market_value_base, position.market_value
+            fx = rates.get(position.currency)
+            if not (is_number(value) and is_number(own) and fx and position.quantity):
+                continue
+            before = values.get(con_id)
+            if before is None and con_id in baseline.unvalued:
+                continue
+            if before is None:
+                rate, signed = opened_rate(baseline, position), False
+            else:
+                rate, signed = baseline.maintenance_rates[con_id], True
+            self.moves.by_rate.setdefault(rate, 0.0)
+            self.holdings[con_id] = _Holding(
+                self, index, value, position.quantity * fx, rate, signed, is_option(position)
+            )
+        self._evaluated_figures = self._figures()
+
+    def move(self, con_id: int, unit_value: float) -> bool:
+        """A holding's new value from its contract's value per unit held (own currency);
+        False when this book cannot move it alone."""
+        holding = self.holdings.get(con_id)
+        if holding is None:
+            return False
+        return self._set(holding, unit_value * holding.scale)
+
+    def set_value(self, con_id: int, value: float) -> bool:
+        """A holding's new market value (own currency); False when it cannot be moved alone."""
+        holding = self.holdings.get(con_id)
+        if holding is None:
+            return False
+        return self._set(holding, value * holding.scale / self.positions[holding.index].quantity)
+
+    def _set(self, holding: _Holding, value: float) -> bool:
+        if not isfinite(value):
+            return False
+        change = value - holding.value
+        change_abs = abs(value) - abs(holding.value)
+        moves = self.moves
+        if holding.signed:
+            moves.signed += change
+            if holding.option:
+                moves.options += change
+        moves.gross += change_abs
+        moves.by_rate[holding.rate] += change_abs
+        holding.value = value
+        if abs(value - holding.evaluated) > self.limit:
+            self.holding_moved = True
+        return True
+
+    def _figures(self) -> tuple[float, float, float, float]:
+        moves = self.moves
+        maintenance = sum(rate * change for rate, change in moves.by_rate.items())
+        return (moves.signed, moves.signed - moves.options, moves.gross, maintenance)
+
+    def material(self) -> bool:
+        """True when a figure or a holding moved by more than ``min_move`` of NLV since the
+        last evaluation (any move at all when ``min_move`` is 0)."""
+        if self.holding_moved:
+            return True
+        now = self._figures()
+        limit = self.limit
+        return any(abs(a - b) > limit for a, b in zip(now, self._evaluated_figures, strict=True))
+
+    def snapshot(self, as_of: datetime) -> AccountSnapshot:
+        """The estimate now (positions carrying their latest values), stamped ``as_of``."""
+        positions = self.positions
+        for holding in self.holdings.values():
+            p = positions[holding.index]
+            if p.market_value_base == holding.value:
+                continue
+            fx = holding.scale / p.quantity
+            own = holding.value / fx
+            units = p.quantity * p.multiplier
+            positions[holding.index] = Position(
+                p.symbol, p.con_id, p.sec_type, p.quantity, p.currency,
+                own / units if units else p.market_price, own, holding.value,
+                p.average_cost, p.stock_type, p.multiplier, p.exchange,
+            )  # positional: dataclasses.replace costs ten times more, 200 times a look
+        current = replace(self.current, positions=tuple(positions), as_of=as_of)
+        return apply_moves(self.baseline, current, self.moves)
+
+    def mark_evaluated(self) -> None:
+        """The rules have seen the book as it is now."""
+        for holding in self.holdings.values():
+            holding.evaluated = holding.value
+        self.holding_moved = False
+        self._evaluated_figures = self._figures()
+
+
+class LiveBooks:
+    """Every account's live book, indexed by contract, so that a contract's new price moves
+    each holder's book in one pass (:meth:`move_contract`: O(holders), no per-holding calls)."""
+
+    def __init__(self) -> None:
+        self.books: dict[str, LiveBook] = {}
+        self._by_contract: dict[int, dict[str, _Holding]] = {}
+
+    def get(self, account: str) -> LiveBook | None:
+        """The account's live book, if it has one."""
+        return self.books.get(account)
+
+    def put(self, account: str, book: LiveBook) -> None:
+        """Make ``book`` the account's live book (replacing its former one)."""
+        self.drop(account)
+        self.books[account] = book
+        for con_id, holding in book.holdings.items():
+            self._by_contract.setdefault(con_id, {})[account] = holding
+
+    def drop(self, account: str) -> None:
+        """Forget the account's live book."""
+        book = self.books.pop(account, None)
+        if book is None:
+            return
+        for con_id in book.holdings:
+            holders = self._by_contract.get(con_id)
+            if holders is not None:
+                holders.pop(account, None)
+                if not holders:
+                    del self._by_contract[con_id]
+
+    def holder_count(self, con_id: int) -> int:
+        """How many live books hold ``con_id`` (movable by its price)."""
+        return len(self._by_contract.get(con_id, ()))
+
+    def holders(self, con_id: int) -> set[str]:
+        """The accounts whose live books hold ``con_id``."""
+        return set(self._by_contract.get(con_id, ()))
+
+    def move_contract(self, con_id: int, unit_value: float, touched: set[str]) -> None:
+        """Move every holder's book by its holding's delta at ``unit_value`` (the contract's
+        value per unit held, own currency); add the accounts that moved to ``touched``."""
+        holdings = self._by_contract.get(con_id)
+        if not holdings:
+            return
+        if not (unit_value >= 0 and isfinite(unit_value)):
+            for account, holding in holdings.items():
+                if holding.book.move(con_id, unit_value):
+                    touched.add(account)
+            return
+        for holding in holdings.values():  # the hot loop: LiveBook._set, inlined
+            value = unit_value * holding.scale
+            change = value - holding.value
+            holding.value = value
+            if holding.signed:
+                moves = holding.moves
+                moves.signed += change
+                moves.gross += change * holding.sign
+                if holding.option:
+                    moves.options += change
+            else:
+                holding.moves.gross += change * holding.sign
+            holding.by_rate[holding.rate] += change * holding.sign
+            if abs(value - holding.evaluated) > holding.limit:
+                holding.book.holding_moved = True
+        touched.update(holdings)
 
 
 def options_caveat(snapshot: AccountSnapshot) -> str | None:

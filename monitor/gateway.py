@@ -64,6 +64,19 @@ SUPERVISE_EVERY = 1.0
 DELAYED_IF_NOT_SUBSCRIBED = 3
 
 
+#: How positions are priced between IB's account pushes: one reqPnLSingle per distinct contract
+#: on one holder account, shared by every account holding it (the default), or one per
+#: (account, holding) as before issue 14 (kept for comparison: bench/scale.py).
+PER_CONTRACT = "per_contract"
+PER_HOLDING = "per_holding"
+PRICE_STREAMS = (PER_CONTRACT, PER_HOLDING)
+
+#: While not every holding is priced, how often the connector logs how far it has got (s).
+PRICING_REPORT_EVERY = 10.0
+
+#: Accounts whose values are subscribed one by one at connect (ib_async stops at 50 by default).
+MAX_ACCOUNTS = 10_000
+
 #: The pseudo-account that stands for the link itself until an account has been seen.
 LINK_ACCOUNT = "gateway@"
 
@@ -374,6 +387,9 @@ class LinkState:
 
 
 UpdateCallback = Callable[[str], None]
+#: ``on_price(con_id, account)``: a streamed value moved; ``account`` is ``None`` when the
+#: contract's shared stream moved (every holder's value), else the one holding that moved.
+PriceCallback = Callable[[int, str | None], None]
 
 
 class GatewayConnector:
@@ -382,6 +398,12 @@ class GatewayConnector:
     ``on_update(account)`` is called whenever anything about an account changes (values,
     positions, streamed position values); the service decides when to evaluate.
     ``on_link(state)`` is called when the link goes up, down, or loses live data.
+    ``on_price(con_id, account)`` is called when a streamed position value moved: with
+    ``price_streams="per_contract"`` (the default) one reqPnLSingle per distinct contract runs
+    on one holder account and its value per unit prices every account holding it
+    (``account`` is then ``None``); the stream moves to another holder when its holder closes
+    the position, and ends when nobody holds it. Requests are paced by ib_async (45 a second,
+    IB allows 50), streams first, contract look-ups after.
     """
 
     def __init__(
@@ -403,7 +425,11 @@ class GatewayConnector:
         monotonic: Callable[[], float] = time.monotonic,
         benchmark: BenchmarkSpec | None = None,
         client_id_advice: str = CLIENT_ID_ADVICE,
+        price_streams: str = PER_CONTRACT,
     ) -> None:
+        if price_streams not in PRICE_STREAMS:
+            raise ValueError(f"price_streams must be one of {PRICE_STREAMS}, got {price_streams!r}")
+        self.price_streams = price_streams
         self.host, self.port, self.client_id = host, port, client_id
         self.client_id_advice = client_id_advice  # the fix an error 326 names
         self._benchmark = _Benchmark(benchmark) if benchmark is not None else None
@@ -420,6 +446,7 @@ class GatewayConnector:
         self._values_seen: dict[str, float] = {}
         self.on_update = on_update or (lambda account: None)
         self.on_link = on_link or (lambda state: None)
+        self.on_price: PriceCallback = lambda con_id, account: None
         self.fundamentals = fundamentals
         self.reconnect_min, self.reconnect_max = reconnect_min, reconnect_max
         self.probe_after = probe_after
@@ -429,7 +456,15 @@ class GatewayConnector:
         self._last_values: dict[str, datetime] = {}
         self._stock_types: dict[int, str] = {}
         self._shares_outstanding: dict[str, float] = {}
-        self._pnl_subscribed: set[tuple[str, int]] = set()
+        self._pnl_subscribed: set[tuple[str, int]] = set()  # per holding
+        self._holding_values: dict[tuple[str, int], float] = {}  # per holding: its value
+        self._streams: dict[int, str] = {}  # per contract: conId -> the holder streaming it
+        self._unit_values: dict[int, float] = {}  # conId -> value of one unit held (its ccy)
+        self._holders: dict[int, set[str]] = {}  # conId -> watched accounts holding it
+        self._unpriced: set[Any] = set()  # streams (conId, or (account, conId)) not heard yet
+        self._connected_at: float | None = None
+        self._next_pricing_report = 0.0
+        self._rows: dict[str, list[tuple[str, str, str]]] = {}  # per account, until a value
         self._client_id_in_use = False
         self._client_id_refused = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -444,6 +479,9 @@ class GatewayConnector:
     def _new_ib(self) -> IB:
         ib = IB()
         ib.RaiseRequestErrors = True
+        # ib_async subscribes each account's values (reqAccountUpdatesMulti) at connect only up
+        # to 50 accounts; an advisor login with more would get no account values at all.
+        ib.MaxSyncedSubAccounts = MAX_ACCOUNTS
         ib.accountValueEvent += self._on_account_value
         ib.positionEvent += self._on_position
         ib.updatePortfolioEvent += self._on_portfolio
@@ -475,6 +513,7 @@ class GatewayConnector:
         self._client_id_in_use = False
         self._client_id_refused = asyncio.Event()
         self._closing = False
+        self._connected_at = None  # positions downloaded while connecting are placed after
         self._disconnected.clear()
         if self.ib.isConnected():
             self.ib.disconnect()
@@ -523,7 +562,9 @@ class GatewayConnector:
         self.state.last_message = now
         self._down_since = self._not_live_since = None
         self._last_read = moment
-        self._pnl_subscribed.clear()
+        self._clear_streams()
+        self._connected_at = moment
+        self._next_pricing_report = PRICING_REPORT_EVERY
         log.info("connected", endpoint=self.endpoint, accounts=self._accounts)
         self._subscribe_position_values()
         self._subscribe_benchmark()
@@ -632,6 +673,7 @@ class GatewayConnector:
                     return
                 if self.quiet_for() >= self.probe_after:
                     await self._probe()
+                self._report_pricing()
         finally:
             stop_wait.cancel()
 
@@ -682,6 +724,7 @@ class GatewayConnector:
         if self.state.connected or self._down_since is None:
             self._down_since = self.monotonic()
         self._not_live_since = None
+        self._connected_at = None
         was_connected = self.state.connected
         self.state.connected = False
         self.state.live = False
@@ -699,19 +742,78 @@ class GatewayConnector:
             self.on_update(account)
 
     def _on_account_value(self, value: Any) -> None:
+        self._rows.pop(value.account, None)
+        if self._connected_at is not None and value.account not in self._accounts:
+            self._join(value.account)
         self._last_values[value.account] = self.clock()
         self._values_seen[value.account] = self.monotonic()
         self._touch(value.account)
 
     def _on_position(self, position: Any) -> None:
-        self._subscribe_position_values()
+        if self._connected_at is not None and self.ib.isConnected():
+            self._join(position.account)
+            if position.account in self._accounts:
+                self._place(position.account, position.contract, float(position.position))
         self._touch(position.account)
 
     def _on_portfolio(self, item: Any) -> None:
         self._touch(item.account)
 
     def _on_pnl_single(self, pnl: Any) -> None:
-        self._touch(pnl.account)
+        """A streamed value: per contract, the holder's value per unit prices every holder."""
+        con_id, account = pnl.conId, pnl.account
+        value = parse_number(pnl.value)
+        if self.price_streams == PER_HOLDING:
+            if value is None or self._holding_values.get((account, con_id)) == value:
+                return
+            self._holding_values[(account, con_id)] = value
+            self._heard((account, con_id))
+            self._changed.set()
+            self.on_price(con_id, account)
+            return
+        if self._streams.get(con_id) != account:
+            return  # a former holder's last message
+        quantity = parse_number(pnl.position)
+        if value is None or not quantity:
+            return  # the holder is closing the position: its position event moves the stream
+        unit = value / quantity
+        if self._unit_values.get(con_id) == unit:
+            return
+        self._unit_values[con_id] = unit
+        self._heard(con_id)
+        self._changed.set()
+        self.on_price(con_id, None)
+
+    def _report_pricing(self) -> None:
+        """Every 10 s while streams have not all spoken: how far pricing has got."""
+        if not self._unpriced or self._connected_at is None:
+            return
+        elapsed = self.monotonic() - self._connected_at
+        if elapsed < self._next_pricing_report:
+            return
+        self._next_pricing_report = elapsed + PRICING_REPORT_EVERY
+        streams = self.stream_count()
+        log.info(
+            "pricing holdings",
+            streams_heard=streams - len(self._unpriced),
+            streams=streams,
+            price_streams=self.price_streams,
+            seconds=round(elapsed, 1),
+        )
+
+    def _heard(self, key: Any) -> None:
+        """A stream's first value: once every stream has spoken, say how long it took."""
+        if key not in self._unpriced:
+            return
+        self._unpriced.discard(key)
+        if not self._unpriced and self._connected_at is not None:
+            log.info(
+                "every holding priced",
+                holdings=sum(len(accounts) for accounts in self._holders.values()),
+                streams=self.stream_count(),
+                price_streams=self.price_streams,
+                seconds=round(self.monotonic() - self._connected_at, 2),
+            )
 
     def _on_disconnected(self) -> None:
         self._disconnected.set()
@@ -758,21 +860,119 @@ class GatewayConnector:
         """After 1101 every subscription is gone: reconnect, which re-requests everything."""
         self.ib.disconnect()
 
+    def _clear_streams(self) -> None:
+        """A new connection has no subscriptions (nor values to trust) yet."""
+        self._rows.clear()
+        self._pnl_subscribed.clear()
+        self._holding_values.clear()
+        self._streams.clear()
+        self._unit_values.clear()
+        self._holders.clear()
+        self._unpriced.clear()
+
     def _subscribe_position_values(self) -> None:
-        """Stream each position's value (reqPnLSingle) and look up its contract once."""
+        """Price every watched holding (streams first: look-ups queue behind them)."""
         if not self.ib.isConnected():
             return
         for position in self.ib.positions():
-            if position.account not in self._accounts:
-                continue
-            key = (position.account, position.contract.conId)
-            if key not in self._pnl_subscribed:
+            if position.account in self._accounts:
+                self._place(position.account, position.contract, float(position.position))
+
+    def _join(self, account: str) -> None:
+        """An account that joined the login (managedAccounts) mid-session is watched too."""
+        if account in self._accounts or is_link_account(account):
+            return
+        if account not in self.ib.managedAccounts():
+            return
+        if self.wanted_accounts and account not in self.wanted_accounts:
+            return
+        self._accounts.append(account)
+        self._last_values.setdefault(account, self.clock())
+        self._values_seen.setdefault(account, self.monotonic())
+        self._spawn(self._subscribe_values(account))
+        log.info("account joined the login", account=account)
+
+    async def _subscribe_values(self, account: str) -> None:
+        """Subscribe a joined account's values (connect subscribed the others')."""
+        try:
+            await asyncio.wait_for(self.ib.reqAccountUpdatesMultiAsync(account), self.timeout)
+        except Exception as error:  # its values stay missing: the health rule says so
+            log.warning("account values not subscribed", account=account, error=str(error))
+
+    def _place(self, account: str, contract: Contract, quantity: float) -> None:
+        """Record who holds ``contract`` and keep its price streaming (or stop it)."""
+        con_id = contract.conId
+        holders = self._holders.setdefault(con_id, set())
+        if quantity:
+            holders.add(account)
+        else:
+            holders.discard(account)
+        if self.price_streams == PER_HOLDING:
+            key = (account, con_id)
+            if quantity and key not in self._pnl_subscribed:
                 self._pnl_subscribed.add(key)
-                self.ib.reqPnLSingle(position.account, "", position.contract.conId)
-            if position.contract.conId not in self._stock_types:
-                self._stock_types[position.contract.conId] = ""
-                self._details_pending.add(position.contract.conId)
-                self._spawn(self._look_up(position.contract))
+                self._unpriced.add(key)
+                self.ib.reqPnLSingle(account, "", con_id)
+        else:
+            self._stream(con_id)
+        if quantity and con_id not in self._stock_types:
+            self._stock_types[con_id] = ""
+            self._details_pending.add(con_id)
+            self._spawn(self._look_up(contract))
+
+    def _stream(self, con_id: int) -> None:
+        """One stream per held contract, on a holder: moved when that holder closes it (the
+        last value keeps pricing the others meanwhile), cancelled when nobody holds it."""
+        holders = self._holders.get(con_id)
+        current = self._streams.get(con_id)
+        if holders and current in holders:
+            return
+        if current is not None:
+            del self._streams[con_id]
+            with contextlib.suppress(Exception):
+                self.ib.cancelPnLSingle(current, "", con_id)
+        if not holders:
+            self._holders.pop(con_id, None)
+            self._unit_values.pop(con_id, None)
+            self._unpriced.discard(con_id)
+            log.debug("price stream ended", con_id=con_id, holder=current)
+            return
+        holder = min(holders)
+        self._streams[con_id] = holder
+        if con_id not in self._unit_values:
+            self._unpriced.add(con_id)
+        self.ib.reqPnLSingle(holder, "", con_id)
+        if current is not None:
+            log.debug("price stream moved", con_id=con_id, holder=holder, former=current)
+
+    def stream_count(self) -> int:
+        """reqPnLSingle subscriptions running now."""
+        if self.price_streams == PER_HOLDING:
+            return len(self._pnl_subscribed)
+        return len(self._streams)
+
+    def streams(self) -> dict[int, str]:
+        """Per contract: conId -> the account its price streams from."""
+        return dict(self._streams)
+
+    def holders(self, con_id: int) -> frozenset[str]:
+        """The watched accounts holding ``con_id`` now."""
+        return frozenset(self._holders.get(con_id, ()))
+
+    def holder_count(self, con_id: int) -> int:
+        """How many watched accounts hold ``con_id`` now."""
+        return len(self._holders.get(con_id, ()))
+
+    def unit_value(self, con_id: int) -> float | None:
+        """The streamed value of one unit held of ``con_id``, in its currency (per contract)."""
+        return self._unit_values.get(con_id)
+
+    def holding_value(self, account: str, con_id: int, quantity: float) -> float | None:
+        """The streamed market value of ``account``'s ``quantity`` of ``con_id``."""
+        if self.price_streams == PER_HOLDING:
+            return self._holding_values.get((account, con_id))
+        unit = self._unit_values.get(con_id)
+        return None if unit is None else unit * quantity
 
     async def _look_up(self, contract: Contract) -> None:
         """Fetch stockType (ETF vs COMMON) and, where entitled, shares outstanding."""
@@ -780,7 +980,7 @@ class GatewayConnector:
             await self._look_up_details(contract)
         finally:
             self._details_pending.discard(contract.conId)
-            self._touch_all()
+            self._touch_holders(contract.conId)
 
     async def _look_up_details(self, contract: Contract) -> None:
         lookup = Contract(conId=contract.conId, exchange=contract.exchange or "SMART")
@@ -812,6 +1012,12 @@ class GatewayConnector:
             shares = parse_shares_outstanding(xml or "")
             if shares:
                 self._shares_outstanding[contract.symbol] = shares
+
+    def _touch_holders(self, con_id: int) -> None:
+        """Ask for a fresh evaluation of the accounts holding ``con_id`` (its facts arrived)."""
+        self._changed.set()
+        for account in self._holders.get(con_id, ()):
+            self.on_update(account)
 
     def _touch_all(self) -> None:
         """Ask for a fresh evaluation of every account (new contract facts arrived)."""
@@ -961,11 +1167,14 @@ class GatewayConnector:
 
     def snapshot(self, account: str) -> AccountSnapshot | None:
         """The account as IB last described it, or ``None`` when IB sent nothing for it."""
-        rows = [
-            (value.tag, value.value, value.currency)
-            for value in self.ib.accountValues(account)
-            if not value.modelCode
-        ]
+        rows = self._rows.get(account)
+        if rows is None:  # ib_async filters every account's values on each call: keep them
+            rows = [
+                (value.tag, value.value, value.currency)
+                for value in self.ib.accountValues(account)
+                if not value.modelCode
+            ]
+            self._rows[account] = rows
         if not rows:
             return None
         return build_snapshot(
@@ -978,25 +1187,24 @@ class GatewayConnector:
 
     def _raw_positions(self, account: str) -> list[RawPosition]:
         portfolio = {item.contract.conId: item for item in self.ib.portfolio(account)}
-        values = {pnl.conId: pnl for pnl in self.ib.pnlSingle(account)}
         result = []
         for position in self.ib.positions(account):
             contract = position.contract
+            quantity = float(position.position)
             item = portfolio.get(contract.conId)
-            pnl = values.get(contract.conId)
             price = value = None
             if item is not None:
                 price, value = parse_number(item.marketPrice), parse_number(item.marketValue)
-            if pnl is not None and parse_number(pnl.value) is not None:
-                value = parse_number(pnl.value)
-                price = None
+            streamed = self.holding_value(account, contract.conId, quantity)
+            if streamed is not None:
+                value, price = streamed, None
             result.append(
                 RawPosition(
                     symbol=contract.symbol or contract.localSymbol or str(contract.conId),
                     con_id=contract.conId,
                     sec_type=contract.secType,
                     currency=contract.currency,
-                    quantity=float(position.position),
+                    quantity=quantity,
                     multiplier=_multiplier(contract),
                     market_price=price,
                     market_value=value,

@@ -38,7 +38,8 @@ from monitor import trading_calendar
 from monitor.clock import Clock, utc_now
 from monitor.estimate import (
     Baseline,
-    estimate,
+    LiveBook,
+    LiveBooks,
     estimate_error,
     make_baseline,
     moved_since,
@@ -111,6 +112,7 @@ class MonitorService:
         self.on_evaluated = on_evaluated
         connector.on_update = self.request_evaluation
         connector.on_link = self._on_link
+        connector.on_price = self._on_price
         self.zone = zone(settings.monitor.timezone) if settings.monitor.timezone else None
         self.policy = LifecyclePolicy(
             reminder_critical=_minutes(settings.notify.reminder_critical_minutes),
@@ -129,7 +131,13 @@ class MonitorService:
         self.transitions: deque[Transition] = deque(maxlen=10_000)
         self.evaluations = 0
         self.last_evaluation_seconds = 0.0
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # accounts to rebuild from the connector's snapshot
+        self._moved: set[int] = set()  # contracts whose shared price moved
+        self._moved_holdings: set[tuple[str, int]] = set()  # holdings whose own value moved
+        self._repriced: set[str] = set()  # accounts whose live book moved materially
+        self.live = LiveBooks()
+        self.min_move = settings.monitor.evaluate_min_move
+        self.live_evaluations = 0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._evaluating = False
@@ -158,6 +166,47 @@ class MonitorService:
         """Mark an account for evaluation soon (called from gateway events)."""
         self._dirty.add(account)
         self._wake.set()
+
+    def _on_price(self, con_id: int, account: str | None) -> None:
+        """A streamed value moved (O(1) here: its holders are moved once per debounce)."""
+        if account is None:
+            self._moved.add(con_id)
+        else:
+            self._moved_holdings.add((account, con_id))
+        self._wake.set()
+
+    def _apply_prices(self) -> None:
+        """Move each holder's live book by the moved values (O(holders) per contract); an
+        account whose inputs moved materially is evaluated, one its book cannot move alone is
+        rebuilt from the connector's snapshot."""
+        moved, self._moved = self._moved, set()
+        holdings, self._moved_holdings = self._moved_holdings, set()
+        if not (moved or holdings):
+            return
+        connector, live, dirty = self.connector, self.live, self._dirty
+        touched: set[str] = set()
+        for con_id in moved:
+            unit = connector.unit_value(con_id)
+            if unit is None:
+                dirty.update(connector.holders(con_id))
+                continue
+            live.move_contract(con_id, unit, touched)
+            if live.holder_count(con_id) != connector.holder_count(con_id):
+                dirty.update(connector.holders(con_id) - live.holders(con_id))
+        for account, con_id in holdings:
+            book = live.get(account)
+            holding = book.holdings.get(con_id) if book is not None else None
+            value = None
+            if book is not None and holding is not None:
+                quantity = book.positions[holding.index].quantity
+                value = connector.holding_value(account, con_id, quantity)
+            if book is None or value is None or not book.set_value(con_id, value):
+                dirty.add(account)
+            else:
+                touched.add(account)
+        for account in touched - dirty:
+            if live.books[account].material():
+                self._repriced.add(account)
 
     def _on_link(self, state: LinkState) -> None:
         now = self.clock()
@@ -256,11 +305,13 @@ class MonitorService:
                 break
             if debounce:
                 await asyncio.sleep(debounce)  # gather a burst of pushes into one evaluation
+            self._apply_prices()
             dirty, self._dirty = self._dirty, set()
+            repriced, self._repriced = self._repriced - dirty, set()
             self._evaluating = True
-            for account in sorted(dirty):
+            for account in sorted(dirty | repriced):
                 try:
-                    await self.evaluate_account(account)
+                    await self.evaluate_account(account, rebuild=account in dirty)
                 except Exception:
                     log.exception("evaluation failed", account=account)
             self._evaluating = False
@@ -287,7 +338,11 @@ class MonitorService:
             await self._recover()
         self._record_link(self.clock())
         for account in self.accounts():
-            self.request_evaluation(account)
+            if self.live.get(account) is not None and account in self.last_estimates:
+                self._repriced.add(account)  # on an estimate: the rules look at it again
+            else:  # rebuilt from IB's values (a history sample when they are IB's own)
+                self._dirty.add(account)
+        self._wake.set()
 
     async def prune_history(self) -> None:
         """Scheduled: drop history older than the retention."""
@@ -307,7 +362,8 @@ class MonitorService:
                 and (item.not_before <= item.created_at or item.not_before <= now)
                 for item in self.store.outbox("pending")
             )
-            if not (self._dirty or self._wake.is_set() or self._evaluating or sending):
+            waiting = self._dirty or self._moved or self._moved_holdings or self._repriced
+            if not (waiting or self._wake.is_set() or self._evaluating or sending):
                 return True
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
@@ -402,10 +458,25 @@ class MonitorService:
             self.previous_authoritative[account] = latest
         self.authoritative[account] = snapshot
 
-    def findings_for(self, account: str) -> tuple[AccountSnapshot | None, list[Finding]]:
-        """Snapshot and findings for one account, holding alerts when data is not live."""
+    def findings_for(
+        self, account: str, rebuild: bool = True
+    ) -> tuple[AccountSnapshot | None, list[Finding]]:
+        """Snapshot and findings for one account, holding alerts when data is not live.
+
+        Only streamed values moved since the last look (``rebuild`` false): the account's live
+        book gives the estimate. Otherwise (IB pushed values or positions, a tick, the link)
+        the snapshot is rebuilt from the connector and the live book with it.
+        """
         link = self.connector.state
         config = self.settings.rules
+        book = self.live.get(account)
+        if not rebuild and book is not None and self._missing_reason(account, book.current) is None:
+            live = book.snapshot(self.clock())
+            book.mark_evaluated()
+            self.last_estimates[account] = live
+            self.live_evaluations += 1
+            return live, with_caveat(live, evaluate(live, self.context(account, live), config))
+        self.live.drop(account)
         if is_link_account(account):  # the link itself: only the health rule applies
             context = self.context(account, None)
             placeholder = AccountSnapshot(account, "", context.now)
@@ -442,13 +513,16 @@ class MonitorService:
             estimated_before = self.last_estimates.pop(account, None) is not None
             if baseline is not None and (estimated_before or moved_since(baseline, snapshot)):
                 self._record_estimate_error(account, baseline, snapshot)
-            self.baselines[account] = make_baseline(snapshot, self.known_rate)
+            baseline = self.baselines[account] = make_baseline(snapshot, self.known_rate)
+            self.live.put(account, LiveBook(baseline, snapshot, self.min_move))
             return snapshot
         baseline = self.baselines[account] = baseline.filled(snapshot)
+        book = LiveBook(baseline, snapshot, self.min_move)
+        self.live.put(account, book)
         if not moved_since(baseline, snapshot):
             self.last_estimates.pop(account, None)
             return snapshot
-        estimated = estimate(baseline, replace(snapshot, as_of=self.clock()))
+        estimated = book.snapshot(self.clock())  # = estimate(baseline, snapshot) now
         self.last_estimates[account] = estimated
         return estimated
 
@@ -491,11 +565,12 @@ class MonitorService:
             return NO_VALUES_YET
         return None
 
-    async def evaluate_account(self, account: str) -> list[Finding]:
-        """Evaluate one account now: findings -> lifecycle -> store/notifier."""
+    async def evaluate_account(self, account: str, rebuild: bool = True) -> list[Finding]:
+        """Evaluate one account now: findings -> lifecycle -> store/notifier (``rebuild``
+        false: only streamed values moved, the live book gives the figures)."""
         started = monotonic_time.perf_counter()
         now = self.clock()
-        snapshot, findings = self.findings_for(account)
+        snapshot, findings = self.findings_for(account, rebuild)
         self.last_evaluation_seconds = monotonic_time.perf_counter() - started
         self.metrics.evaluation_seconds.observe(self.last_evaluation_seconds)
         self.evaluations += 1

@@ -116,6 +116,7 @@ class IBSettings(_Section):
     probe_after_seconds: float = Field(60.0, gt=0, le=3600)
     restart_window: str | None = None
     fundamentals: bool = True
+    price_streams: Literal["per_contract", "per_holding"] = "per_contract"
 
     @field_validator("restart_window")
     @classmethod
@@ -203,6 +204,7 @@ class MonitorSettings(_Section):
     timezone: str | None = None
     evaluate_debounce_seconds: float = Field(0.05, ge=0, le=10)
     evaluate_every_seconds: float = Field(30.0, gt=0, le=3600)
+    evaluate_min_move: float = Field(0.0005, ge=0, le=0.01)
     estimate: bool = True
     maintenance_rates: dict[str, float] = Field(default_factory=dict)
     history_retention_days: int = Field(400, ge=1, le=36_500)

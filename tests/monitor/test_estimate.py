@@ -368,6 +368,12 @@ def scripted_scenario() -> dict[str, Any]:
     }
 
 
+def priced_and_authoritative(view: AccountView) -> bool:
+    """IB's own figures, with every position's streamed value in (the estimate's baseline)."""
+    snapshot = view.snapshot
+    return not snapshot.estimated and all(p.market_value is not None for p in snapshot.positions)
+
+
 class Watched:
     """A daemon on the simulated gateway, with a way to wait for what it has evaluated."""
 
@@ -386,8 +392,8 @@ class Watched:
     async def __aenter__(self) -> Watched:
         daemon = build_daemon(self.service.settings, service=self.service)
         self.task = asyncio.create_task(daemon.run(self.stop))
-        for account in self.gateway.accounts:
-            await self.wait(account, lambda view: not view.snapshot.estimated, "first values")
+        for account in self.gateway.accounts:  # IB's values, every position priced
+            await self.wait(account, priced_and_authoritative, "first values")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
