@@ -67,6 +67,11 @@ log = structlog.get_logger("monitor.service")
 
 NO_VALUES_YET = "no account values received yet"
 
+#: The longest stretch of evaluations without handing the event loop back (seconds): IB's
+#: push of a whole advisor login marks every account for a rebuild (~10 ms each), and a
+#: trade's push arriving meanwhile must not wait for all of them (it is read and goes first).
+EVALUATION_SLICE_SECONDS = 0.02
+
 
 @dataclass
 class AccountView:
@@ -305,17 +310,40 @@ class MonitorService:
                 break
             if debounce:
                 await asyncio.sleep(debounce)  # gather a burst of pushes into one evaluation
-            self._apply_prices()
-            dirty, self._dirty = self._dirty, set()
-            repriced, self._repriced = self._repriced - dirty, set()
             self._evaluating = True
-            for account in sorted(dirty | repriced):
-                try:
-                    await self.evaluate_account(account, rebuild=account in dirty)
-                except Exception:
-                    log.exception("evaluation failed", account=account)
+            queue: dict[str, bool] = {}  # account -> rebuild, in the order they go
+            while not stop.is_set():
+                queue = self._take_pending(queue)
+                if not queue:
+                    break
+                await self._evaluate_slice(queue)
+                await asyncio.sleep(0)  # read what arrived: a new push goes before the rest
             self._evaluating = False
             self._idle.set()
+
+    def _take_pending(self, queue: dict[str, bool]) -> dict[str, bool]:
+        """The accounts to evaluate, those marked since ``queue`` was made first (a rebuild
+        when IB pushed, else the live book), then what ``queue`` still holds."""
+        self._apply_prices()
+        dirty, self._dirty = self._dirty, set()
+        repriced, self._repriced = self._repriced - dirty, set()
+        if not (dirty or repriced):
+            return queue
+        fresh = dict.fromkeys(sorted(dirty), True) | dict.fromkeys(sorted(repriced), False)
+        for account, rebuild in queue.items():
+            fresh[account] = fresh.get(account, False) or rebuild
+        return fresh
+
+    async def _evaluate_slice(self, queue: dict[str, bool]) -> None:
+        """Evaluate accounts from the front of ``queue`` for up to EVALUATION_SLICE_SECONDS."""
+        deadline = monotonic_time.perf_counter() + EVALUATION_SLICE_SECONDS
+        while queue and monotonic_time.perf_counter() < deadline:
+            account = next(iter(queue))
+            rebuild = queue.pop(account)
+            try:
+                await self.evaluate_account(account, rebuild=rebuild)
+            except Exception:
+                log.exception("evaluation failed", account=account)
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         """Every ``evaluate_every_seconds`` of the monotonic clock (a wall-clock step does
