@@ -286,28 +286,37 @@ def apply_moves(baseline: Baseline, current: AccountSnapshot, moves: Moves) -> A
     )
 
 
+#: A holding's class in its book: (maintenance rate, sign of its value, in NLV since the
+#: baseline, option). Holdings of one class move the figures alike, so a price update adds
+#: each holding's change of value to its class's running total (one addition per holder).
+_Bucket = tuple[float, float, bool, bool]
+
+
 class _Holding:
     """One position of a :class:`LiveBook`: how a new value of it moves the book's figures.
 
     ``scale`` turns the contract's value per unit held into this holding's base-currency
     value (quantity x exchange rate); ``sign`` is the sign of that value for a non-negative
     price, so the change of its absolute value is ``sign`` times the change of its value.
+    ``cell`` is its class's running total of value changes (see ``_Bucket``).
     """
 
     __slots__ = (
-        "book", "by_rate", "evaluated", "index", "limit", "moves", "option", "rate", "scale",
-        "sign", "signed", "value",
+        "book", "cell", "evaluated", "index", "limit", "option", "rate", "scale", "sign",
+        "signed", "value",
     )
 
     def __init__(
         self, book: LiveBook, index: int, value: float, scale: float, rate: float, signed: bool,
         option: bool,
     ) -> None:
-        self.book, self.moves, self.by_rate = book, book.moves, book.moves.by_rate
+        self.book = book
         self.index, self.value, self.evaluated, self.scale = index, value, value, scale
         self.sign = 1.0 if scale > 0 else -1.0
         self.limit = book.limit
         self.rate, self.signed, self.option = rate, signed, option
+        bucket = (rate, self.sign, signed, option)
+        self.cell = book.cells.get(bucket) or book.cells.setdefault(bucket, [0.0])
 
 
 class LiveBook:
@@ -330,7 +339,8 @@ class LiveBook:
     ) -> None:
         self.baseline = baseline
         self.current = current
-        self.moves = measure_moves(baseline, current)
+        self.base_moves = measure_moves(baseline, current)  # and one holding's slow moves
+        self.cells: dict[_Bucket, list[float]] = {}  # price updates' changes, by class
         self.positions = list(current.positions)
         self.holdings: dict[int, _Holding] = {}
         nlv = baseline.snapshot.net_liquidation
@@ -351,7 +361,7 @@ class LiveBook:
                 rate, signed = opened_rate(baseline, position), False
             else:
                 rate, signed = baseline.maintenance_rates[con_id], True
-            self.moves.by_rate.setdefault(rate, 0.0)
+            self.base_moves.by_rate.setdefault(rate, 0.0)
             self.holdings[con_id] = _Holding(
                 self, index, value, position.quantity * fx, rate, signed, is_option(position)
             )
@@ -377,7 +387,7 @@ class LiveBook:
             return False
         change = value - holding.value
         change_abs = abs(value) - abs(holding.value)
-        moves = self.moves
+        moves = self.base_moves
         if holding.signed:
             moves.signed += change
             if holding.option:
@@ -389,8 +399,23 @@ class LiveBook:
             self.holding_moved = True
         return True
 
+    def moves(self) -> Moves:
+        """What moved since the baseline: the measured and slow moves plus the classes'
+        running totals."""
+        base = self.base_moves
+        moves = Moves(base.signed, base.options, base.gross, dict(base.by_rate))
+        by_rate = moves.by_rate
+        for (rate, sign, signed, option), (total,) in self.cells.items():
+            if signed:
+                moves.signed += total
+                if option:
+                    moves.options += total
+            moves.gross += sign * total
+            by_rate[rate] = by_rate.get(rate, 0.0) + sign * total
+        return moves
+
     def _figures(self) -> tuple[float, float, float, float]:
-        moves = self.moves
+        moves = self.moves()
         maintenance = sum(rate * change for rate, change in moves.by_rate.items())
         return (moves.signed, moves.signed - moves.options, moves.gross, maintenance)
 
@@ -419,7 +444,7 @@ class LiveBook:
                 p.average_cost, p.stock_type, p.multiplier, p.exchange,
             )  # positional: dataclasses.replace costs ten times more, 200 times a look
         current = replace(self.current, positions=tuple(positions), as_of=as_of)
-        return apply_moves(self.baseline, current, self.moves)
+        return apply_moves(self.baseline, current, self.moves())
 
     def mark_evaluated(self) -> None:
         """The rules have seen the book as it is now."""
@@ -479,19 +504,10 @@ class LiveBooks:
                 if holding.book.move(con_id, unit_value):
                     touched.add(account)
             return
-        for holding in holdings.values():  # the hot loop: LiveBook._set, inlined
+        for holding in holdings.values():  # the hot loop: one addition to its class's total
             value = unit_value * holding.scale
-            change = value - holding.value
+            holding.cell[0] += value - holding.value
             holding.value = value
-            if holding.signed:
-                moves = holding.moves
-                moves.signed += change
-                moves.gross += change * holding.sign
-                if holding.option:
-                    moves.options += change
-            else:
-                holding.moves.gross += change * holding.sign
-            holding.by_rate[holding.rate] += change * holding.sign
             if abs(value - holding.evaluated) > holding.limit:
                 holding.book.holding_moved = True
         touched.update(holdings)
