@@ -312,7 +312,12 @@ class MonitorService:
                 await asyncio.sleep(debounce)  # gather a burst of pushes into one evaluation
             self._evaluating = True
             queue: dict[str, bool] = {}  # account -> rebuild, in the order they go
+            prices_at = monotonic_time.monotonic()
+            self._apply_prices()
             while not stop.is_set():
+                if monotonic_time.monotonic() - prices_at >= debounce:  # as often as before
+                    prices_at = monotonic_time.monotonic()
+                    self._apply_prices()
                 queue = self._take_pending(queue)
                 if not queue:
                     break
@@ -323,8 +328,9 @@ class MonitorService:
 
     def _take_pending(self, queue: dict[str, bool]) -> dict[str, bool]:
         """The accounts to evaluate, those marked since ``queue`` was made first (a rebuild
-        when IB pushed, else the live book), then what ``queue`` still holds."""
-        self._apply_prices()
+        when IB pushed, else the live book), then what ``queue`` still holds. Prices that
+        moved since the last :meth:`_apply_prices` wait for the next (once per debounce: a
+        contract's holders move once however often it ticks meanwhile)."""
         dirty, self._dirty = self._dirty, set()
         repriced, self._repriced = self._repriced - dirty, set()
         if not (dirty or repriced):
