@@ -429,8 +429,12 @@ class LiveBook:
         return any(abs(a - b) > limit for a, b in zip(now, self._evaluated_figures, strict=True))
 
     def snapshot(self, as_of: datetime) -> AccountSnapshot:
-        """The estimate now (positions carrying their latest values), stamped ``as_of``."""
-        positions = self.positions
+        """The estimate now (positions carrying their latest values), stamped ``as_of``.
+
+        The moved positions are made anew each time and not kept here (the caller keeps the
+        snapshot it needs): a book holds the positions it was built with, not a second copy.
+        """
+        positions = list(self.positions)
         for holding in self.holdings.values():
             p = positions[holding.index]
             if p.market_value_base == holding.value:
