@@ -118,6 +118,7 @@ class MonitorService:
         connector.on_update = self.request_evaluation
         connector.on_link = self._on_link
         connector.on_price = self._on_price
+        connector.on_trade = self._on_trade
         self.zone = zone(settings.monitor.timezone) if settings.monitor.timezone else None
         self.policy = LifecyclePolicy(
             reminder_critical=_minutes(settings.notify.reminder_critical_minutes),
@@ -137,6 +138,7 @@ class MonitorService:
         self.evaluations = 0
         self.last_evaluation_seconds = 0.0
         self._dirty: set[str] = set()  # accounts to rebuild from the connector's snapshot
+        self._traded: set[str] = set()  # of those, the ones whose positions changed (first)
         self._moved: set[int] = set()  # contracts whose shared price moved
         self._moved_holdings: set[tuple[str, int]] = set()  # holdings whose own value moved
         self._repriced: set[str] = set()  # accounts whose live book moved materially
@@ -171,6 +173,10 @@ class MonitorService:
         """Mark an account for evaluation soon (called from gateway events)."""
         self._dirty.add(account)
         self._wake.set()
+
+    def _on_trade(self, account: str) -> None:
+        """A position changed: the account goes before those whose values only refreshed."""
+        self._traded.add(account)
 
     def _on_price(self, con_id: int, account: str | None) -> None:
         """A streamed value moved (O(1) here: its holders are moved once per debounce)."""
@@ -327,15 +333,18 @@ class MonitorService:
             self._idle.set()
 
     def _take_pending(self, queue: dict[str, bool]) -> dict[str, bool]:
-        """The accounts to evaluate, those marked since ``queue`` was made first (a rebuild
-        when IB pushed, else the live book), then what ``queue`` still holds. Prices that
+        """The accounts to evaluate, those marked since ``queue`` was made first (a trade's
+        first, then a rebuild when IB pushed, else the live book), then what ``queue`` still
+        holds. Prices that
         moved since the last :meth:`_apply_prices` wait for the next (once per debounce: a
         contract's holders move once however often it ticks meanwhile)."""
         dirty, self._dirty = self._dirty, set()
         repriced, self._repriced = self._repriced - dirty, set()
+        traded, self._traded = self._traded & dirty, set()
         if not (dirty or repriced):
             return queue
-        fresh = dict.fromkeys(sorted(dirty), True) | dict.fromkeys(sorted(repriced), False)
+        fresh = dict.fromkeys(sorted(traded), True) | dict.fromkeys(sorted(dirty), True)
+        fresh |= dict.fromkeys(sorted(repriced), False)
         for account, rebuild in queue.items():
             fresh[account] = fresh.get(account, False) or rebuild
         return fresh
