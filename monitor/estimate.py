@@ -298,11 +298,14 @@ class _Holding:
     ``scale`` turns the contract's value per unit held into this holding's base-currency
     value (quantity x exchange rate); ``sign`` is the sign of that value for a non-negative
     price, so the change of its absolute value is ``sign`` times the change of its value.
-    ``cell`` is its class's running total of value changes (see ``_Bucket``).
+    ``cell`` is its class's running total of value changes (see ``_Bucket``); ``moved`` its
+    book's one-element flag "a holding moved materially". Neither refers to the book itself:
+    a book and its holdings form no reference cycle, so a replaced book is freed at once
+    (in a cycle, 100 books of 200 holdings waited for the cyclic collector: ~13 MB of RSS).
     """
 
     __slots__ = (
-        "book", "cell", "evaluated", "index", "limit", "option", "rate", "scale", "sign",
+        "cell", "evaluated", "index", "limit", "moved", "option", "rate", "scale", "sign",
         "signed", "value",
     )
 
@@ -310,7 +313,7 @@ class _Holding:
         self, book: LiveBook, index: int, value: float, scale: float, rate: float, signed: bool,
         option: bool,
     ) -> None:
-        self.book = book
+        self.moved = book.moved
         self.index, self.value, self.evaluated, self.scale = index, value, value, scale
         self.sign = 1.0 if scale > 0 else -1.0
         self.limit = book.limit
@@ -345,7 +348,7 @@ class LiveBook:
         self.holdings: dict[int, _Holding] = {}
         nlv = baseline.snapshot.net_liquidation
         self.limit = min_move * abs(nlv) if is_number(nlv) else 0.0
-        self.holding_moved = False
+        self.moved = [False]  # a holding moved by more than the limit (shared with holdings)
         rates = current.exchange_rates
         values = baseline.values
         for index, position in enumerate(self.positions):
@@ -396,7 +399,7 @@ class LiveBook:
         moves.by_rate[holding.rate] += change_abs
         holding.value = value
         if abs(value - holding.evaluated) > self.limit:
-            self.holding_moved = True
+            self.moved[0] = True
         return True
 
     def moves(self) -> Moves:
@@ -422,7 +425,7 @@ class LiveBook:
     def material(self) -> bool:
         """True when a figure or a holding moved by more than ``min_move`` of NLV since the
         last evaluation (any move at all when ``min_move`` is 0)."""
-        if self.holding_moved:
+        if self.moved[0]:
             return True
         now = self._figures()
         limit = self.limit
@@ -454,7 +457,7 @@ class LiveBook:
         """The rules have seen the book as it is now."""
         for holding in self.holdings.values():
             holding.evaluated = holding.value
-        self.holding_moved = False
+        self.moved[0] = False
         self._evaluated_figures = self._figures()
 
 
@@ -504,8 +507,8 @@ class LiveBooks:
         if not holdings:
             return
         if not (unit_value >= 0 and isfinite(unit_value)):
-            for account, holding in holdings.items():
-                if holding.book.move(con_id, unit_value):
+            for account in holdings:
+                if self.books[account].move(con_id, unit_value):
                     touched.add(account)
             return
         for holding in holdings.values():  # the hot loop: one addition to its class's total
@@ -513,7 +516,7 @@ class LiveBooks:
             holding.cell[0] += value - holding.value
             holding.value = value
             if abs(value - holding.evaluated) > holding.limit:
-                holding.book.holding_moved = True
+                holding.moved[0] = True
         touched.update(holdings)
 
 
