@@ -335,9 +335,8 @@ class MonitorService:
     def _take_pending(self, queue: dict[str, bool]) -> dict[str, bool]:
         """The accounts to evaluate, those marked since ``queue`` was made first (a trade's
         first, then a rebuild when IB pushed, else the live book), then what ``queue`` still
-        holds. Prices that
-        moved since the last :meth:`_apply_prices` wait for the next (once per debounce: a
-        contract's holders move once however often it ticks meanwhile)."""
+        holds. Prices that moved since the last :meth:`_apply_prices` wait for the next (once
+        per debounce: a contract's holders move once however often it ticks meanwhile)."""
         dirty, self._dirty = self._dirty, set()
         repriced, self._repriced = self._repriced - dirty, set()
         traded, self._traded = self._traded & dirty, set()
