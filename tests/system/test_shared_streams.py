@@ -223,3 +223,41 @@ def test_only_the_accounts_whose_values_moved_are_evaluated_and_the_tick_does_al
                 await asyncio.wait_for(daemon, 15)
 
     run(body())
+
+
+@pytest.mark.slow
+def test_a_trade_is_evaluated_before_the_accounts_whose_values_refreshed(
+    simulated_gateway, tmp_path
+):
+    """IB pushes every account's values and, in the same instant, C trades: C is evaluated
+    first, then A and B (otherwise the order would be A, B, C: a trade waited for a whole
+    login's rebuilds)."""
+
+    async def body() -> None:
+        async with simulated_gateway(BOOK) as gateway:
+            settings = make_settings(
+                tmp_path, gateway.port, [], monitor={"evaluate_every_seconds": 3600}
+            )
+            service = build_service(settings)
+            seen: list[str] = []
+            service.on_evaluated = lambda account, view: seen.append(account)
+            stop = asyncio.Event()
+            daemon = asyncio.create_task(run_daemon(settings, stop, service))
+            try:
+                await until(
+                    lambda: service.connector.ready() and len(service.live.books) == 3, 10, "up"
+                )
+                assert await service.settle(5)
+                gateway.set_prices({"SHRD": 51.0, "ONLYC": 10.2})  # every account's values move
+                await until(lambda: service.connector.unit_value(61003) == 10.2, 5, "streamed")
+                assert await service.settle(5)
+                seen.clear()
+                await gateway.push_account_values()  # no await inside: both go out together
+                gateway.set_quantity(C, "ONLYC", 90)
+                await until(lambda: {A, B, C} <= set(seen), 5, "every account evaluated")
+                assert seen[0] == C
+            finally:
+                stop.set()
+                await asyncio.wait_for(daemon, 15)
+
+    run(body())
