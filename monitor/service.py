@@ -274,7 +274,9 @@ class MonitorService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: the connector, the evaluator and the notifier."""
-        # The exchange calendar loads pandas (about half a second): off the event loop, once.
+        # The exchange calendar, read by a child process (no pandas in the daemon): off the
+        # event loop, once.
+        trading_calendar.use_child_process()
         warming = asyncio.create_task(asyncio.to_thread(trading_calendar.warm), name="calendar")
         tasks = [
             asyncio.create_task(self.connector.run(stop), name="gateway"),

@@ -4,11 +4,13 @@ The rules' pre-close windows (the leveraged-ETF rebalancing window, the Reg T SM
 the exchange's sessions: none on a holiday, moved before an early close. Holidays and early
 closes come from ``exchange_calendars`` (maintained, and the one candidate that knows early
 closes; ``holidays`` knows only the holidays). It brings pandas (about half a second and
-~45 MB of memory that a daemon would carry for months), so the sessions are read once by a
-short-lived child process (``python -m monitor.trading_calendar``) that prints the calendar's
-whole range (about 21 years) as JSON; this process keeps only that table and never imports
-pandas. When the library is missing, the child fails or the day is outside the range the
-answer is ``None``: the rules then fall back to weekdays, and the log says so once.
+~45 MB of memory that a daemon would carry for months), so the daemon
+(:func:`use_child_process`) reads the sessions once from a short-lived child process
+(``python -m monitor.trading_calendar``) that prints the calendar's whole range (about 21
+years) as JSON, keeps only that table and never imports pandas. A one-shot command (``check``)
+imports the library in-process, which is quicker than starting a second interpreter. When
+the library is missing, the child fails or the day is outside the range the answer is
+``None``: the rules then fall back to weekdays, and the log says so once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -50,6 +53,13 @@ class Sessions:
 _lock = threading.Lock()
 _sessions: Sessions | None = None
 _unavailable: str | None = None
+_child = False
+
+
+def use_child_process() -> None:
+    """Read the sessions from a child process from now on (the daemon: pandas never loads)."""
+    global _child
+    _child = True
 
 
 def _load() -> Sessions | None:
@@ -59,7 +69,7 @@ def _load() -> Sessions | None:
     with _lock:
         if _sessions is None and _unavailable is None:
             try:
-                _sessions = _read_child()
+                _sessions = _read_child() if _child else _parse(sessions_table())
             except Exception as error:  # missing library or broken data: windows on weekdays
                 _unavailable = f"{type(error).__name__}: {error}"
                 log.warning(
@@ -81,7 +91,11 @@ def _read_child() -> Sessions:
     if result.returncode != 0:
         lines = (result.stderr or "").strip().splitlines() or ["no output"]
         raise RuntimeError(lines[-1][:200])
-    table = json.loads(result.stdout)
+    return _parse(json.loads(result.stdout))
+
+
+def _parse(table: dict[str, Any]) -> Sessions:
+    """The sessions from :func:`sessions_table`'s data."""
     hour, minute = (int(part) for part in table["regular_close"].split(":"))
     return Sessions(
         date.fromisoformat(table["first"]),
@@ -91,7 +105,7 @@ def _read_child() -> Sessions:
     )
 
 
-def sessions_table() -> dict[str, object]:
+def sessions_table() -> dict[str, Any]:
     """The child's side: every session of the calendar's range, as JSON-ready data."""
     with warnings.catch_warnings():  # pandas deprecations inside the library
         warnings.simplefilter("ignore")
@@ -99,12 +113,12 @@ def sessions_table() -> dict[str, object]:
 
         calendar = exchange_calendars.get_calendar(EXCHANGE)
         schedule = calendar.schedule
-        sessions = [
-            [day.date().isoformat(), opens.timestamp(), closes.timestamp()]
-            for day, opens, closes in zip(
-                schedule.index, schedule["open"], schedule["close"], strict=True
-            )
-        ]
+        days = [day.isoformat() for day in schedule.index.date]
+        opens, closes = (  # UTC epoch seconds, converted as whole columns (5,000 rows)
+            (schedule[column].to_numpy().astype("datetime64[s]").astype("int64")).tolist()
+            for column in ("open", "close")
+        )
+        sessions = [list(row) for row in zip(days, opens, closes, strict=True)]
         closes_at = getattr(calendar, "close_times", None) or ((None, time(16, 0)),)
         regular: time = closes_at[-1][1]
         return {
