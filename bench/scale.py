@@ -371,6 +371,7 @@ def report(run: Run, args: argparse.Namespace) -> None:
         f"daemon CPU {run.cpu:.1f}% of one core over {run.window:.0f} s; "
         f"RSS MB start {rss[0]:.0f}, max {max(rss):.0f}, end {rss[-1]:.0f}"
     )
+    print(f"RSS MB every 30 s of the window: {' '.join(f'{mb:.0f}' for mb in rss[::30])}")
     print(
         f"gateway: {run.updates:,.0f} price updates/s applied, its CPU {run.gateway_cpu:.0f}% "
         "of one core (its own process)"

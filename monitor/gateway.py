@@ -398,6 +398,8 @@ class GatewayConnector:
     ``on_update(account)`` is called whenever anything about an account changes (values,
     positions, streamed position values); the service decides when to evaluate.
     ``on_link(state)`` is called when the link goes up, down, or loses live data.
+    ``on_trade(account)`` is called when an account's position changed (a trade: worth
+    evaluating before accounts whose values merely refreshed).
     ``on_price(con_id, account)`` is called when a streamed position value moved: with
     ``price_streams="per_contract"`` (the default) one reqPnLSingle per distinct contract runs
     on one holder account and its value per unit prices every account holding it
@@ -447,6 +449,7 @@ class GatewayConnector:
         self.on_update = on_update or (lambda account: None)
         self.on_link = on_link or (lambda state: None)
         self.on_price: PriceCallback = lambda con_id, account: None
+        self.on_trade: UpdateCallback = lambda account: None
         self.fundamentals = fundamentals
         self.reconnect_min, self.reconnect_max = reconnect_min, reconnect_max
         self.probe_after = probe_after
@@ -754,6 +757,7 @@ class GatewayConnector:
             self._join(position.account)
             if position.account in self._accounts:
                 self._place(position.account, position.contract, float(position.position))
+                self.on_trade(position.account)
         self._touch(position.account)
 
     def _on_portfolio(self, item: Any) -> None:

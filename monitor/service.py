@@ -67,6 +67,11 @@ log = structlog.get_logger("monitor.service")
 
 NO_VALUES_YET = "no account values received yet"
 
+#: The longest stretch of evaluations without handing the event loop back (seconds): IB's
+#: push of a whole advisor login marks every account for a rebuild (~10 ms each), and a
+#: trade's push arriving meanwhile must not wait for all of them (it is read and goes first).
+EVALUATION_SLICE_SECONDS = 0.02
+
 
 @dataclass
 class AccountView:
@@ -113,6 +118,7 @@ class MonitorService:
         connector.on_update = self.request_evaluation
         connector.on_link = self._on_link
         connector.on_price = self._on_price
+        connector.on_trade = self._on_trade
         self.zone = zone(settings.monitor.timezone) if settings.monitor.timezone else None
         self.policy = LifecyclePolicy(
             reminder_critical=_minutes(settings.notify.reminder_critical_minutes),
@@ -132,6 +138,7 @@ class MonitorService:
         self.evaluations = 0
         self.last_evaluation_seconds = 0.0
         self._dirty: set[str] = set()  # accounts to rebuild from the connector's snapshot
+        self._traded: set[str] = set()  # of those, the ones whose positions changed (first)
         self._moved: set[int] = set()  # contracts whose shared price moved
         self._moved_holdings: set[tuple[str, int]] = set()  # holdings whose own value moved
         self._repriced: set[str] = set()  # accounts whose live book moved materially
@@ -166,6 +173,10 @@ class MonitorService:
         """Mark an account for evaluation soon (called from gateway events)."""
         self._dirty.add(account)
         self._wake.set()
+
+    def _on_trade(self, account: str) -> None:
+        """A position changed: the account goes before those whose values only refreshed."""
+        self._traded.add(account)
 
     def _on_price(self, con_id: int, account: str | None) -> None:
         """A streamed value moved (O(1) here: its holders are moved once per debounce)."""
@@ -263,7 +274,9 @@ class MonitorService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set: the connector, the evaluator and the notifier."""
-        # The exchange calendar loads pandas (about half a second): off the event loop, once.
+        # The exchange calendar, read by a child process (no pandas in the daemon): off the
+        # event loop, once.
+        trading_calendar.use_child_process()
         warming = asyncio.create_task(asyncio.to_thread(trading_calendar.warm), name="calendar")
         tasks = [
             asyncio.create_task(self.connector.run(stop), name="gateway"),
@@ -305,17 +318,48 @@ class MonitorService:
                 break
             if debounce:
                 await asyncio.sleep(debounce)  # gather a burst of pushes into one evaluation
-            self._apply_prices()
-            dirty, self._dirty = self._dirty, set()
-            repriced, self._repriced = self._repriced - dirty, set()
             self._evaluating = True
-            for account in sorted(dirty | repriced):
-                try:
-                    await self.evaluate_account(account, rebuild=account in dirty)
-                except Exception:
-                    log.exception("evaluation failed", account=account)
+            queue: dict[str, bool] = {}  # account -> rebuild, in the order they go
+            prices_at = monotonic_time.monotonic()
+            self._apply_prices()
+            while not stop.is_set():
+                if monotonic_time.monotonic() - prices_at >= debounce:  # as often as before
+                    prices_at = monotonic_time.monotonic()
+                    self._apply_prices()
+                queue = self._take_pending(queue)
+                if not queue:
+                    break
+                await self._evaluate_slice(queue)
+                await asyncio.sleep(0)  # read what arrived: a new push goes before the rest
             self._evaluating = False
             self._idle.set()
+
+    def _take_pending(self, queue: dict[str, bool]) -> dict[str, bool]:
+        """The accounts to evaluate, those marked since ``queue`` was made first (a trade's
+        first, then a rebuild when IB pushed, else the live book), then what ``queue`` still
+        holds. Prices that moved since the last :meth:`_apply_prices` wait for the next (once
+        per debounce: a contract's holders move once however often it ticks meanwhile)."""
+        dirty, self._dirty = self._dirty, set()
+        repriced, self._repriced = self._repriced - dirty, set()
+        traded, self._traded = self._traded & dirty, set()
+        if not (dirty or repriced):
+            return queue
+        fresh = dict.fromkeys(sorted(traded), True) | dict.fromkeys(sorted(dirty), True)
+        fresh |= dict.fromkeys(sorted(repriced), False)
+        for account, rebuild in queue.items():
+            fresh[account] = fresh.get(account, False) or rebuild
+        return fresh
+
+    async def _evaluate_slice(self, queue: dict[str, bool]) -> None:
+        """Evaluate accounts from the front of ``queue`` for up to EVALUATION_SLICE_SECONDS."""
+        deadline = monotonic_time.perf_counter() + EVALUATION_SLICE_SECONDS
+        while queue and monotonic_time.perf_counter() < deadline:
+            account = next(iter(queue))
+            rebuild = queue.pop(account)
+            try:
+                await self.evaluate_account(account, rebuild=rebuild)
+            except Exception:
+                log.exception("evaluation failed", account=account)
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         """Every ``evaluate_every_seconds`` of the monotonic clock (a wall-clock step does

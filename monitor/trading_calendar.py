@@ -3,17 +3,25 @@
 The rules' pre-close windows (the leveraged-ETF rebalancing window, the Reg T SMA check) follow
 the exchange's sessions: none on a holiday, moved before an early close. Holidays and early
 closes come from ``exchange_calendars`` (maintained, and the one candidate that knows early
-closes; ``holidays`` knows only the holidays). It brings pandas, so it is imported on the
-first evaluation, never when the command line starts, and each day is looked up once.
-When the library is missing or the day is outside its range the answer is ``None``: the
-rules then fall back to weekdays, and the log says so once.
+closes; ``holidays`` knows only the holidays). It brings pandas (about half a second and
+~45 MB of memory that a daemon would carry for months), so the daemon
+(:func:`use_child_process`) reads the sessions once from a short-lived child process
+(``python -m monitor.trading_calendar``) that prints the calendar's whole range (about 21
+years) as JSON, keeps only that table and never imports pandas. A one-shot command (``check``)
+imports the library in-process, which is quicker than starting a second interpreter. When
+the library is missing, the child fails or the day is outside the range the answer is
+``None``: the rules then fall back to weekdays, and the log says so once.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import warnings
-from datetime import date, datetime, time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,31 +35,98 @@ log = structlog.get_logger("monitor.trading_calendar")
 #: The exchange whose sessions the windows follow (ISO 10383 code, as exchange_calendars names it).
 EXCHANGE = "XNYS"
 EXCHANGE_ZONE = ZoneInfo("America/New_York")
+#: The child's longest run (it imports pandas: about a second on a busy machine).
+CHILD_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sessions:
+    """The calendar's range, its sessions (day -> open and close, UTC epoch seconds) and the
+    close of a regular session."""
+
+    first: date
+    last: date
+    sessions: dict[date, tuple[float, float]]
+    regular_close: time
+
 
 _lock = threading.Lock()
-_calendar: Any = None
+_sessions: Sessions | None = None
 _unavailable: str | None = None
+_child = False
 
 
-def _load() -> Any:
-    """The exchange calendar, built once (about half a second: pandas); ``None`` when the
-    library cannot be used (the reason is logged once)."""
-    global _calendar, _unavailable
+def use_child_process() -> None:
+    """Read the sessions from a child process from now on (the daemon: pandas never loads)."""
+    global _child
+    _child = True
+
+
+def _load() -> Sessions | None:
+    """The sessions, read once from the child process; ``None`` when the calendar cannot be
+    used (the reason is logged once)."""
+    global _sessions, _unavailable
     with _lock:
-        if _calendar is None and _unavailable is None:
+        if _sessions is None and _unavailable is None:
             try:
-                with warnings.catch_warnings():  # pandas deprecations inside the library
-                    warnings.simplefilter("ignore")
-                    import exchange_calendars
-
-                    _calendar = exchange_calendars.get_calendar(EXCHANGE)
+                _sessions = _read_child() if _child else _parse(sessions_table())
             except Exception as error:  # missing library or broken data: windows on weekdays
                 _unavailable = f"{type(error).__name__}: {error}"
                 log.warning(
                     "exchange calendar unavailable; trading windows fall on weekdays",
                     error=_unavailable,
                 )
-        return _calendar
+        return _sessions
+
+
+def _read_child() -> Sessions:
+    """Run ``python -m monitor.trading_calendar`` and parse the table it prints."""
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor.trading_calendar"],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+        check=False,
+    )
+    if result.returncode != 0:
+        lines = (result.stderr or "").strip().splitlines() or ["no output"]
+        raise RuntimeError(lines[-1][:200])
+    return _parse(json.loads(result.stdout))
+
+
+def _parse(table: dict[str, Any]) -> Sessions:
+    """The sessions from :func:`sessions_table`'s data."""
+    hour, minute = (int(part) for part in table["regular_close"].split(":"))
+    return Sessions(
+        date.fromisoformat(table["first"]),
+        date.fromisoformat(table["last"]),
+        {date.fromisoformat(day): (opens, closes) for day, opens, closes in table["sessions"]},
+        time(hour, minute),
+    )
+
+
+def sessions_table() -> dict[str, Any]:
+    """The child's side: every session of the calendar's range, as JSON-ready data."""
+    with warnings.catch_warnings():  # pandas deprecations inside the library
+        warnings.simplefilter("ignore")
+        import exchange_calendars
+
+        calendar = exchange_calendars.get_calendar(EXCHANGE)
+        schedule = calendar.schedule
+        days = [day.isoformat() for day in schedule.index.date]
+        opens, closes = (  # UTC epoch seconds, converted as whole columns (5,000 rows)
+            (schedule[column].to_numpy().astype("datetime64[s]").astype("int64")).tolist()
+            for column in ("open", "close")
+        )
+        sessions = [list(row) for row in zip(days, opens, closes, strict=True)]
+        closes_at = getattr(calendar, "close_times", None) or ((None, time(16, 0)),)
+        regular: time = closes_at[-1][1]
+        return {
+            "first": calendar.first_session.date().isoformat(),
+            "last": calendar.last_session.date().isoformat(),
+            "regular_close": regular.strftime("%H:%M"),
+            "sessions": sessions,
+        }
 
 
 def warm() -> bool:
@@ -68,27 +143,16 @@ def trading_day_at(now: datetime) -> TradingDay | None:
 def trading_day(day: date) -> TradingDay | None:
     """The NYSE session on ``day``: open and close (aware, exchange clock), early close or no
     session; ``None`` when the calendar is unavailable or does not cover ``day``."""
-    calendar = _load()
-    if calendar is None:
+    table = _load()
+    if table is None or not (table.first <= day <= table.last):
         return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if not (calendar.first_session.date() <= day <= calendar.last_session.date()):
-                return None
-            if not calendar.is_session(day):
-                return TradingDay(day)
-            opens = calendar.session_open(day).to_pydatetime().astimezone(EXCHANGE_ZONE)
-            closes = calendar.session_close(day).to_pydatetime().astimezone(EXCHANGE_ZONE)
-    except Exception as error:  # a library change must never stop an evaluation
-        log.warning("exchange calendar lookup failed", day=day.isoformat(), error=str(error))
-        return None
-    regular = datetime.combine(day, _regular_close(calendar), tzinfo=EXCHANGE_ZONE)
+    session = table.sessions.get(day)
+    if session is None:
+        return TradingDay(day)
+    opens, closes = (datetime.fromtimestamp(t, UTC).astimezone(EXCHANGE_ZONE) for t in session)
+    regular = datetime.combine(day, table.regular_close, tzinfo=EXCHANGE_ZONE)
     return TradingDay(day, opens, closes, early_close=closes < regular, regular_close=regular)
 
 
-def _regular_close(calendar: Any) -> time:
-    """The close of a regular session (16:00 for the NYSE), from the calendar's close times."""
-    closes = getattr(calendar, "close_times", None) or ((None, time(16, 0)),)
-    close: time = closes[-1][1]
-    return close
+if __name__ == "__main__":  # the child: print the sessions for the daemon to read
+    json.dump(sessions_table(), sys.stdout)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.estimate import LiveBook, estimate, make_baseline, rate_lookup
+from monitor.estimate import LiveBook, LiveBooks, estimate, make_baseline, rate_lookup
 from rules.model import REQUIREMENT_FIELDS, AccountSnapshot, Position
 from rules.samples import SAMPLE_TIME
 
@@ -134,6 +134,7 @@ def assert_same(live: AccountSnapshot, full: AccountSnapshot) -> None:
     traded=st.booleans(),
     moves=st.lists(st.tuples(st.integers(0, 11), st.floats(0.5, 2.0)), max_size=40),
     configured=st.booleans(),
+    shared=st.booleans(),
 )
 def test_the_live_book_equals_the_full_estimate_after_any_moves(
     book: list[dict[str, Any]],
@@ -141,9 +142,12 @@ def test_the_live_book_equals_the_full_estimate_after_any_moves(
     traded: bool,
     moves: list[tuple[int, float]],
     configured: bool,
+    shared: bool,
 ) -> None:
     """Any stream of price moves on a live book gives the full recompute's figures; a trade
-    or a position opened since the baseline (built into the book) keeps its own treatment."""
+    or a position opened since the baseline (built into the book) keeps its own treatment.
+    ``shared``: the moves go through :class:`LiveBooks` (a contract's every holder at once,
+    the daemon's hot path) instead of one book's :meth:`LiveBook.move`."""
     known = rate_lookup({"S0": 0.5} if configured else {}, {})
     start = tuple(position(h, h["price"]) for h in book)
     baseline = make_baseline(authoritative(start, cash + 100_000.0), known)
@@ -156,6 +160,8 @@ def test_the_live_book_equals_the_full_estimate_after_any_moves(
         current = (*current, position(opened, opened["price"]))
     snapshot = replace(baseline.snapshot, positions=current)
     live = LiveBook(baseline, snapshot)
+    books = LiveBooks()
+    books.put("DU1", live)
     prices = {h["con_id"]: h["price"] for h in book}
     quantities = {p.con_id: p.quantity for p in current}
     for index, factor in moves:
@@ -163,7 +169,12 @@ def test_the_live_book_equals_the_full_estimate_after_any_moves(
         con_id = holding["con_id"]
         prices[con_id] *= factor
         unit = prices[con_id] * holding["multiplier"]
-        assert live.move(con_id, unit)
+        if shared:
+            touched: set[str] = set()
+            books.move_contract(con_id, unit, touched)
+            assert touched == {"DU1"}
+        else:
+            assert live.move(con_id, unit)
     later = SAMPLE_TIME + timedelta(seconds=40)
     expected = tuple(position(h, prices[h["con_id"]], quantities[h["con_id"]]) for h in book)
     full = estimate(baseline, replace(snapshot, positions=expected, as_of=later))

@@ -53,3 +53,18 @@ def test_the_command_line_starts_without_the_calendar_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_daemon_reads_the_sessions_from_a_child_process_without_pandas():
+    """After ``use_child_process`` (the daemon), the day after Thanksgiving is still an early
+    close, and pandas never loaded in this process."""
+    code = (
+        "import sys; from datetime import date; from monitor import trading_calendar as t; "
+        "t.use_child_process(); day = t.trading_day(date(2026, 11, 27)); "
+        "print(day is not None and day.early_close, 'pandas' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.split() == ["True", "False"]

@@ -16,7 +16,7 @@ from support import make_settings, until
 
 from monitor.app import build_service, run_daemon
 from monitor.gateway import GatewayConnector
-from monitor.service import AccountView
+from monitor.service import AccountView, MonitorService
 from monitor.sim.server import SimulatedGateway
 
 A, B, C = "DU6100001", "DU6100002", "DU6100003"
@@ -86,6 +86,21 @@ async def connected(gateway: SimulatedGateway) -> AsyncIterator[GatewayConnector
         yield connector
     finally:
         await connector.disconnect()
+
+
+@asynccontextmanager
+async def daemon_running(service: MonitorService, settings: Any) -> AsyncIterator[None]:
+    """The daemon running ``service`` until the block ends, its three books built and every
+    first evaluation done."""
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(run_daemon(settings, stop, service))
+    try:
+        await until(lambda: service.connector.ready() and len(service.live.books) == 3, 10, "up")
+        assert await service.settle(5)
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 15)
 
 
 def run(body: Any) -> None:
@@ -198,13 +213,7 @@ def test_only_the_accounts_whose_values_moved_are_evaluated_and_the_tick_does_al
                 seen.append((account, estimated))
 
             service.on_evaluated = record
-            stop = asyncio.Event()
-            daemon = asyncio.create_task(run_daemon(settings, stop, service))
-            try:
-                await until(
-                    lambda: service.connector.ready() and len(service.live.books) == 3, 10, "up"
-                )
-                assert await service.settle(5)
+            async with daemon_running(service, settings):
                 seen.clear()
                 gateway.set_prices({"ONLYC": 10.5})  # C: +35 on NLV ~1,945 (1.8%)
                 await until(lambda: bool(seen), 5, "an evaluation")
@@ -218,8 +227,34 @@ def test_only_the_accounts_whose_values_moved_are_evaluated_and_the_tick_does_al
                 await service.tick()
                 assert await service.settle(5)
                 assert sorted(account for account, _ in seen) == [A, B, C]
-            finally:
-                stop.set()
-                await asyncio.wait_for(daemon, 15)
+
+    run(body())
+
+
+@pytest.mark.slow
+def test_a_trade_is_evaluated_before_the_accounts_whose_values_refreshed(
+    simulated_gateway, tmp_path
+):
+    """IB pushes every account's values and, in the same instant, C trades: C is evaluated
+    first, then A and B (otherwise the order would be A, B, C: a trade waited for a whole
+    login's rebuilds)."""
+
+    async def body() -> None:
+        async with simulated_gateway(BOOK) as gateway:
+            settings = make_settings(
+                tmp_path, gateway.port, [], monitor={"evaluate_every_seconds": 3600}
+            )
+            service = build_service(settings)
+            seen: list[str] = []
+            service.on_evaluated = lambda account, view: seen.append(account)
+            async with daemon_running(service, settings):
+                gateway.set_prices({"SHRD": 51.0, "ONLYC": 10.2})  # every account's values move
+                await until(lambda: service.connector.unit_value(61003) == 10.2, 5, "streamed")
+                assert await service.settle(5)
+                seen.clear()
+                await gateway.push_account_values()  # no await inside: both go out together
+                gateway.set_quantity(C, "ONLYC", 90)
+                await until(lambda: {A, B, C} <= set(seen), 5, "every account evaluated")
+                assert seen[0] == C
 
     run(body())
