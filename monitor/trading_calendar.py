@@ -8,7 +8,9 @@ closes; ``holidays`` knows only the holidays). It brings pandas (about half a se
 (:func:`use_child_process`) reads the sessions once from a short-lived child process
 (``python -m monitor.trading_calendar``) that prints the calendar's whole range (about 21
 years) as JSON, keeps only that table and never imports pandas. A one-shot command (``check``)
-imports the library in-process, which is quicker than starting a second interpreter. When
+imports the library in-process, which is quicker than starting a second interpreter. Either
+keeps the table in the user's cache directory (:func:`cache_file`), so the next run (a cron
+``check``) reads the file and loads no pandas at all. When
 the library is missing, the child fails or the day is outside the range the answer is
 ``None``: the rules then fall back to weekdays, and the log says so once.
 """
@@ -16,13 +18,16 @@ the library is missing, the child fails or the day is outside the range the answ
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import warnings
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,6 +42,8 @@ EXCHANGE = "XNYS"
 EXCHANGE_ZONE = ZoneInfo("America/New_York")
 #: The child's longest run (it imports pandas: about a second on a busy machine).
 CHILD_TIMEOUT = 60.0
+#: A cached table is used while it covers this far ahead (the library's range reaches a year).
+CACHE_AHEAD = timedelta(days=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +76,11 @@ def _load() -> Sessions | None:
     with _lock:
         if _sessions is None and _unavailable is None:
             try:
-                _sessions = _read_child() if _child else _parse(sessions_table())
+                table = _cached_table()
+                if table is None:
+                    table = _read_child() if _child else sessions_table()
+                    _write_cache(table)
+                _sessions = _parse(table)
             except Exception as error:  # missing library or broken data: windows on weekdays
                 _unavailable = f"{type(error).__name__}: {error}"
                 log.warning(
@@ -79,8 +90,44 @@ def _load() -> Sessions | None:
         return _sessions
 
 
-def _read_child() -> Sessions:
-    """Run ``python -m monitor.trading_calendar`` and parse the table it prints."""
+def cache_file() -> Path:
+    """Where the sessions table is kept between runs (``$XDG_CACHE_HOME``, else ~/.cache), so
+    that ``check`` imports no pandas after the first run; named by the library's version, so
+    an upgrade (new holidays) reads the calendar anew."""
+    try:
+        version = metadata.version("exchange_calendars")
+    except metadata.PackageNotFoundError:
+        version = "none"
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "margin-monitor" / f"{EXCHANGE}-sessions-{version}.json"
+
+
+def _cached_table() -> dict[str, Any] | None:
+    """The cached table when it is readable and still covers the next :data:`CACHE_AHEAD`
+    days; ``None`` (read the calendar) otherwise."""
+    try:
+        table: dict[str, Any] = json.loads(cache_file().read_text(encoding="utf-8"))
+        last = date.fromisoformat(table["last"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return table if last >= date.today() + CACHE_AHEAD else None
+
+
+def _write_cache(table: dict[str, Any]) -> None:
+    """Keep ``table`` for the next run (best effort: a cache that cannot be written only costs
+    the next run the calendar's import); written whole or not at all."""
+    path = cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(table), encoding="utf-8")
+        partial.replace(path)
+    except OSError as error:
+        log.debug("calendar cache not written", error=str(error))
+
+
+def _read_child() -> dict[str, Any]:
+    """Run ``python -m monitor.trading_calendar`` and read the table it prints."""
     result = subprocess.run(
         [sys.executable, "-m", "monitor.trading_calendar"],
         capture_output=True,
@@ -91,7 +138,8 @@ def _read_child() -> Sessions:
     if result.returncode != 0:
         lines = (result.stderr or "").strip().splitlines() or ["no output"]
         raise RuntimeError(lines[-1][:200])
-    return _parse(json.loads(result.stdout))
+    table: dict[str, Any] = json.loads(result.stdout)
+    return table
 
 
 def _parse(table: dict[str, Any]) -> Sessions:

@@ -14,7 +14,10 @@ result is an async context manager listening on a free 127.0.0.1 port::
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,6 +27,11 @@ import pytest
 
 from monitor.sim.scenarios import Scenario
 from monitor.sim.server import SimulatedGateway
+
+# The exchange calendar's sessions cache (monitor/trading_calendar.py) goes to a directory of
+# this run, inherited by every command the tests start, never the developer's ~/.cache.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="margin-monitor-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime, time
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +71,35 @@ def test_the_daemon_reads_the_sessions_from_a_child_process_without_pandas():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.split() == ["True", "False"]
+
+
+def early_close_and_pandas(cache_home: Path) -> list[str]:
+    """In a new interpreter caching in ``cache_home``: whether the day after Thanksgiving 2026
+    closes early, and whether pandas was loaded to say so."""
+    code = (
+        "import sys; from datetime import date; from monitor import trading_calendar as t; "
+        "day = t.trading_day(date(2026, 11, 27)); "
+        "print(day is not None and day.early_close, 'pandas' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache_home)},
+    )
+    return result.stdout.split()
+
+
+@pytest.mark.slow
+def test_the_sessions_are_cached_so_the_next_check_loads_no_pandas(tmp_path):
+    """The first run reads the calendar (pandas) and keeps its sessions under
+    $XDG_CACHE_HOME/margin-monitor; the next run (a cron ``check``) answers from that file
+    alone. A damaged cache file is read anew, never an error."""
+    assert early_close_and_pandas(tmp_path) == ["True", "True"]
+    [cached] = (tmp_path / "margin-monitor").glob("XNYS-sessions-*.json")
+    assert early_close_and_pandas(tmp_path) == ["True", "False"]
+    cached.write_text("{not json", encoding="utf-8")
+    assert early_close_and_pandas(tmp_path) == ["True", "True"]
+    assert json.loads(cached.read_text(encoding="utf-8"))["last"] > "2026-12-31"
