@@ -705,6 +705,7 @@ def test_values_streaming_in_after_connecting_raise_no_false_estimate(simulated_
     assert all(abs(error) < 0.01 for error in errors), errors
 
 
+@pytest.mark.slow
 def test_with_the_estimate_off_nothing_is_estimated(simulated_gateway, tmp_path):
     """``[monitor] estimate = false``: between pushes the monitor judges IB's last values."""
 

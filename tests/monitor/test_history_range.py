@@ -188,6 +188,7 @@ def chart_day() -> tuple[list[Sample], list[dict], list[dict]]:
     return samples, gaps, events
 
 
+@pytest.mark.slow
 def test_the_png_chart_draws_each_minute_at_its_worst_and_breaks_across_gaps(tmp_path):
     samples, gaps, events = chart_day()
     figure = chart_figure(samples, title="DU1", zone=NEW_YORK, gaps=gaps, events=events)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import examples
 
 from monitor.estimate import LiveBook, LiveBooks, estimate, make_baseline, rate_lookup
 from rules.model import REQUIREMENT_FIELDS, AccountSnapshot, Position
@@ -127,7 +128,7 @@ def assert_same(live: AccountSnapshot, full: AccountSnapshot) -> None:
     assert live.estimated and full.estimated
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     book=holdings(),
     cash=st.floats(-50_000.0, 200_000.0),

@@ -78,6 +78,7 @@ def test_demo_rules_fill_only_what_the_configuration_leaves_at_its_defaults():
     assert scenario_rules(RulesConfig(), load_scenario("healthy")) == RulesConfig()
 
 
+@pytest.mark.slow
 def test_invalid_demo_rules_are_one_line_naming_the_key(tmp_path):
     text = (SCENARIOS / "three_fund.toml").read_text(encoding="utf-8")
     broken = tmp_path / "broken.toml"

@@ -203,6 +203,7 @@ def test_a_long_outage_alerts_monitor_blind_once_then_recovers(simulated_gateway
     assert not titles(messages, ACCOUNT, "cushion"), "a disconnect is not a margin alert"
 
 
+@pytest.mark.slow
 def test_a_disconnect_inside_the_restart_window_waits_until_it_outlasts_it(
     simulated_gateway, tmp_path
 ):
