@@ -70,7 +70,7 @@ from apprise import NotifyFormat, NotifyType
 
 from monitor.clock import Clock, utc_now
 from monitor.logs import NOTIFY_THREAD, masker, redactor
-from monitor.settings import Settings, mask_url
+from monitor.settings import WEB_SCHEMES, Settings, mask_url
 from monitor.store import OutboxItem, Store, StoreError, scrub_error
 from rules.catalog import unit_of
 from rules.clock import parse_hhmm, zone
@@ -1160,7 +1160,7 @@ def url_problem(url: str) -> str | None:
     if plugin is None:
         reason = said[-1] if said else raised or "not understood"
         return redactor.clean(masker(secret_fragments(url))(reason)).strip()
-    if url.partition("://")[0].lower() in _WEB_SCHEMES:
+    if url.partition("://")[0].lower() in WEB_SCHEMES:
         try:
             _ = urlsplit(url).port
         except ValueError:
@@ -1244,9 +1244,6 @@ def _notify_type(severity: str, kind: str) -> NotifyType:
 
 
 _SEPARATORS = re.compile(r"[/:@?&=#,;+!$'()*\[\]\s]+")
-
-
-_WEB_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms", "http", "https"})
 _URLS_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://\S+")
 # A host that reads as a domain name or an IPv4 address (with an optional port).
 _HOSTNAME = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(:\d+)?")
@@ -1282,7 +1279,7 @@ def secret_fragments(url: str) -> list[str]:
         pieces += [
             value for key, value in parse_qsl(parts.query) if _SECRET_KEYS.search(key)
         ]
-        if scheme.lower() not in _WEB_SCHEMES and not _HOSTNAME.fullmatch(hostport):
+        if scheme.lower() not in WEB_SCHEMES and not _HOSTNAME.fullmatch(hostport):
             pieces += [hostport, *_SEPARATORS.split(hostport)]
     found = {piece for piece in pieces if piece} | {unquote(piece) for piece in pieces if piece}
     return sorted(found, key=len, reverse=True)

@@ -537,7 +537,7 @@ def heartbeat_url_problem(url: str) -> str | None:
 
 
 #: Apprise schemes that post to a web address: their host is an address, not a key.
-_WEB_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms", "http", "https"})
+WEB_SCHEMES = frozenset({"json", "jsons", "xml", "xmls", "form", "forms", "http", "https"})
 #: Query keys whose values are credentials.
 _CREDENTIAL_KEYS = re.compile(r"token|key|secret|pass|auth|sig|cred|session|pwd", re.I)
 
@@ -558,7 +558,7 @@ def url_holds_secret(url: str, *, path_is_secret: bool = True) -> bool:
         return True
     if any(_CREDENTIAL_KEYS.search(key) for key, _ in parse_qsl(parts.query)):
         return True
-    if scheme not in _WEB_SCHEMES:
+    if scheme not in WEB_SCHEMES:
         return bool(parts.netloc or parts.path.strip("/"))
     return path_is_secret and bool(parts.path.strip("/"))
 

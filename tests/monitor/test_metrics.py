@@ -13,9 +13,11 @@ import os
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -82,6 +84,21 @@ def make_service(tmp_path: Path, receiver: Receiver, clock: Clock) -> MonitorSer
     return build_service(load_settings(config), clock=clock, monotonic=clock.monotonic)
 
 
+def run_on_a_service(
+    tmp_path: Path,
+    body: Callable[[MonitorService, Receiver, Clock], Coroutine[Any, Any, None]],
+) -> None:
+    """Run ``body`` on a service built by :func:`make_service` beside a local receiver, on a
+    clock at T0, and close the service's state file after."""
+    clock = Clock(T0)
+    with Receiver() as receiver:
+        service = make_service(tmp_path, receiver, clock)
+        try:
+            asyncio.run(body(service, receiver, clock))
+        finally:
+            service.store.close()
+
+
 def link_up(service: MonitorService, clock: Clock, last_values: datetime) -> None:
     """What the connector records once connected and IB has pushed values for the account."""
     connector = service.connector
@@ -141,13 +158,7 @@ def test_the_endpoint_binds_loopback_by_default():
 
 def test_metrics_and_health_over_loopback(tmp_path):
     """The listed series with their values; /healthz follows freshness and the link."""
-    clock = Clock(T0)
-    with Receiver() as receiver:
-        service = make_service(tmp_path, receiver, clock)
-        try:
-            asyncio.run(scenario(service, receiver, clock))
-        finally:
-            service.store.close()
+    run_on_a_service(tmp_path, scenario)
 
 
 async def scenario(service: MonitorService, receiver: Receiver, clock: Clock) -> None:
@@ -223,13 +234,7 @@ async def scenario(service: MonitorService, receiver: Receiver, clock: Clock) ->
 def test_a_malformed_client_does_not_stop_the_endpoint(tmp_path):
     """A request line far over the size limit, or a client that hangs up, gets dropped; a
     failing collector gets a 500; the next scrape is served."""
-    clock = Clock(T0)
-    with Receiver() as receiver:
-        service = make_service(tmp_path, receiver, clock)
-        try:
-            asyncio.run(malformed(service))
-        finally:
-            service.store.close()
+    run_on_a_service(tmp_path, lambda service, receiver, clock: malformed(service))
 
 
 async def malformed(service: MonitorService) -> None:
@@ -310,13 +315,7 @@ def test_prometheus_conventions_and_openmetrics(tmp_path):
     pending rows, ``build_info``, IB's last update as a timestamp in seconds; an account that
     left the managed list takes its series along (an open alert on it stays); a scrape that
     asks for OpenMetrics gets it."""
-    clock = Clock(T0)
-    with Receiver() as receiver:
-        service = make_service(tmp_path, receiver, clock)
-        try:
-            asyncio.run(conventions(service, receiver, clock))
-        finally:
-            service.store.close()
+    run_on_a_service(tmp_path, conventions)
 
 
 def get_as(url: str, accept: str) -> tuple[str, str]:
