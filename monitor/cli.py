@@ -737,11 +737,7 @@ def ping_heartbeat(url: str) -> bool:
     from monitor.heartbeat import Heartbeat
 
     heartbeat = Heartbeat(url)
-
-    async def ping() -> tuple[bool, str]:
-        return await heartbeat.ping("ok")
-
-    ok, error = asyncio.run(ping())
+    ok, error = asyncio.run(heartbeat.ping("ok"))
     print(f"{'heartbeat':<20} {'ok' if ok else f'FAILED: {error}'} ({heartbeat.shown})")
     return ok
 
