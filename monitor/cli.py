@@ -30,11 +30,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from monitor import DISTRIBUTION, installed_version
+
 if TYPE_CHECKING:
     from monitor.settings import Settings
 
 PROG = "margin-monitor"
-DISTRIBUTION = "ibkr-margin-monitor"
 
 #: Exit status of a problem the user must fix (configuration, state directory, a second
 #: daemon): the systemd unit does not restart on it (``RestartPreventExitStatus=2``).
@@ -112,13 +113,7 @@ class VersionAction(argparse.Action):
 
 def version() -> str:
     """The installed distribution's version (``unknown`` when run from a bare checkout)."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    try:
-        return installed(DISTRIBUTION)
-    except PackageNotFoundError:
-        return "unknown"
+    return installed_version(DISTRIBUTION)
 
 
 def build_parser() -> argparse.ArgumentParser:

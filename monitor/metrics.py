@@ -23,8 +23,6 @@ import contextlib
 import platform
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as installed_version
 from typing import Protocol
 
 import structlog
@@ -43,6 +41,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from monitor import DISTRIBUTION, installed_version
 from rules.lifecycle import AlertState
 from rules.model import AccountSnapshot
 
@@ -94,16 +93,10 @@ def build_labels() -> dict[str, str]:
     """``build_info``'s labels: the monitor's version, Python's and ib_async's (read from the
     installed distributions' metadata, without importing anything)."""
 
-    def of(distribution: str) -> str:
-        try:
-            return installed_version(distribution)
-        except PackageNotFoundError:
-            return "unknown"
-
     return {
-        "version": of("ibkr-margin-monitor"),
+        "version": installed_version(DISTRIBUTION),
         "python": platform.python_version(),
-        "ib_async": of("ib_async"),
+        "ib_async": installed_version("ib_async"),
     }
 
 

@@ -26,13 +26,13 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
+from monitor import installed_version
 from rules.model import TradingDay
 
 log = structlog.get_logger("monitor.trading_calendar")
@@ -94,10 +94,7 @@ def cache_file() -> Path:
     """Where the sessions table is kept between runs (``$XDG_CACHE_HOME``, else ~/.cache), so
     that ``check`` imports no pandas after the first run; named by the library's version, so
     an upgrade (new holidays) reads the calendar anew."""
-    try:
-        version = metadata.version("exchange_calendars")
-    except metadata.PackageNotFoundError:
-        version = "none"
+    version = installed_version("exchange_calendars")
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(root) / "margin-monitor" / f"{EXCHANGE}-sessions-{version}.json"
 
